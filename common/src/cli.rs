@@ -1,0 +1,54 @@
+//! Command-line arguments shared by the router and polysocketd. Every flag
+//! also reads an environment variable, so containers configure by env alone.
+
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Exit code for invalid configuration (EX_USAGE), so orchestrators can tell
+/// a bad deployment from a crash.
+pub const EXIT_BAD_CONFIG: i32 = 64;
+
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Redis holding the registry, tokens and create hand-off.
+    #[arg(
+        long = "redis",
+        env = "POLYSOCKET_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokensArgs {
+    /// JSON tokens file loaded into the fleet at start-up.
+    #[arg(long = "tokens", env = "POLYSOCKET_TOKENS")]
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CreateArgs {
+    /// How long a create waits for the chosen daemon to open the upstream
+    /// socket, handshake included.
+    #[arg(long, env = "POLYSOCKET_CREATE_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub create_timeout: Duration,
+}
+
+/// Parses durations such as `500ms`, `15s` or `2m` (humantime syntax).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,287 @@
+//! An in-process fleet for standalone mode and tests.
+
+use super::{DaemonInfo, Fleet, FleetError, Reservation};
+use crate::token::TokenRecord;
+use crate::wire::{EstablishReply, EstablishRequest};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// How long [`Fleet::next_request`] waits before returning `None`.
+const INBOX_WAIT: Duration = Duration::from_secs(1);
+/// Requests a daemon may have queued before routers are told it is busy.
+const INBOX_CAPACITY: usize = 1024;
+
+#[derive(Default)]
+pub struct MemoryFleet {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    tokens: HashMap<String, TokenRecord>,
+    daemons: HashMap<String, Daemon>,
+    /// Open sockets per token, per daemon, so a dead daemon's slots vanish with it.
+    slots: HashMap<String, HashMap<String, u32>>,
+    waiting: HashMap<String, oneshot::Sender<EstablishReply>>,
+}
+
+struct Daemon {
+    info: DaemonInfo,
+    load: u32,
+    expires_at: Instant,
+    inbox_tx: mpsc::Sender<EstablishRequest>,
+    inbox_rx: Arc<tokio::sync::Mutex<mpsc::Receiver<EstablishRequest>>>,
+}
+
+impl MemoryFleet {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated in
+        // a way later callers would misread, so recover from poisoning.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl State {
+    fn drop_expired(&mut self, now: Instant) {
+        self.daemons.retain(|_, d| d.expires_at > now);
+        let daemons = &self.daemons;
+        for per_daemon in self.slots.values_mut() {
+            per_daemon.retain(|id, _| daemons.contains_key(id));
+        }
+    }
+}
+
+#[async_trait]
+impl Fleet for MemoryFleet {
+    async fn store_tokens(&self, tokens: &[TokenRecord]) -> Result<(), FleetError> {
+        let mut state = self.state();
+        for record in tokens {
+            state.tokens.insert(record.token.clone(), record.clone());
+        }
+        Ok(())
+    }
+
+    async fn token(&self, token: &str) -> Result<Option<TokenRecord>, FleetError> {
+        Ok(self.state().tokens.get(token).cloned())
+    }
+
+    async fn heartbeat(
+        &self,
+        daemon: &DaemonInfo,
+        load: u32,
+        ttl: Duration,
+    ) -> Result<(), FleetError> {
+        let mut state = self.state();
+        let expires_at = Instant::now() + ttl;
+        match state.daemons.get_mut(&daemon.id) {
+            Some(entry) => {
+                entry.info = daemon.clone();
+                entry.expires_at = expires_at;
+            }
+            None => {
+                let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
+                state.daemons.insert(
+                    daemon.id.clone(),
+                    Daemon {
+                        info: daemon.clone(),
+                        load,
+                        expires_at,
+                        inbox_tx,
+                        inbox_rx: Arc::new(tokio::sync::Mutex::new(inbox_rx)),
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn deregister(&self, daemon_id: &str) -> Result<(), FleetError> {
+        self.state().daemons.remove(daemon_id);
+        Ok(())
+    }
+
+    async fn reserve(&self, token: &str, max_connections: u32) -> Result<Reservation, FleetError> {
+        let mut state = self.state();
+        state.drop_expired(Instant::now());
+        let held: u32 = state
+            .slots
+            .get(token)
+            .map(|m| m.values().sum())
+            .unwrap_or(0);
+        if held >= max_connections {
+            return Err(FleetError::LimitReached);
+        }
+        if state.daemons.is_empty() {
+            return Err(FleetError::NoDaemon);
+        }
+        let best = state
+            .daemons
+            .values_mut()
+            .filter(|d| d.load < d.info.capacity)
+            .min_by(|a, b| {
+                // Compare load/capacity without floating point: a.load/a.cap < b.load/b.cap.
+                (u64::from(a.load) * u64::from(b.info.capacity))
+                    .cmp(&(u64::from(b.load) * u64::from(a.info.capacity)))
+                    .then(a.load.cmp(&b.load))
+            })
+            .ok_or(FleetError::NoCapacity)?;
+        best.load += 1;
+        let daemon_id = best.info.id.clone();
+        *state
+            .slots
+            .entry(token.to_owned())
+            .or_default()
+            .entry(daemon_id.clone())
+            .or_default() += 1;
+        Ok(Reservation { daemon_id })
+    }
+
+    async fn release(&self, token: &str, daemon_id: &str) -> Result<(), FleetError> {
+        let mut state = self.state();
+        if let Some(daemon) = state.daemons.get_mut(daemon_id) {
+            daemon.load = daemon.load.saturating_sub(1);
+        }
+        if let Some(per_daemon) = state.slots.get_mut(token) {
+            if let Some(count) = per_daemon.get_mut(daemon_id) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    per_daemon.remove(daemon_id);
+                }
+            }
+            if per_daemon.is_empty() {
+                state.slots.remove(token);
+            }
+        }
+        Ok(())
+    }
+
+    async fn establish(
+        &self,
+        daemon_id: &str,
+        request: EstablishRequest,
+        timeout: Duration,
+    ) -> Result<EstablishReply, FleetError> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let request_id = request.id.clone();
+        {
+            let mut state = self.state();
+            let inbox = state
+                .daemons
+                .get(daemon_id)
+                .ok_or(FleetError::NoDaemon)?
+                .inbox_tx
+                .clone();
+            inbox.try_send(request).map_err(|_| FleetError::NoAnswer)?;
+            state.waiting.insert(request_id.clone(), reply_tx);
+        }
+        let reply = tokio::time::timeout(timeout, reply_rx).await;
+        self.state().waiting.remove(&request_id);
+        match reply {
+            Ok(Ok(reply)) => Ok(reply),
+            _ => Err(FleetError::NoAnswer),
+        }
+    }
+
+    async fn next_request(&self, daemon_id: &str) -> Result<Option<EstablishRequest>, FleetError> {
+        let inbox = self
+            .state()
+            .daemons
+            .get(daemon_id)
+            .map(|d| d.inbox_rx.clone());
+        let inbox = match inbox {
+            Some(inbox) => inbox,
+            None => {
+                // Not registered (yet, or any more): nothing can arrive.
+                tokio::time::sleep(INBOX_WAIT).await;
+                return Ok(None);
+            }
+        };
+        let mut inbox = inbox.lock().await;
+        Ok(tokio::time::timeout(INBOX_WAIT, inbox.recv())
+            .await
+            .ok()
+            .flatten())
+    }
+
+    async fn reply(
+        &self,
+        request: &EstablishRequest,
+        reply: EstablishReply,
+    ) -> Result<bool, FleetError> {
+        let waiter = self.state().waiting.remove(&request.id);
+        Ok(waiter.is_some_and(|tx| tx.send(reply).is_ok()))
+    }
+
+    async fn ping(&self) -> Result<(), FleetError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn daemon(id: &str, capacity: u32) -> DaemonInfo {
+        DaemonInfo {
+            id: id.into(),
+            fqdn: format!("{id}.localhost"),
+            capacity,
+        }
+    }
+
+    #[tokio::test]
+    async fn reserve_spreads_and_respects_limits() {
+        let fleet = MemoryFleet::new();
+        assert!(matches!(
+            fleet.reserve("t", 10).await,
+            Err(FleetError::NoDaemon)
+        ));
+        let ttl = Duration::from_secs(10);
+        fleet.heartbeat(&daemon("a", 2), 0, ttl).await.unwrap();
+        fleet.heartbeat(&daemon("b", 2), 0, ttl).await.unwrap();
+        let mut picked = Vec::new();
+        for _ in 0..4 {
+            picked.push(fleet.reserve("t", 10).await.unwrap().daemon_id);
+        }
+        picked.sort();
+        assert_eq!(picked, ["a", "a", "b", "b"]);
+        assert!(matches!(
+            fleet.reserve("t", 10).await,
+            Err(FleetError::NoCapacity)
+        ));
+        fleet.release("t", "a").await.unwrap();
+        assert_eq!(fleet.reserve("t", 10).await.unwrap().daemon_id, "a");
+        assert!(matches!(
+            fleet.reserve("t", 4).await,
+            Err(FleetError::LimitReached)
+        ));
+    }
+
+    #[tokio::test]
+    async fn expired_daemons_are_not_picked_and_free_their_slots() {
+        let fleet = MemoryFleet::new();
+        fleet
+            .heartbeat(&daemon("a", 5), 0, Duration::from_millis(20))
+            .await
+            .unwrap();
+        fleet.reserve("t", 1).await.unwrap();
+        assert!(matches!(
+            fleet.reserve("t", 1).await,
+            Err(FleetError::LimitReached)
+        ));
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        fleet
+            .heartbeat(&daemon("b", 5), 0, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(fleet.reserve("t", 1).await.unwrap().daemon_id, "b");
+    }
+}

@@ -1,0 +1,114 @@
+//! The fleet: everything routers and daemons coordinate on.
+//!
+//! Routers and daemons never talk to each other directly; they share a
+//! [`Fleet`]. [`RedisFleet`] is the production backend; [`MemoryFleet`] runs
+//! the single-process standalone mode and fast tests with the same behaviour.
+//!
+//! The per-message data path never touches the fleet: it is used for tokens,
+//! the daemon registry, connection accounting and the create hand-off only.
+
+mod memory;
+mod redis;
+
+pub use self::memory::MemoryFleet;
+pub use self::redis::RedisFleet;
+
+use crate::token::TokenRecord;
+use crate::wire::{EstablishReply, EstablishRequest};
+use async_trait::async_trait;
+use std::time::Duration;
+
+/// A daemon as the registry knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonInfo {
+    pub id: String,
+    /// The public name clients reach the daemon by, `{uniq}.` prepended.
+    pub fqdn: String,
+    /// Most sockets the daemon will hold.
+    pub capacity: u32,
+}
+
+/// A create's claim on a token slot and a daemon's capacity, taken together so
+/// neither can be taken without the other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub daemon_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("connection limit reached")]
+    LimitReached,
+    #[error("no daemon available")]
+    NoDaemon,
+    #[error("no capacity")]
+    NoCapacity,
+    #[error("daemon did not answer")]
+    NoAnswer,
+    #[error("fleet unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<::redis::RedisError> for FleetError {
+    fn from(e: ::redis::RedisError) -> Self {
+        FleetError::Unavailable(Box::new(e))
+    }
+}
+
+impl From<deadpool_redis::PoolError> for FleetError {
+    fn from(e: deadpool_redis::PoolError) -> Self {
+        FleetError::Unavailable(Box::new(e))
+    }
+}
+
+#[async_trait]
+pub trait Fleet: Send + Sync + 'static {
+    /// Adds or replaces token records (router start-up, admin).
+    async fn store_tokens(&self, tokens: &[TokenRecord]) -> Result<(), FleetError>;
+
+    async fn token(&self, token: &str) -> Result<Option<TokenRecord>, FleetError>;
+
+    /// Registers the daemon or renews its entry for `ttl`. `load` is only
+    /// used when the entry has to be created afresh (first start, or a Redis
+    /// that lost its data); otherwise reservations and releases keep it exact.
+    async fn heartbeat(
+        &self,
+        daemon: &DaemonInfo,
+        load: u32,
+        ttl: Duration,
+    ) -> Result<(), FleetError>;
+
+    async fn deregister(&self, daemon_id: &str) -> Result<(), FleetError>;
+
+    /// Atomically checks the token's fleet-wide connection limit and picks the
+    /// least-loaded live daemon with room, claiming one slot on each.
+    async fn reserve(&self, token: &str, max_connections: u32) -> Result<Reservation, FleetError>;
+
+    /// Gives back what [`Fleet::reserve`] took, when a socket ends or fails to open.
+    async fn release(&self, token: &str, daemon_id: &str) -> Result<(), FleetError>;
+
+    /// Router side of the hand-off: delivers `request` to the daemon and waits
+    /// up to `timeout` for its reply.
+    async fn establish(
+        &self,
+        daemon_id: &str,
+        request: EstablishRequest,
+        timeout: Duration,
+    ) -> Result<EstablishReply, FleetError>;
+
+    /// Daemon side of the hand-off: the next request for `daemon_id`, or
+    /// `None` when none arrived within a short wait (so callers can check
+    /// for shutdown between waits).
+    async fn next_request(&self, daemon_id: &str) -> Result<Option<EstablishRequest>, FleetError>;
+
+    /// Answers a request. `Ok(false)` means nobody was waiting any more, so
+    /// the daemon must undo whatever it opened.
+    async fn reply(
+        &self,
+        request: &EstablishRequest,
+        reply: EstablishReply,
+    ) -> Result<bool, FleetError>;
+
+    /// Whether the backend is reachable, for readiness probes.
+    async fn ping(&self) -> Result<(), FleetError>;
+}

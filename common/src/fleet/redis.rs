@@ -1,0 +1,400 @@
+//! The production fleet, coordinated through one Redis.
+//!
+//! Keys (all under `ps:`):
+//! - `ps:tokens` hash: token -> JSON [`TokenRecord`];
+//! - `ps:daemons` set of daemon ids, and `ps:daemon:<id>` hash (`fqdn`,
+//!   `capacity`, `load`) that expires unless heartbeats renew it;
+//! - `ps:slots:<token>` hash: daemon id -> sockets that token holds there, so
+//!   the slots of a daemon that died go away with its registry entry;
+//! - `ps:inbox:<id>` list: create requests for a daemon (at-least-once until
+//!   popped), answered by `PUBLISH` on the router's own reply channel.
+
+use super::{DaemonInfo, Fleet, FleetError, Reservation};
+use crate::token::TokenRecord;
+use crate::wire::{EstablishReply, EstablishRequest};
+use async_trait::async_trait;
+use deadpool_redis::{Pool, Runtime};
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use redis::aio::MultiplexedConnection;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+const TOKENS_KEY: &str = "ps:tokens";
+const DAEMONS_KEY: &str = "ps:daemons";
+/// How long a daemon's blocking pop waits before it re-checks for shutdown.
+const INBOX_WAIT_SECS: f64 = 1.0;
+/// Bounds every Redis round trip, so an unreachable Redis turns into an error
+/// within about a second instead of a hang.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Pause between attempts to re-establish the reply subscription.
+const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(250);
+
+fn daemon_key(id: &str) -> String {
+    format!("ps:daemon:{id}")
+}
+
+fn slots_key(token: &str) -> String {
+    format!("ps:slots:{token}")
+}
+
+fn inbox_key(id: &str) -> String {
+    format!("ps:inbox:{id}")
+}
+
+/// Checks the token's live slots and claims one on the least-loaded daemon
+/// (by load/capacity, then absolute load) in one atomic step, so concurrent
+/// creates from many routers neither overshoot a limit nor pile onto one daemon.
+const RESERVE_SCRIPT: &str = r#"
+local max = tonumber(ARGV[1])
+local held = redis.call('HGETALL', KEYS[2])
+local total = 0
+for i = 1, #held, 2 do
+  if redis.call('EXISTS', 'ps:daemon:' .. held[i]) == 1 then
+    total = total + tonumber(held[i + 1])
+  else
+    redis.call('HDEL', KEYS[2], held[i])
+  end
+end
+if total >= max then return {'limit'} end
+local best, best_load, best_cap
+local live = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local v = redis.call('HMGET', 'ps:daemon:' .. id, 'capacity', 'load')
+  if v[1] then
+    live = live + 1
+    local cap, load = tonumber(v[1]), tonumber(v[2] or '0')
+    if load < cap and (not best or load * best_cap < best_load * cap
+        or (load * best_cap == best_load * cap and load < best_load)) then
+      best, best_load, best_cap = id, load, cap
+    end
+  else
+    redis.call('SREM', KEYS[1], id)
+  end
+end
+if live == 0 then return {'nodaemon'} end
+if not best then return {'nocapacity'} end
+redis.call('HINCRBY', 'ps:daemon:' .. best, 'load', 1)
+redis.call('HINCRBY', KEYS[2], best, 1)
+return {'ok', best}
+"#;
+
+const RELEASE_SCRIPT: &str = r#"
+if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+if redis.call('EXISTS', KEYS[2]) == 1 and redis.call('HINCRBY', KEYS[2], 'load', -1) < 0 then
+  redis.call('HSET', KEYS[2], 'load', 0)
+end
+"#;
+
+/// `load` is only written when the entry is new, so a heartbeat never undoes
+/// reservations made since the daemon last counted its sockets.
+const HEARTBEAT_SCRIPT: &str = r#"
+redis.call('HSET', KEYS[2], 'fqdn', ARGV[1], 'capacity', ARGV[2])
+redis.call('HSETNX', KEYS[2], 'load', ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('SADD', KEYS[1], ARGV[5])
+"#;
+
+pub struct RedisFleet {
+    client: redis::Client,
+    pool: Pool,
+    reserve: redis::Script,
+    release: redis::Script,
+    heartbeat: redis::Script,
+    /// This process's channel for establish replies.
+    reply_channel: String,
+    /// Creates waiting for a daemon's reply, by request id.
+    waiting: Arc<Mutex<HashMap<String, oneshot::Sender<EstablishReply>>>>,
+    /// Whether the reply subscription is live; without it a reply would be
+    /// published to nobody, so creates fail fast instead of timing out.
+    subscribed: Arc<AtomicBool>,
+    /// The daemon's connection for blocking pops: its own, without a response
+    /// timeout, so a pop never stalls other commands.
+    inbox: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+}
+
+impl RedisFleet {
+    /// Connects lazily: the fleet is usable (and reports errors) while Redis
+    /// is down, and recovers by itself when it returns.
+    pub fn new(url: &str) -> Result<Arc<Self>, FleetError> {
+        let client = redis::Client::open(url)?;
+        let mut pool_config = deadpool_redis::Config::from_url(url);
+        pool_config.pool = Some(deadpool_redis::PoolConfig {
+            max_size: 32,
+            timeouts: deadpool_redis::Timeouts {
+                wait: Some(REDIS_TIMEOUT),
+                create: Some(REDIS_TIMEOUT),
+                recycle: Some(REDIS_TIMEOUT),
+            },
+            ..Default::default()
+        });
+        let pool = pool_config
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|e| FleetError::Unavailable(Box::new(e)))?;
+        let fleet = Arc::new(RedisFleet {
+            client,
+            pool,
+            reserve: redis::Script::new(RESERVE_SCRIPT),
+            release: redis::Script::new(RELEASE_SCRIPT),
+            heartbeat: redis::Script::new(HEARTBEAT_SCRIPT),
+            reply_channel: format!("ps:replies:{}", uuid::Uuid::new_v4().simple()),
+            waiting: Arc::default(),
+            subscribed: Arc::default(),
+            inbox: tokio::sync::Mutex::new(None),
+        });
+        Ok(fleet)
+    }
+
+    /// Starts listening for establish replies; routers call this once.
+    /// Runs until the fleet is dropped, resubscribing after Redis failures.
+    pub fn listen_for_replies(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(fleet) = weak.upgrade() else { return };
+                let (client, channel) = (fleet.client.clone(), fleet.reply_channel.clone());
+                let (waiting, subscribed) = (fleet.waiting.clone(), fleet.subscribed.clone());
+                drop(fleet);
+                if let Err(e) = relay_replies(&client, &channel, &waiting, &subscribed).await {
+                    log::warn!("reply subscription lost: {e}");
+                }
+                subscribed.store(false, Ordering::Release);
+                tokio::time::sleep(RESUBSCRIBE_DELAY).await;
+            }
+        });
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, FleetError> {
+        Ok(self.pool.get().await?)
+    }
+
+    async fn inbox_connection(&self) -> Result<MultiplexedConnection, FleetError> {
+        let mut slot = self.inbox.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            return Ok(conn.clone());
+        }
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(None);
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+}
+
+/// Subscribes to `channel` and hands each reply to the create waiting for it.
+async fn relay_replies(
+    client: &redis::Client,
+    channel: &str,
+    waiting: &Mutex<HashMap<String, oneshot::Sender<EstablishReply>>>,
+    subscribed: &AtomicBool,
+) -> Result<(), redis::RedisError> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    subscribed.store(true, Ordering::Release);
+    let mut messages = pubsub.on_message();
+    while let Some(message) = messages.next().await {
+        let reply: EstablishReply = match serde_json::from_slice(message.get_payload_bytes()) {
+            Ok(reply) => reply,
+            Err(e) => {
+                log::warn!("ignoring malformed establish reply: {e}");
+                continue;
+            }
+        };
+        let waiter = waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(reply.request_id());
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(reply);
+        }
+    }
+    Err(redis::RedisError::from((
+        redis::ErrorKind::Io,
+        "subscription stream ended",
+    )))
+}
+
+#[async_trait]
+impl Fleet for RedisFleet {
+    async fn store_tokens(&self, tokens: &[TokenRecord]) -> Result<(), FleetError> {
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        let fields: Vec<(String, String)> = tokens
+            .iter()
+            .map(|t| {
+                (
+                    t.token.clone(),
+                    serde_json::to_string(t).expect("token records serialize"),
+                )
+            })
+            .collect();
+        let _: () = self
+            .conn()
+            .await?
+            .hset_multiple(TOKENS_KEY, &fields)
+            .await?;
+        Ok(())
+    }
+
+    async fn token(&self, token: &str) -> Result<Option<TokenRecord>, FleetError> {
+        let json: Option<String> = self.conn().await?.hget(TOKENS_KEY, token).await?;
+        json.map(|json| {
+            serde_json::from_str(&json).map_err(|e| FleetError::Unavailable(Box::new(e)))
+        })
+        .transpose()
+    }
+
+    async fn heartbeat(
+        &self,
+        daemon: &DaemonInfo,
+        load: u32,
+        ttl: Duration,
+    ) -> Result<(), FleetError> {
+        let mut conn = self.conn().await?;
+        let _: () = self
+            .heartbeat
+            .key(DAEMONS_KEY)
+            .key(daemon_key(&daemon.id))
+            .arg(&daemon.fqdn)
+            .arg(daemon.capacity)
+            .arg(load)
+            .arg(ttl.as_millis() as u64)
+            .arg(&daemon.id)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn deregister(&self, daemon_id: &str) -> Result<(), FleetError> {
+        let mut conn = self.conn().await?;
+        let _: () = redis::pipe()
+            .srem(DAEMONS_KEY, daemon_id)
+            .del(daemon_key(daemon_id))
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn reserve(&self, token: &str, max_connections: u32) -> Result<Reservation, FleetError> {
+        let mut conn = self.conn().await?;
+        let outcome: Vec<String> = self
+            .reserve
+            .key(DAEMONS_KEY)
+            .key(slots_key(token))
+            .arg(max_connections)
+            .invoke_async(&mut conn)
+            .await?;
+        match outcome.as_slice() {
+            [status, daemon_id] if status == "ok" => Ok(Reservation {
+                daemon_id: daemon_id.clone(),
+            }),
+            [status] if status == "limit" => Err(FleetError::LimitReached),
+            [status] if status == "nocapacity" => Err(FleetError::NoCapacity),
+            _ => Err(FleetError::NoDaemon),
+        }
+    }
+
+    async fn release(&self, token: &str, daemon_id: &str) -> Result<(), FleetError> {
+        let mut conn = self.conn().await?;
+        let _: () = self
+            .release
+            .key(slots_key(token))
+            .key(daemon_key(daemon_id))
+            .arg(daemon_id)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn establish(
+        &self,
+        daemon_id: &str,
+        mut request: EstablishRequest,
+        timeout: Duration,
+    ) -> Result<EstablishReply, FleetError> {
+        if !self.subscribed.load(Ordering::Acquire) {
+            return Err(FleetError::Unavailable(
+                "reply subscription is not connected".into(),
+            ));
+        }
+        request.reply_to = self.reply_channel.clone();
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let request_id = request.id.clone();
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(request_id.clone(), reply_tx);
+        let outcome = async {
+            let payload = serde_json::to_string(&request).expect("requests serialize");
+            let _: () = self
+                .conn()
+                .await?
+                .rpush(inbox_key(daemon_id), payload)
+                .await?;
+            tokio::time::timeout(timeout, reply_rx)
+                .await
+                .map_err(|_| FleetError::NoAnswer)?
+                .map_err(|_| FleetError::NoAnswer)
+        }
+        .await;
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&request_id);
+        outcome
+    }
+
+    async fn next_request(&self, daemon_id: &str) -> Result<Option<EstablishRequest>, FleetError> {
+        let mut conn = self.inbox_connection().await?;
+        let popped: Result<Option<(String, String)>, _> =
+            conn.blpop(inbox_key(daemon_id), INBOX_WAIT_SECS).await;
+        let popped = match popped {
+            Ok(popped) => popped,
+            Err(e) => {
+                // Drop the broken connection so the next call reconnects.
+                *self.inbox.lock().await = None;
+                return Err(e.into());
+            }
+        };
+        Ok(
+            popped.and_then(|(_, json)| match serde_json::from_str(&json) {
+                Ok(request) => Some(request),
+                Err(e) => {
+                    log::warn!("dropping malformed establish request: {e}");
+                    None
+                }
+            }),
+        )
+    }
+
+    async fn reply(
+        &self,
+        request: &EstablishRequest,
+        reply: EstablishReply,
+    ) -> Result<bool, FleetError> {
+        let payload = serde_json::to_string(&reply).expect("replies serialize");
+        let receivers: u64 = self
+            .conn()
+            .await?
+            .publish(&request.reply_to, payload)
+            .await?;
+        Ok(receivers > 0)
+    }
+
+    async fn ping(&self) -> Result<(), FleetError> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn().await?)
+            .await?;
+        Ok(())
+    }
+}

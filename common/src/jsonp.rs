@@ -1,0 +1,203 @@
+//! JSONP and JSON response encoding.
+//!
+//! Every answer the bridge gives to a client goes through [`reply`], so the
+//! hardening (strict callbacks, `/**/` prefix, `nosniff`, `no-store`, escaped
+//! line separators) cannot be forgotten by a single handler.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, X_CONTENT_TYPE_OPTIONS};
+use actix_web::{HttpResponse, HttpResponseBuilder};
+use serde::Serialize;
+use std::fmt;
+
+/// Longest callback name accepted; long enough for namespaced callbacks such as
+/// `PolySocket.callbacks.c1234567`, short enough to keep URLs small.
+pub const MAX_CALLBACK_LEN: usize = 64;
+
+/// A validated JSONP callback: a dotted path of JavaScript identifiers.
+///
+/// Anything richer (brackets, parentheses, quotes) would let a third party
+/// page inject script through the callback name, so it is refused outright.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callback(String);
+
+/// Why a callback name was refused. The refused name is never echoed back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CallbackError {
+    #[error("invalid callback: must be 1-64 characters")]
+    Length,
+    #[error("invalid callback: must be a JavaScript identifier path like a.b_c.$d")]
+    Syntax,
+}
+
+impl Callback {
+    pub fn parse(name: &str) -> Result<Self, CallbackError> {
+        if name.is_empty() || name.len() > MAX_CALLBACK_LEN {
+            return Err(CallbackError::Length);
+        }
+        let valid_part = |part: &str| {
+            let mut chars = part.chars();
+            matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == '$')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+        };
+        if name.split('.').all(valid_part) {
+            Ok(Callback(name.to_owned()))
+        } else {
+            Err(CallbackError::Syntax)
+        }
+    }
+
+    /// Parses an optional `cb` parameter: absent or empty means a plain JSON
+    /// answer (curl), present means it must be valid.
+    pub fn parse_optional(name: Option<&str>) -> Result<Option<Self>, CallbackError> {
+        match name {
+            None | Some("") => Ok(None),
+            Some(name) => Self::parse(name).map(Some),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Callback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Serializes `value` to JSON that is also safe to embed in a script:
+/// U+2028/U+2029 are line terminators in older JavaScript engines, and `<`
+/// escaped keeps `</script>` inert if a page ever inlines the payload.
+pub fn to_script_safe_json<T: Serialize>(value: &T) -> String {
+    let json = serde_json::to_string(value).expect("wire types always serialize");
+    if !json.contains(['<', '\u{2028}', '\u{2029}']) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        match c {
+            // These characters only ever occur inside JSON strings, where a
+            // \u escape means exactly the same character.
+            '<' => out.push_str("\\u003c"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The body of a JSONP answer: `/**/cb(<json>);`. The leading comment defeats
+/// content-sniffing attacks that rely on the body starting with the callback.
+pub fn jsonp_body(callback: &Callback, json: &str) -> String {
+    let mut body = String::with_capacity(callback.0.len() + json.len() + 8);
+    body.push_str("/**/");
+    body.push_str(&callback.0);
+    body.push('(');
+    body.push_str(json);
+    body.push_str(");");
+    body
+}
+
+/// Builds the HTTP answer: JSONP when the client gave a callback, JSON otherwise.
+pub fn reply<T: Serialize>(
+    status: StatusCode,
+    callback: Option<&Callback>,
+    value: &T,
+) -> HttpResponse {
+    let json = to_script_safe_json(value);
+    let mut builder = HttpResponseBuilder::new(status);
+    builder
+        .insert_header((X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")));
+    match callback {
+        Some(callback) => builder
+            .insert_header((
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/javascript; charset=utf-8"),
+            ))
+            .body(jsonp_body(callback, &json)),
+        None => builder
+            .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
+            .body(json),
+    }
+}
+
+/// The answer for a request whose callback (or query string) is unusable:
+/// plain text, so nothing the client sent is ever executed or echoed.
+pub fn plain_bad_request(reason: impl fmt::Display) -> HttpResponse {
+    HttpResponse::BadRequest()
+        .insert_header((X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .content_type("text/plain; charset=utf-8")
+        .body(reason.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_identifier_paths() {
+        for name in [
+            "cb",
+            "_",
+            "$",
+            "a.b.c",
+            "jQuery123_456",
+            "PolySocket.cb.$1",
+            "a1$_.b2",
+        ] {
+            assert!(Callback::parse(name).is_ok(), "{name} should be accepted");
+        }
+    }
+
+    #[test]
+    fn refuses_anything_else() {
+        for name in [
+            "1a",
+            "a..b",
+            ".a",
+            "a.",
+            "a b",
+            "alert(1)",
+            "a[0]",
+            "a-b",
+            "a;b",
+            "é",
+            "a.1b",
+            "</script>",
+        ] {
+            assert_eq!(Callback::parse(name), Err(CallbackError::Syntax), "{name}");
+        }
+        assert_eq!(Callback::parse(""), Err(CallbackError::Length));
+        assert_eq!(Callback::parse(&"a".repeat(65)), Err(CallbackError::Length));
+        assert!(Callback::parse(&"a".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn optional_callback_absent_or_empty_means_json() {
+        assert_eq!(Callback::parse_optional(None), Ok(None));
+        assert_eq!(Callback::parse_optional(Some("")), Ok(None));
+        assert!(Callback::parse_optional(Some("x(")).is_err());
+    }
+
+    #[test]
+    fn escapes_line_separators_and_angle_brackets() {
+        let json = to_script_safe_json(&serde_json::json!({"d": "a\u{2028}b\u{2029}</script>"}));
+        assert_eq!(json, r#"{"d":"a\u2028b\u2029\u003c/script>"}"#);
+        let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back["d"], "a\u{2028}b\u{2029}</script>");
+    }
+
+    #[test]
+    fn jsonp_body_has_comment_prefix() {
+        let cb = Callback::parse("my.cb").unwrap();
+        assert_eq!(
+            jsonp_body(&cb, r#"{"ok":true}"#),
+            r#"/**/my.cb({"ok":true});"#
+        );
+    }
+}

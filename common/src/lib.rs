@@ -1,0 +1,19 @@
+//! Shared pieces of polysocket's two services, with no HTTP handlers in it.
+//!
+//! - [`jsonp`]: callback validation and the one place answers are encoded;
+//! - [`wire`]: JSON types clients see and the router/daemon hand-off;
+//! - [`target`]: upstream URL normalization and glob patterns;
+//! - [`token`]: token records and the origin/target authorization rules;
+//! - [`fleet`]: the [`fleet::Fleet`] both services coordinate through, with
+//!   Redis and in-memory backends;
+//! - [`cli`]: command-line arguments both services share;
+//! - [`shutdown`]: the SIGTERM/SIGINT future.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod fleet;
+pub mod jsonp;
+pub mod shutdown;
+pub mod target;
+pub mod token;
+pub mod wire;

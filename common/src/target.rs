@@ -1,0 +1,247 @@
+//! Upstream target URLs: validation, normalization and pattern matching.
+
+use std::borrow::Cow;
+use std::fmt;
+use url::Url;
+
+/// Longest target URL accepted; real WebSocket endpoints are far shorter, and
+/// the bound keeps token pattern matching cheap.
+pub const MAX_TARGET_LEN: usize = 2048;
+
+/// A validated upstream URL in the one form token patterns are matched
+/// against: `scheme://host:port/path[?query]`, port always explicit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    url: Url,
+    normalized: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("invalid target: too long")]
+    TooLong,
+    #[error("invalid target: not a URL")]
+    NotAUrl,
+    #[error("invalid target: scheme must be ws or wss")]
+    Scheme,
+    #[error("invalid target: missing host")]
+    NoHost,
+    #[error("invalid target: credentials are not allowed")]
+    Userinfo,
+    #[error("invalid target: fragments are not allowed")]
+    Fragment,
+}
+
+impl Target {
+    pub fn parse(raw: &str) -> Result<Self, TargetError> {
+        if raw.len() > MAX_TARGET_LEN {
+            return Err(TargetError::TooLong);
+        }
+        let url = Url::parse(raw).map_err(|_| TargetError::NotAUrl)?;
+        if !matches!(url.scheme(), "ws" | "wss") {
+            return Err(TargetError::Scheme);
+        }
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or(TargetError::NoHost)?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(TargetError::Userinfo);
+        }
+        if url.fragment().is_some() {
+            return Err(TargetError::Fragment);
+        }
+        let port = url.port_or_known_default().ok_or(TargetError::Scheme)?;
+        let mut normalized = format!("{}://{}:{}{}", url.scheme(), host, port, url.path());
+        if let Some(query) = url.query() {
+            normalized.push('?');
+            normalized.push_str(query);
+        }
+        Ok(Target { url, normalized })
+    }
+
+    /// The host as written in the URL; IPv6 literals keep their brackets.
+    pub fn host(&self) -> &str {
+        self.url.host_str().expect("checked in parse")
+    }
+
+    /// The host without IPv6 brackets, as a resolver expects it.
+    pub fn host_for_lookup(&self) -> &str {
+        self.host().trim_start_matches('[').trim_end_matches(']')
+    }
+
+    pub fn port(&self) -> u16 {
+        self.url.port_or_known_default().expect("checked in parse")
+    }
+
+    pub fn is_secure(&self) -> bool {
+        self.url.scheme() == "wss"
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.normalized
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.normalized)
+    }
+}
+
+/// Matches `text` against a glob where `*` stands for any run of characters
+/// (including none) and every other character matches itself.
+///
+/// Iterative with single backtracking, so it runs in O(len(text) * len(pattern))
+/// at worst and cannot be made to explode by hostile patterns or URLs.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let mut resume: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            pi += 1;
+            resume = Some((pi, ti));
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((star_pi, star_ti)) = resume {
+            pi = star_pi;
+            ti = star_ti + 1;
+            resume = Some((star_pi, star_ti + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+/// Makes a target pattern comparable with normalized targets: a pattern that
+/// names no port means the scheme's default one, as the target URL itself
+/// would (`wss://*.example.com/*` matches `wss://a.example.com:443/x`).
+pub fn normalize_pattern(pattern: &str) -> Cow<'_, str> {
+    let Some((scheme, rest)) = pattern.split_once("://") else {
+        return Cow::Borrowed(pattern);
+    };
+    let default_port = match scheme {
+        "ws" => "80",
+        "wss" => "443",
+        _ => return Cow::Borrowed(pattern),
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    // A colon after the last `]` is a port (IPv6 literals contain colons).
+    let host_part = authority.rsplit(']').next().unwrap_or(authority);
+    if host_part.contains(':') {
+        return Cow::Borrowed(pattern);
+    }
+    Cow::Owned(format!("{scheme}://{authority}:{default_port}{path}"))
+}
+
+/// The origin (`scheme://host[:port]`) of a URL such as a `Referer`.
+pub fn origin_of(url: &str) -> Option<String> {
+    let url = Url::parse(url).ok()?;
+    let origin = url.origin();
+    origin.is_tuple().then(|| origin.ascii_serialization())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_with_explicit_port() {
+        let cases = [
+            ("ws://Example.com/chat", "ws://example.com:80/chat"),
+            ("wss://example.com", "wss://example.com:443/"),
+            (
+                "ws://127.0.0.1:9001/runCase?case=1&agent=x",
+                "ws://127.0.0.1:9001/runCase?case=1&agent=x",
+            ),
+            ("wss://[::1]:8443/a", "wss://[::1]:8443/a"),
+        ];
+        for (raw, normalized) in cases {
+            assert_eq!(Target::parse(raw).unwrap().as_str(), normalized, "{raw}");
+        }
+    }
+
+    #[test]
+    fn refuses_bad_targets() {
+        assert_eq!(
+            Target::parse("http://example.com/"),
+            Err(TargetError::Scheme)
+        );
+        assert_eq!(Target::parse("example.com"), Err(TargetError::NotAUrl));
+        assert_eq!(
+            Target::parse("ws://u:p@example.com/"),
+            Err(TargetError::Userinfo)
+        );
+        assert_eq!(
+            Target::parse("ws://example.com/#x"),
+            Err(TargetError::Fragment)
+        );
+        assert_eq!(
+            Target::parse(&format!("ws://a/{}", "x".repeat(3000))),
+            Err(TargetError::TooLong)
+        );
+    }
+
+    #[test]
+    fn ipv6_host_for_lookup_has_no_brackets() {
+        let target = Target::parse("ws://[::1]:1/").unwrap();
+        assert_eq!(target.host(), "[::1]");
+        assert_eq!(target.host_for_lookup(), "::1");
+    }
+
+    #[test]
+    fn glob_semantics() {
+        assert!(glob_match("ws://127.0.0.1:*/*", "ws://127.0.0.1:9001/echo"));
+        assert!(glob_match(
+            "wss://*.example.com:443/*",
+            "wss://a.b.example.com:443/x"
+        ));
+        assert!(!glob_match(
+            "wss://*.example.com:443/*",
+            "wss://example.com:443/x"
+        ));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+        assert!(!glob_match("a*b*c", "aXXbYY"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exactly"));
+        // `?` is literal: query strings must not act as wildcards.
+        assert!(!glob_match("ws://h:1/a?b", "ws://h:1/aXb"));
+        // Pathological input stays fast.
+        assert!(!glob_match(&"*a".repeat(50), &"a".repeat(49)));
+    }
+
+    #[test]
+    fn patterns_get_default_ports() {
+        assert_eq!(
+            normalize_pattern("wss://*.example.com/*"),
+            "wss://*.example.com:443/*"
+        );
+        assert_eq!(normalize_pattern("ws://h/x?y=1"), "ws://h:80/x?y=1");
+        assert_eq!(normalize_pattern("ws://h"), "ws://h:80");
+        assert_eq!(
+            normalize_pattern("ws://127.0.0.1:*/*"),
+            "ws://127.0.0.1:*/*"
+        );
+        assert_eq!(normalize_pattern("ws://[::1]/*"), "ws://[::1]:80/*");
+        assert_eq!(normalize_pattern("ws://[::1]:9/*"), "ws://[::1]:9/*");
+        assert_eq!(normalize_pattern("*"), "*");
+    }
+
+    #[test]
+    fn origins_of_referers() {
+        assert_eq!(
+            origin_of("https://Example.com:8443/page?x#y").as_deref(),
+            Some("https://example.com:8443")
+        );
+        assert_eq!(
+            origin_of("http://example.com/").as_deref(),
+            Some("http://example.com")
+        );
+        assert_eq!(origin_of("not a url"), None);
+    }
+}

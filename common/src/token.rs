@@ -1,0 +1,145 @@
+//! Token records: who may open sockets, from which pages, to which targets.
+
+use crate::target::{Target, glob_match, normalize_pattern};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// One token as written in the tokens file and stored in the fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRecord {
+    pub token: String,
+    /// Globs matched against the normalized target URL; a pattern without a
+    /// port means the scheme's default port.
+    pub targets: Vec<String>,
+    /// Page origins allowed to use the token, as globs; `*` allows any page,
+    /// including clients that send no origin at all (curl).
+    pub origins: Vec<String>,
+    /// Sockets the token may hold open at once, fleet-wide.
+    pub max_connections: u32,
+}
+
+/// The tokens file: `{"tokens":[...]}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensFile {
+    pub tokens: Vec<TokenRecord>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokensFileError {
+    #[error("cannot read tokens file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid tokens file {path}: {source}")]
+    Parse {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("invalid tokens file {path}: {reason}")]
+    Invalid { path: String, reason: String },
+}
+
+impl TokensFile {
+    pub fn load(path: &Path) -> Result<Self, TokensFileError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| TokensFileError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let file: TokensFile =
+            serde_json::from_str(&text).map_err(|source| TokensFileError::Parse {
+                path: shown.clone(),
+                source,
+            })?;
+        if let Some(record) = file.tokens.iter().find(|r| r.token.is_empty()) {
+            return Err(TokensFileError::Invalid {
+                path: shown,
+                reason: format!("empty token in {record:?}"),
+            });
+        }
+        Ok(file)
+    }
+}
+
+/// Why a token refuses a create; the messages are part of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("origin not allowed")]
+    Origin,
+    #[error("target not allowed")]
+    Target,
+}
+
+impl TokenRecord {
+    /// Checks the page origin and the target against the token's patterns.
+    pub fn authorize(&self, origin: Option<&str>, target: &Target) -> Result<(), Refusal> {
+        let origin_ok = self.origins.iter().any(|pattern| match origin {
+            _ if pattern == "*" => true,
+            Some(origin) => glob_match(pattern, origin),
+            None => false,
+        });
+        if !origin_ok {
+            return Err(Refusal::Origin);
+        }
+        if !self
+            .targets
+            .iter()
+            .any(|pattern| glob_match(&normalize_pattern(pattern), target.as_str()))
+        {
+            return Err(Refusal::Target);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(origins: &[&str]) -> TokenRecord {
+        TokenRecord {
+            token: "t".into(),
+            targets: vec!["ws://127.0.0.1:*/*".into(), "wss://*.example.com/*".into()],
+            origins: origins.iter().map(|s| s.to_string()).collect(),
+            max_connections: 1,
+        }
+    }
+
+    #[test]
+    fn origin_rules() {
+        let target = Target::parse("ws://127.0.0.1:9/x").unwrap();
+        assert_eq!(record(&["*"]).authorize(None, &target), Ok(()));
+        let strict = record(&["https://app.example.com", "https://*.test"]);
+        assert_eq!(
+            strict.authorize(Some("https://app.example.com"), &target),
+            Ok(())
+        );
+        assert_eq!(strict.authorize(Some("https://a.test"), &target), Ok(()));
+        assert_eq!(
+            strict.authorize(Some("https://evil.com"), &target),
+            Err(Refusal::Origin)
+        );
+        assert_eq!(strict.authorize(None, &target), Err(Refusal::Origin));
+    }
+
+    #[test]
+    fn target_rules() {
+        let token = record(&["*"]);
+        let allowed = Target::parse("wss://chat.example.com/socket").unwrap();
+        let refused = Target::parse("ws://10.0.0.1/").unwrap();
+        assert_eq!(token.authorize(None, &allowed), Ok(()));
+        assert_eq!(token.authorize(None, &refused), Err(Refusal::Target));
+    }
+
+    #[test]
+    fn parses_the_documented_file() {
+        let file: TokensFile = serde_json::from_str(
+            r#"{"tokens":[{"token":"dev","targets":["ws://127.0.0.1:*/*","wss://*.example.com/*"],"origins":["*"],"max_connections":100}]}"#,
+        )
+        .unwrap();
+        assert_eq!(file.tokens[0].max_connections, 100);
+    }
+}

@@ -1,0 +1,159 @@
+//! Types that cross a process boundary: JSON answers to clients and the
+//! create hand-off between a router and a daemon.
+
+use serde::{Deserialize, Serialize};
+
+/// One entry of a `/j` poll answer.
+///
+/// Text, binary and close messages carry `seq` (1, 2, 3, ... per socket) so a
+/// client can acknowledge what it has and detect duplicates after a retry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ClientMessage {
+    Text {
+        seq: u64,
+        data: String,
+    },
+    /// `data` is standard base64.
+    Binary {
+        seq: u64,
+        data: String,
+    },
+    Close {
+        seq: u64,
+        code: u16,
+        reason: String,
+    },
+    /// The poll's ttl expired with nothing to deliver.
+    Heartbeat,
+}
+
+/// The JSON body of every failed request: `{"ok":false,"error":"..."}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Failure {
+    pub ok: bool,
+    pub error: String,
+}
+
+impl Failure {
+    pub fn new(error: impl ToString) -> Self {
+        Failure {
+            ok: false,
+            error: error.to_string(),
+        }
+    }
+}
+
+/// `{"ok":true}`: a send was accepted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Accepted {
+    pub ok: bool,
+}
+
+impl Accepted {
+    pub const OK: Accepted = Accepted { ok: true };
+}
+
+/// The answer to a successful `/j` poll.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Messages {
+    pub ok: bool,
+    pub messages: Vec<ClientMessage>,
+}
+
+/// The answer to a successful `/create`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Created {
+    pub ok: bool,
+    /// `{uniq}.<daemon fqdn>`: where the client sends and polls.
+    pub fqdn: String,
+    pub socket: String,
+    /// The subprotocol the upstream selected, empty when none.
+    pub protocol: String,
+}
+
+/// What a router asks a daemon to open. Everything the daemon needs travels in
+/// the request so the daemon never looks anything up per create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EstablishRequest {
+    /// Correlates the daemon's reply with the router's waiting create.
+    pub id: String,
+    /// Where the daemon sends its reply (a Redis channel; unused in memory).
+    pub reply_to: String,
+    /// Unix time in milliseconds after which the router no longer waits: a
+    /// daemon that gets the request later drops it and frees the reservation.
+    pub expires_at_ms: u64,
+    /// The normalized ws:// or wss:// URL.
+    pub target: String,
+    /// The page origin, passed upstream as `Origin`.
+    pub origin: Option<String>,
+    pub protocols: Vec<String>,
+    /// The client's address, passed upstream as `X-Forwarded-For`.
+    pub client_ip: Option<String>,
+    /// The token whose connection slot this socket holds; released when the
+    /// socket ends.
+    pub token: String,
+}
+
+/// How a daemon answers an [`EstablishRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "lowercase")]
+pub enum EstablishReply {
+    Open {
+        request_id: String,
+        fqdn: String,
+        socket: String,
+        protocol: String,
+    },
+    Failed {
+        request_id: String,
+        error: String,
+    },
+}
+
+impl EstablishReply {
+    pub fn request_id(&self) -> &str {
+        match self {
+            EstablishReply::Open { request_id, .. } | EstablishReply::Failed { request_id, .. } => {
+                request_id
+            }
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, for deadlines shared between hosts.
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_serialize_as_documented() {
+        let messages = [
+            ClientMessage::Text {
+                seq: 1,
+                data: "hi".into(),
+            },
+            ClientMessage::Binary {
+                seq: 2,
+                data: "AAE=".into(),
+            },
+            ClientMessage::Close {
+                seq: 3,
+                code: 1000,
+                reason: "bye".into(),
+            },
+            ClientMessage::Heartbeat,
+        ];
+        assert_eq!(
+            serde_json::to_string(&messages).unwrap(),
+            r#"[{"type":"text","seq":1,"data":"hi"},{"type":"binary","seq":2,"data":"AAE="},{"type":"close","seq":3,"code":1000,"reason":"bye"},{"type":"heartbeat"}]"#
+        );
+    }
+}
