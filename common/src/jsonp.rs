@@ -8,6 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, X_CONTENT_TYPE_OPTIONS};
 use actix_web::{HttpResponse, HttpResponseBuilder};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::fmt;
 
 /// Longest callback name accepted; long enough for namespaced callbacks such as
@@ -123,6 +124,26 @@ pub fn reply<T: Serialize>(
             .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
             .body(json),
     }
+}
+
+/// Why a request's query cannot even be answered in JSONP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error("malformed query string")]
+    Malformed,
+    #[error(transparent)]
+    Callback(#[from] CallbackError),
+}
+
+/// Parses a query string and its `cb` parameter: the two things that must be
+/// right before any answer can be encoded for the client.
+pub fn parse_query<T: DeserializeOwned>(
+    query: &str,
+    callback_of: impl Fn(&T) -> Option<&str>,
+) -> Result<(T, Option<Callback>), QueryError> {
+    let params: T = serde_urlencoded::from_str(query).map_err(|_| QueryError::Malformed)?;
+    let callback = Callback::parse_optional(callback_of(&params))?;
+    Ok((params, callback))
 }
 
 /// The answer for a request whose callback (or query string) is unusable:

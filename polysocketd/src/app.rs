@@ -1,0 +1,170 @@
+//! polysocketd's HTTP server and background tasks, put together.
+
+use crate::bridge::Limits;
+use crate::config::DaemonConfig;
+use crate::daemon::Daemon;
+use crate::routes;
+use crate::upstream::OpenSettings;
+use actix_web::dev::Server;
+use actix_web::{App, HttpResponse, web};
+use dashmap::DashMap;
+use polysocket_common::fleet::{DaemonInfo, Fleet, FleetError, MemoryFleet, RedisFleet};
+use polysocket_common::token::{TokensFile, TokensFileError};
+use router::create::{self, CreateService};
+use std::net::TcpListener;
+use std::sync::Arc;
+
+/// A bound, not yet running daemon.
+pub struct Application {
+    port: u16,
+    server: Server,
+    daemon: Arc<Daemon>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tokens(#[from] TokensFileError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("invalid redis url: {0}")]
+    Redis(#[source] FleetError),
+    #[error("--tokens is only read in standalone mode; give it to the router")]
+    TokensWithoutStandalone,
+}
+
+impl Application {
+    /// Builds the daemon the configuration describes: a fleet member on
+    /// Redis, or (with `--standalone`) a single process with its own fleet.
+    pub async fn build(config: &DaemonConfig) -> Result<Self, StartError> {
+        let listener = TcpListener::bind(config.listen).map_err(|source| StartError::Bind {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+        let fleet: Arc<dyn Fleet> = if config.standalone {
+            let fleet = MemoryFleet::new();
+            if let Some(path) = &config.tokens.path {
+                let file = TokensFile::load(path)?;
+                fleet
+                    .store_tokens(&file.tokens)
+                    .await
+                    .expect("the memory fleet cannot fail");
+            }
+            fleet
+        } else {
+            if config.tokens.path.is_some() {
+                return Err(StartError::TokensWithoutStandalone);
+            }
+            RedisFleet::new(&config.redis.url).map_err(StartError::Redis)?
+        };
+        Self::serve(listener, fleet, config)
+    }
+
+    /// Serves on a bound listener with any fleet (tests pass port 0 and
+    /// their own fleet).
+    pub fn serve(
+        listener: TcpListener,
+        fleet: Arc<dyn Fleet>,
+        config: &DaemonConfig,
+    ) -> Result<Self, StartError> {
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: "?".into(),
+            source,
+        })?;
+        let bridge = &config.bridge;
+        let daemon = Arc::new(Daemon {
+            info: DaemonInfo {
+                id: uuid::Uuid::new_v4().simple().to_string(),
+                fqdn: config.public_fqdn(addr.port()),
+                capacity: config.capacity,
+            },
+            fleet: fleet.clone(),
+            sockets: DashMap::new(),
+            limits: Limits {
+                idle_timeout: bridge.idle_timeout,
+                max_message_bytes: bridge.max_message_bytes,
+                max_queue_bytes: bridge.max_queue_bytes,
+                send_timeout: bridge.send_timeout,
+            },
+            max_poll_ttl: bridge.max_poll_ttl,
+            open: OpenSettings {
+                allow_private: config.allow_private_targets,
+                handshake_timeout: bridge.handshake_timeout,
+                max_frame_bytes: bridge.max_message_bytes,
+            },
+            heartbeat_interval: config.heartbeat_interval,
+        });
+        let create = config.standalone.then(|| {
+            Arc::new(CreateService {
+                fleet,
+                timeout: config.create.create_timeout,
+            })
+        });
+        // Forms and base64 inflate a message by a third; leave room for that.
+        let body_limit = bridge.max_message_bytes / 3 * 4 + 4096;
+        let shared = web::Data::from(daemon.clone());
+        let server = actix_web::HttpServer::new(move || {
+            let mut app = App::new()
+                .app_data(shared.clone())
+                .app_data(web::PayloadConfig::new(body_limit))
+                .configure(routes::configure)
+                .route("/healthz", web::get().to(HttpResponse::Ok))
+                .route("/readyz", web::get().to(ready));
+            if let Some(create) = &create {
+                app = app.configure(create::configure(create.clone()));
+            }
+            app
+        })
+        .listen(listener)
+        .map_err(|source| StartError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?
+        .run();
+        log::info!(
+            "polysocketd {} listening on {addr} as {}",
+            daemon.info.id,
+            daemon.info.fqdn
+        );
+        Ok(Application {
+            port: addr.port(),
+            server,
+            daemon,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The name clients are given (before `{uniq}.`).
+    pub fn fqdn(&self) -> &str {
+        &self.daemon.info.fqdn
+    }
+
+    /// Runs until SIGTERM/SIGINT, then leaves the fleet and closes every
+    /// socket. Must run inside an actix system (the upstream client is `!Send`).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let heartbeat = tokio::spawn(self.daemon.clone().heartbeat());
+        let creates = actix_web::rt::spawn(self.daemon.clone().serve_creates());
+        let result = self.server.await;
+        heartbeat.abort();
+        creates.abort();
+        if let Err(e) = self.daemon.fleet.deregister(&self.daemon.info.id).await {
+            log::warn!("could not deregister: {e}");
+        }
+        // Dropping the handles makes every owner close its upstream.
+        self.daemon.sockets.clear();
+        result
+    }
+}
+
+async fn ready(daemon: web::Data<Daemon>) -> HttpResponse {
+    match daemon.fleet.ping().await {
+        Ok(()) => HttpResponse::Ok().body("ready"),
+        Err(e) => HttpResponse::ServiceUnavailable().body(format!("not ready: {e}")),
+    }
+}

@@ -1,0 +1,111 @@
+//! polysocketd configuration: every flag also reads the environment variable
+//! shown in `polysocketd --help`.
+
+use clap::Parser;
+use polysocket_common::cli::{CreateArgs, RedisArgs, TokensArgs, parse_duration};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "polysocketd",
+    version,
+    about = "polysocket daemon: bridges HTTP clients to upstream WebSockets"
+)]
+pub struct DaemonConfig {
+    /// Address to serve /s and /j (and /create in standalone mode) on.
+    #[arg(long, env = "POLYSOCKET_LISTEN", default_value = "0.0.0.0:8081")]
+    pub listen: SocketAddr,
+
+    /// Public name clients reach this daemon by (HOST[:PORT]); each socket
+    /// gets `{uniq}.` prepended. Defaults to `localhost:<port>` in standalone mode.
+    #[arg(long, env = "POLYSOCKET_FQDN", required_unless_present = "standalone")]
+    pub fqdn: Option<String>,
+
+    /// Most sockets this daemon holds at once.
+    #[arg(long, env = "POLYSOCKET_CAPACITY", default_value_t = 10_000)]
+    pub capacity: u32,
+
+    /// Allow upstream targets on loopback, private, link-local and other
+    /// non-public addresses (development and deliberate internal use).
+    #[arg(long, env = "POLYSOCKET_ALLOW_PRIVATE_TARGETS")]
+    pub allow_private_targets: bool,
+
+    /// Serve /create too, from this one process, with an in-memory fleet and
+    /// no Redis.
+    #[arg(long, env = "POLYSOCKET_STANDALONE")]
+    pub standalone: bool,
+
+    #[command(flatten)]
+    pub redis: RedisArgs,
+
+    /// Tokens (standalone mode only; otherwise the router loads them).
+    #[command(flatten)]
+    pub tokens: TokensArgs,
+
+    #[command(flatten)]
+    pub create: CreateArgs,
+
+    #[command(flatten)]
+    pub bridge: BridgeSettings,
+
+    /// How often the daemon renews its registry entry; a daemon that misses
+    /// two renewals drops out of selection.
+    #[arg(long, env = "POLYSOCKET_HEARTBEAT_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+}
+
+/// Per-socket limits and timings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BridgeSettings {
+    /// Longest a /j poll may wait (a client's `ttl` is clamped to it).
+    #[arg(long, env = "POLYSOCKET_MAX_POLL_TTL", default_value = "55s", value_parser = parse_duration)]
+    pub max_poll_ttl: Duration,
+
+    /// A socket whose client neither polls nor sends for this long is closed
+    /// (measured from the end of its last poll).
+    #[arg(long, env = "POLYSOCKET_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Largest message, in bytes, accepted in either direction.
+    #[arg(long, env = "POLYSOCKET_MAX_MESSAGE_BYTES", default_value_t = 1 << 20)]
+    pub max_message_bytes: usize,
+
+    /// Undelivered bytes a socket buffers for its client before it stops
+    /// reading from the upstream (backpressure instead of loss).
+    #[arg(long, env = "POLYSOCKET_MAX_QUEUE_BYTES", default_value_t = 4 << 20)]
+    pub max_queue_bytes: usize,
+
+    /// Longest an upstream connect plus WebSocket handshake may take.
+    #[arg(long, env = "POLYSOCKET_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Longest a send may wait for a slow upstream to take the message.
+    #[arg(long, env = "POLYSOCKET_SEND_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub send_timeout: Duration,
+}
+
+impl DaemonConfig {
+    /// The name advertised to clients.
+    pub fn public_fqdn(&self, bound_port: u16) -> String {
+        self.fqdn
+            .clone()
+            .unwrap_or_else(|| format!("localhost:{bound_port}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fqdn_is_required_outside_standalone() {
+        assert!(DaemonConfig::try_parse_from(["polysocketd"]).is_err());
+        let standalone = DaemonConfig::try_parse_from(["polysocketd", "--standalone"]).unwrap();
+        assert_eq!(standalone.public_fqdn(8081), "localhost:8081");
+        let fleet =
+            DaemonConfig::try_parse_from(["polysocketd", "--fqdn", "d1.example.com"]).unwrap();
+        assert_eq!(fleet.public_fqdn(8081), "d1.example.com");
+        assert_eq!(fleet.bridge.idle_timeout, Duration::from_secs(60));
+    }
+}

@@ -1,0 +1,192 @@
+//! Refuses upstream connections to addresses that are not on the public
+//! internet, so the bridge cannot be used to reach a private network.
+//!
+//! The target host is resolved once, every answer is checked, and the
+//! connection goes to the checked address: a DNS server that answers
+//! differently the second time (rebinding) gets no second chance.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuardError {
+    #[error("target host did not resolve")]
+    Unresolvable,
+    #[error("target address is not public")]
+    NotPublic,
+}
+
+/// Resolves `host:port` and returns the address to connect to.
+pub async fn resolve_checked(
+    host: &str,
+    port: u16,
+    allow_private: bool,
+) -> Result<SocketAddr, GuardError> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|_| GuardError::Unresolvable)?
+        .collect();
+    let first = *addrs.first().ok_or(GuardError::Unresolvable)?;
+    if !allow_private && !addrs.iter().all(|a| is_public(a.ip())) {
+        return Err(GuardError::NotPublic);
+    }
+    Ok(first)
+}
+
+/// Whether `ip` is a globally routable unicast address.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => is_public_v6(v6),
+    }
+}
+
+fn in_v4(ip: Ipv4Addr, net: [u8; 4], prefix: u32) -> bool {
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    };
+    u32::from(ip) & mask == u32::from(Ipv4Addr::from(net)) & mask
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    /// Special-purpose ranges (IANA IPv4 Special-Purpose Address Registry),
+    /// plus multicast and the reserved 240/4 block.
+    const NOT_PUBLIC: &[([u8; 4], u32)] = &[
+        ([0, 0, 0, 0], 8),       // "this network", unspecified
+        ([10, 0, 0, 0], 8),      // private
+        ([100, 64, 0, 0], 10),   // carrier-grade NAT
+        ([127, 0, 0, 0], 8),     // loopback
+        ([169, 254, 0, 0], 16),  // link-local
+        ([172, 16, 0, 0], 12),   // private
+        ([192, 0, 0, 0], 24),    // IETF protocol assignments
+        ([192, 0, 2, 0], 24),    // documentation
+        ([192, 88, 99, 0], 24),  // 6to4 relay anycast
+        ([192, 168, 0, 0], 16),  // private
+        ([198, 18, 0, 0], 15),   // benchmarking
+        ([198, 51, 100, 0], 24), // documentation
+        ([203, 0, 113, 0], 24),  // documentation
+        ([224, 0, 0, 0], 4),     // multicast
+        ([240, 0, 0, 0], 4),     // reserved, including broadcast
+    ];
+    !NOT_PUBLIC
+        .iter()
+        .any(|&(net, prefix)| in_v4(ip, net, prefix))
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    let segments = ip.segments();
+    let embedded_v4 =
+        |hi: usize| Ipv4Addr::from((u32::from(segments[hi]) << 16) | u32::from(segments[hi + 1]));
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return is_public_v4(v4);
+    }
+    match segments {
+        // NAT64 well-known prefix 64:ff9b::/96 carries an IPv4 address.
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => return is_public_v4(embedded_v4(6)),
+        // 6to4 2002::/16 carries an IPv4 address in bits 16..48.
+        [0x2002, _, _, _, _, _, _, _] => return is_public_v4(embedded_v4(1)),
+        _ => {}
+    }
+    let first = segments[0];
+    let not_public = ip.is_unspecified()
+        || ip.is_loopback()
+        || segments[..6] == [0; 6] // IPv4-compatible (deprecated) ::a.b.c.d
+        || first & 0xfe00 == 0xfc00 // unique local fc00::/7
+        || first & 0xffc0 == 0xfe80 // link-local fe80::/10
+        || first & 0xffc0 == 0xfec0 // site-local (deprecated) fec0::/10
+        || first & 0xff00 == 0xff00 // multicast
+        || (first == 0x2001 && segments[1] == 0) // Teredo 2001::/32 tunnels to anywhere
+        || (first == 0x2001 && segments[1] == 0x0db8) // documentation
+        || (first == 0x2001 && segments[1] & 0xfff0 == 0x0010) // ORCHIDv1/v2
+        || first == 0x0100 && segments[1..4] == [0; 3] // discard-only 100::/64
+        || (first == 0x64 && segments[1] == 0xff9b && segments[2] == 1); // local-use NAT64
+    !not_public
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn public(s: &str) -> bool {
+        is_public(s.parse().unwrap())
+    }
+
+    #[test]
+    fn v4_ranges() {
+        for ip in [
+            "0.0.0.0",
+            "10.1.2.3",
+            "100.64.0.1",
+            "100.127.255.255",
+            "127.0.0.1",
+            "169.254.169.254",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "198.18.0.1",
+            "198.19.255.255",
+            "224.0.0.1",
+            "240.0.0.1",
+            "255.255.255.255",
+            "192.0.2.1",
+        ] {
+            assert!(!public(ip), "{ip} must not be public");
+        }
+        for ip in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "100.63.255.255",
+            "100.128.0.0",
+            "172.32.0.1",
+            "198.20.0.1",
+        ] {
+            assert!(public(ip), "{ip} must be public");
+        }
+    }
+
+    #[test]
+    fn v6_ranges() {
+        for ip in [
+            "::",
+            "::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a00:1",
+            "2002:7f00:1::",
+            "2001::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "ff02::1",
+            "2001:db8::1",
+            "::127.0.0.1",
+        ] {
+            assert!(!public(ip), "{ip} must not be public");
+        }
+        for ip in [
+            "2606:4700:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::",
+        ] {
+            assert!(public(ip), "{ip} must be public");
+        }
+    }
+
+    #[tokio::test]
+    async fn resolution_refuses_loopback_unless_allowed() {
+        assert_eq!(
+            resolve_checked("127.0.0.1", 80, false).await,
+            Err(GuardError::NotPublic)
+        );
+        assert_eq!(
+            resolve_checked("localhost", 80, false).await,
+            Err(GuardError::NotPublic)
+        );
+        assert_eq!(
+            resolve_checked("127.0.0.1", 80, true).await,
+            Ok(SocketAddr::from(([127, 0, 0, 1], 80)))
+        );
+    }
+}

@@ -1,0 +1,259 @@
+//! `GET /create`: validate, authorize, reserve, hand off, answer.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{ORIGIN, REFERER};
+use actix_web::{HttpRequest, HttpResponse, web};
+use polysocket_common::fleet::{Fleet, FleetError};
+use polysocket_common::jsonp;
+use polysocket_common::target::{Target, TargetError, origin_of};
+use polysocket_common::token::Refusal;
+use polysocket_common::wire::{Created, EstablishReply, EstablishRequest, Failure, unix_millis};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest `from` (client name and version) accepted.
+const MAX_FROM_LEN: usize = 64;
+/// Most subprotocols a client may offer; real protocols offer a handful.
+const MAX_PROTOCOLS: usize = 16;
+
+/// What `/create` needs to do its work, shared by all workers.
+pub struct CreateService {
+    pub fleet: Arc<dyn Fleet>,
+    /// How long to wait for the daemon's answer, upstream handshake included.
+    pub timeout: Duration,
+}
+
+/// Mounts `/create` on an app, for the router and for standalone polysocketd.
+pub fn configure(service: Arc<CreateService>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::from(service))
+            .route("/create", web::get().to(create));
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct CreateQuery {
+    cb: Option<String>,
+    from: Option<String>,
+    target: Option<String>,
+    token: Option<String>,
+    protocols: Option<String>,
+}
+
+/// Why a create failed. The messages are stable: clients match on them.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("missing {0}")]
+    Missing(&'static str),
+    #[error("invalid from: must be 1-64 characters")]
+    InvalidFrom,
+    #[error("invalid protocols: comma-separated tokens, at most 16")]
+    InvalidProtocols,
+    #[error(transparent)]
+    InvalidTarget(#[from] TargetError),
+    #[error("unknown token")]
+    UnknownToken,
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("{0}")]
+    Fleet(#[from] FleetError),
+    /// The daemon's own account of why the upstream did not open.
+    #[error("{0}")]
+    Upstream(String),
+}
+
+impl CreateError {
+    /// The status a client without a callback sees; JSONP callers always get
+    /// 200 because a script tag cannot read anything else.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            CreateError::Missing(_)
+            | CreateError::InvalidFrom
+            | CreateError::InvalidProtocols
+            | CreateError::InvalidTarget(_) => StatusCode::BAD_REQUEST,
+            CreateError::UnknownToken | CreateError::Refused(_) => StatusCode::FORBIDDEN,
+            CreateError::Fleet(FleetError::LimitReached) => StatusCode::TOO_MANY_REQUESTS,
+            CreateError::Fleet(FleetError::NoAnswer) => StatusCode::GATEWAY_TIMEOUT,
+            CreateError::Fleet(_) => StatusCode::SERVICE_UNAVAILABLE,
+            CreateError::Upstream(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+async fn create(req: HttpRequest, service: web::Data<CreateService>) -> HttpResponse {
+    let (query, callback) =
+        match jsonp::parse_query::<CreateQuery>(req.query_string(), |q| q.cb.as_deref()) {
+            Ok(parsed) => parsed,
+            Err(e) => return jsonp::plain_bad_request(e),
+        };
+    match service.create(&req, query).await {
+        Ok(created) => jsonp::reply(StatusCode::OK, callback.as_ref(), &created),
+        Err(e) => {
+            log::info!("create refused: {e}");
+            let status = if callback.is_some() {
+                StatusCode::OK
+            } else {
+                e.status()
+            };
+            jsonp::reply(status, callback.as_ref(), &Failure::new(e))
+        }
+    }
+}
+
+impl CreateService {
+    async fn create(&self, req: &HttpRequest, query: CreateQuery) -> Result<Created, CreateError> {
+        let from = query.from.ok_or(CreateError::Missing("from"))?;
+        if from.is_empty() || from.chars().count() > MAX_FROM_LEN {
+            return Err(CreateError::InvalidFrom);
+        }
+        let target = Target::parse(&query.target.ok_or(CreateError::Missing("target"))?)?;
+        let token_name = query.token.ok_or(CreateError::Missing("token"))?;
+        let protocols = parse_protocols(query.protocols.as_deref())?;
+        let origin = page_origin(req);
+
+        let token = self
+            .fleet
+            .token(&token_name)
+            .await?
+            .ok_or(CreateError::UnknownToken)?;
+        token.authorize(origin.as_deref(), &target)?;
+        let reservation = self
+            .fleet
+            .reserve(&token.token, token.max_connections)
+            .await?;
+
+        let request = EstablishRequest {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            reply_to: String::new(),
+            expires_at_ms: unix_millis() + self.timeout.as_millis() as u64,
+            target: target.as_str().to_owned(),
+            origin,
+            protocols,
+            client_ip: req.peer_addr().map(|a| a.ip().to_string()),
+            token: token.token.clone(),
+        };
+        let reply = match self
+            .fleet
+            .establish(&reservation.daemon_id, request, self.timeout)
+            .await
+        {
+            Ok(reply) => reply,
+            Err(e @ FleetError::Unavailable(_)) => {
+                // The request never reached the daemon, so nobody else will
+                // give the reservation back.
+                if let Err(release) = self
+                    .fleet
+                    .release(&token.token, &reservation.daemon_id)
+                    .await
+                {
+                    log::warn!("could not release reservation after failed hand-off: {release}");
+                }
+                return Err(e.into());
+            }
+            // A daemon that got the request late drops it and releases itself.
+            Err(e) => return Err(e.into()),
+        };
+        match reply {
+            EstablishReply::Open {
+                fqdn,
+                socket,
+                protocol,
+                ..
+            } => {
+                log::info!("created socket {socket} on {fqdn} for {from}");
+                Ok(Created {
+                    ok: true,
+                    fqdn,
+                    socket,
+                    protocol,
+                })
+            }
+            EstablishReply::Failed { error, .. } => Err(CreateError::Upstream(error)),
+        }
+    }
+}
+
+/// The page that asked: the `Origin` header, else the origin of `Referer`.
+/// An opaque `null` origin (sandboxed frames, file://) counts as none.
+fn page_origin(req: &HttpRequest) -> Option<String> {
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    match header(ORIGIN) {
+        Some("null") => None,
+        Some(origin) => Some(origin.to_owned()),
+        None => header(REFERER).and_then(origin_of),
+    }
+}
+
+/// Splits `protocols` into subprotocol names, each an RFC 7230 token.
+fn parse_protocols(raw: Option<&str>) -> Result<Vec<String>, CreateError> {
+    let Some(raw) = raw.filter(|r| !r.trim().is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    let protocols: Vec<String> = raw.split(',').map(|p| p.trim().to_owned()).collect();
+    if protocols.len() > MAX_PROTOCOLS
+        || protocols
+            .iter()
+            .any(|p| p.is_empty() || !p.chars().all(is_tchar))
+    {
+        return Err(CreateError::InvalidProtocols);
+    }
+    Ok(protocols)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn protocols_are_tokens() {
+        assert_eq!(parse_protocols(None).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            parse_protocols(Some("v0.tachyon, v1.tachyon")).unwrap(),
+            ["v0.tachyon", "v1.tachyon"]
+        );
+        assert!(parse_protocols(Some("a b")).is_err());
+        assert!(parse_protocols(Some("a,,b")).is_err());
+        assert!(parse_protocols(Some(&vec!["p"; 17].join(","))).is_err());
+    }
+
+    #[test]
+    fn origin_prefers_header_then_referer() {
+        let req = TestRequest::default()
+            .insert_header((ORIGIN, "https://a.test"))
+            .insert_header((REFERER, "https://b.test/page"))
+            .to_http_request();
+        assert_eq!(page_origin(&req).as_deref(), Some("https://a.test"));
+        let req = TestRequest::default()
+            .insert_header((REFERER, "https://b.test:8443/page?q"))
+            .to_http_request();
+        assert_eq!(page_origin(&req).as_deref(), Some("https://b.test:8443"));
+        let req = TestRequest::default()
+            .insert_header((ORIGIN, "null"))
+            .to_http_request();
+        assert_eq!(page_origin(&req), None);
+    }
+
+    #[test]
+    fn statuses_for_curl_users() {
+        assert_eq!(
+            CreateError::Missing("from").status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(CreateError::UnknownToken.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            CreateError::Fleet(FleetError::LimitReached).status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            CreateError::Fleet(FleetError::NoDaemon).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            CreateError::Upstream("x".into()).status(),
+            StatusCode::BAD_GATEWAY
+        );
+    }
+}

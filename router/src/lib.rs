@@ -1,0 +1,12 @@
+//! The polysocket router: a stateless service answering JSONP `/create`.
+//!
+//! - [`create`]: validates and authorizes a create, reserves a daemon through
+//!   the fleet and waits for it to open the upstream socket; also mounted by
+//!   polysocketd in standalone mode;
+//! - [`app`]: the HTTP server (`Application::build` binds, `run` serves);
+//! - [`config`]: command-line and environment configuration.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod config;
+pub mod create;
