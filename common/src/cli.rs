@@ -12,11 +12,7 @@ pub const EXIT_BAD_CONFIG: i32 = 64;
 #[derive(Debug, Clone, Args)]
 pub struct RedisArgs {
     /// Redis holding the registry, tokens and create hand-off.
-    #[arg(
-        long = "redis",
-        env = "POLYSOCKET_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379"
-    )]
+    #[arg(long = "redis", env = "POLYSOCKET_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub url: String,
 }
 

@@ -41,11 +41,7 @@ impl Callback {
             matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == '$')
                 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
         };
-        if name.split('.').all(valid_part) {
-            Ok(Callback(name.to_owned()))
-        } else {
-            Err(CallbackError::Syntax)
-        }
+        if name.split('.').all(valid_part) { Ok(Callback(name.to_owned())) } else { Err(CallbackError::Syntax) }
     }
 
     /// Parses an optional `cb` parameter: absent or empty means a plain JSON
@@ -103,11 +99,7 @@ pub fn jsonp_body(callback: &Callback, json: &str) -> String {
 }
 
 /// Builds the HTTP answer: JSONP when the client gave a callback, JSON otherwise.
-pub fn reply<T: Serialize>(
-    status: StatusCode,
-    callback: Option<&Callback>,
-    value: &T,
-) -> HttpResponse {
+pub fn reply<T: Serialize>(status: StatusCode, callback: Option<&Callback>, value: &T) -> HttpResponse {
     let json = to_script_safe_json(value);
     let mut builder = HttpResponseBuilder::new(status);
     builder
@@ -115,14 +107,9 @@ pub fn reply<T: Serialize>(
         .insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")));
     match callback {
         Some(callback) => builder
-            .insert_header((
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/javascript; charset=utf-8"),
-            ))
+            .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/javascript; charset=utf-8")))
             .body(jsonp_body(callback, &json)),
-        None => builder
-            .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
-            .body(json),
+        None => builder.insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json"))).body(json),
     }
 }
 
@@ -162,35 +149,14 @@ mod tests {
 
     #[test]
     fn accepts_identifier_paths() {
-        for name in [
-            "cb",
-            "_",
-            "$",
-            "a.b.c",
-            "jQuery123_456",
-            "PolySocket.cb.$1",
-            "a1$_.b2",
-        ] {
+        for name in ["cb", "_", "$", "a.b.c", "jQuery123_456", "PolySocket.cb.$1", "a1$_.b2"] {
             assert!(Callback::parse(name).is_ok(), "{name} should be accepted");
         }
     }
 
     #[test]
     fn refuses_anything_else() {
-        for name in [
-            "1a",
-            "a..b",
-            ".a",
-            "a.",
-            "a b",
-            "alert(1)",
-            "a[0]",
-            "a-b",
-            "a;b",
-            "é",
-            "a.1b",
-            "</script>",
-        ] {
+        for name in ["1a", "a..b", ".a", "a.", "a b", "alert(1)", "a[0]", "a-b", "a;b", "é", "a.1b", "</script>"] {
             assert_eq!(Callback::parse(name), Err(CallbackError::Syntax), "{name}");
         }
         assert_eq!(Callback::parse(""), Err(CallbackError::Length));
@@ -216,9 +182,6 @@ mod tests {
     #[test]
     fn jsonp_body_has_comment_prefix() {
         let cb = Callback::parse("my.cb").unwrap();
-        assert_eq!(
-            jsonp_body(&cb, r#"{"ok":true}"#),
-            r#"/**/my.cb({"ok":true});"#
-        );
+        assert_eq!(jsonp_body(&cb, r#"{"ok":true}"#), r#"/**/my.cb({"ok":true});"#);
     }
 }

@@ -5,9 +5,8 @@ pub async fn signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing a SIGTERM handler only fails outside a runtime");
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler only fails outside a runtime");
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}

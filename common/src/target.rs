@@ -41,10 +41,7 @@ impl Target {
         if !matches!(url.scheme(), "ws" | "wss") {
             return Err(TargetError::Scheme);
         }
-        let host = url
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or(TargetError::NoHost)?;
+        let host = url.host_str().filter(|h| !h.is_empty()).ok_or(TargetError::NoHost)?;
         if !url.username().is_empty() || url.password().is_some() {
             return Err(TargetError::Userinfo);
         }
@@ -154,10 +151,7 @@ mod tests {
         let cases = [
             ("ws://Example.com/chat", "ws://example.com:80/chat"),
             ("wss://example.com", "wss://example.com:443/"),
-            (
-                "ws://127.0.0.1:9001/runCase?case=1&agent=x",
-                "ws://127.0.0.1:9001/runCase?case=1&agent=x",
-            ),
+            ("ws://127.0.0.1:9001/runCase?case=1&agent=x", "ws://127.0.0.1:9001/runCase?case=1&agent=x"),
             ("wss://[::1]:8443/a", "wss://[::1]:8443/a"),
         ];
         for (raw, normalized) in cases {
@@ -167,23 +161,11 @@ mod tests {
 
     #[test]
     fn refuses_bad_targets() {
-        assert_eq!(
-            Target::parse("http://example.com/"),
-            Err(TargetError::Scheme)
-        );
+        assert_eq!(Target::parse("http://example.com/"), Err(TargetError::Scheme));
         assert_eq!(Target::parse("example.com"), Err(TargetError::NotAUrl));
-        assert_eq!(
-            Target::parse("ws://u:p@example.com/"),
-            Err(TargetError::Userinfo)
-        );
-        assert_eq!(
-            Target::parse("ws://example.com/#x"),
-            Err(TargetError::Fragment)
-        );
-        assert_eq!(
-            Target::parse(&format!("ws://a/{}", "x".repeat(3000))),
-            Err(TargetError::TooLong)
-        );
+        assert_eq!(Target::parse("ws://u:p@example.com/"), Err(TargetError::Userinfo));
+        assert_eq!(Target::parse("ws://example.com/#x"), Err(TargetError::Fragment));
+        assert_eq!(Target::parse(&format!("ws://a/{}", "x".repeat(3000))), Err(TargetError::TooLong));
     }
 
     #[test]
@@ -196,14 +178,8 @@ mod tests {
     #[test]
     fn glob_semantics() {
         assert!(glob_match("ws://127.0.0.1:*/*", "ws://127.0.0.1:9001/echo"));
-        assert!(glob_match(
-            "wss://*.example.com:443/*",
-            "wss://a.b.example.com:443/x"
-        ));
-        assert!(!glob_match(
-            "wss://*.example.com:443/*",
-            "wss://example.com:443/x"
-        ));
+        assert!(glob_match("wss://*.example.com:443/*", "wss://a.b.example.com:443/x"));
+        assert!(!glob_match("wss://*.example.com:443/*", "wss://example.com:443/x"));
         assert!(glob_match("*", ""));
         assert!(glob_match("a*b*c", "aXXbYYc"));
         assert!(!glob_match("a*b*c", "aXXbYY"));
@@ -217,16 +193,10 @@ mod tests {
 
     #[test]
     fn patterns_get_default_ports() {
-        assert_eq!(
-            normalize_pattern("wss://*.example.com/*"),
-            "wss://*.example.com:443/*"
-        );
+        assert_eq!(normalize_pattern("wss://*.example.com/*"), "wss://*.example.com:443/*");
         assert_eq!(normalize_pattern("ws://h/x?y=1"), "ws://h:80/x?y=1");
         assert_eq!(normalize_pattern("ws://h"), "ws://h:80");
-        assert_eq!(
-            normalize_pattern("ws://127.0.0.1:*/*"),
-            "ws://127.0.0.1:*/*"
-        );
+        assert_eq!(normalize_pattern("ws://127.0.0.1:*/*"), "ws://127.0.0.1:*/*");
         assert_eq!(normalize_pattern("ws://[::1]/*"), "ws://[::1]:80/*");
         assert_eq!(normalize_pattern("ws://[::1]:9/*"), "ws://[::1]:9/*");
         assert_eq!(normalize_pattern("*"), "*");
@@ -234,14 +204,8 @@ mod tests {
 
     #[test]
     fn origins_of_referers() {
-        assert_eq!(
-            origin_of("https://Example.com:8443/page?x#y").as_deref(),
-            Some("https://example.com:8443")
-        );
-        assert_eq!(
-            origin_of("http://example.com/").as_deref(),
-            Some("http://example.com")
-        );
+        assert_eq!(origin_of("https://Example.com:8443/page?x#y").as_deref(), Some("https://example.com:8443"));
+        assert_eq!(origin_of("http://example.com/").as_deref(), Some("http://example.com"));
         assert_eq!(origin_of("not a url"), None);
     }
 }

@@ -29,15 +29,9 @@ pub struct TokensFile {
 #[derive(Debug, thiserror::Error)]
 pub enum TokensFileError {
     #[error("cannot read tokens file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("invalid tokens file {path}: {source}")]
-    Parse {
-        path: String,
-        source: serde_json::Error,
-    },
+    Parse { path: String, source: serde_json::Error },
     #[error("invalid tokens file {path}: {reason}")]
     Invalid { path: String, reason: String },
 }
@@ -45,20 +39,12 @@ pub enum TokensFileError {
 impl TokensFile {
     pub fn load(path: &Path) -> Result<Self, TokensFileError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| TokensFileError::Read {
-            path: shown.clone(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| TokensFileError::Read { path: shown.clone(), source })?;
         let file: TokensFile =
-            serde_json::from_str(&text).map_err(|source| TokensFileError::Parse {
-                path: shown.clone(),
-                source,
-            })?;
+            serde_json::from_str(&text).map_err(|source| TokensFileError::Parse { path: shown.clone(), source })?;
         if let Some(record) = file.tokens.iter().find(|r| r.token.is_empty()) {
-            return Err(TokensFileError::Invalid {
-                path: shown,
-                reason: format!("empty token in {record:?}"),
-            });
+            return Err(TokensFileError::Invalid { path: shown, reason: format!("empty token in {record:?}") });
         }
         Ok(file)
     }
@@ -84,11 +70,7 @@ impl TokenRecord {
         if !origin_ok {
             return Err(Refusal::Origin);
         }
-        if !self
-            .targets
-            .iter()
-            .any(|pattern| glob_match(&normalize_pattern(pattern), target.as_str()))
-        {
+        if !self.targets.iter().any(|pattern| glob_match(&normalize_pattern(pattern), target.as_str())) {
             return Err(Refusal::Target);
         }
         Ok(())
@@ -113,15 +95,9 @@ mod tests {
         let target = Target::parse("ws://127.0.0.1:9/x").unwrap();
         assert_eq!(record(&["*"]).authorize(None, &target), Ok(()));
         let strict = record(&["https://app.example.com", "https://*.test"]);
-        assert_eq!(
-            strict.authorize(Some("https://app.example.com"), &target),
-            Ok(())
-        );
+        assert_eq!(strict.authorize(Some("https://app.example.com"), &target), Ok(()));
         assert_eq!(strict.authorize(Some("https://a.test"), &target), Ok(()));
-        assert_eq!(
-            strict.authorize(Some("https://evil.com"), &target),
-            Err(Refusal::Origin)
-        );
+        assert_eq!(strict.authorize(Some("https://evil.com"), &target), Err(Refusal::Origin));
         assert_eq!(strict.authorize(None, &target), Err(Refusal::Origin));
     }
 

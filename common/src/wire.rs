@@ -37,10 +37,7 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(error: impl ToString) -> Self {
-        Failure {
-            ok: false,
-            error: error.to_string(),
-        }
+        Failure { ok: false, error: error.to_string() }
     }
 }
 
@@ -99,34 +96,21 @@ pub struct EstablishRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "lowercase")]
 pub enum EstablishReply {
-    Open {
-        request_id: String,
-        fqdn: String,
-        socket: String,
-        protocol: String,
-    },
-    Failed {
-        request_id: String,
-        error: String,
-    },
+    Open { request_id: String, fqdn: String, socket: String, protocol: String },
+    Failed { request_id: String, error: String },
 }
 
 impl EstablishReply {
     pub fn request_id(&self) -> &str {
         match self {
-            EstablishReply::Open { request_id, .. } | EstablishReply::Failed { request_id, .. } => {
-                request_id
-            }
+            EstablishReply::Open { request_id, .. } | EstablishReply::Failed { request_id, .. } => request_id,
         }
     }
 }
 
 /// Milliseconds since the Unix epoch, for deadlines shared between hosts.
 pub fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -136,19 +120,9 @@ mod tests {
     #[test]
     fn messages_serialize_as_documented() {
         let messages = [
-            ClientMessage::Text {
-                seq: 1,
-                data: "hi".into(),
-            },
-            ClientMessage::Binary {
-                seq: 2,
-                data: "AAE=".into(),
-            },
-            ClientMessage::Close {
-                seq: 3,
-                code: 1000,
-                reason: "bye".into(),
-            },
+            ClientMessage::Text { seq: 1, data: "hi".into() },
+            ClientMessage::Binary { seq: 2, data: "AAE=".into() },
+            ClientMessage::Close { seq: 3, code: 1000, reason: "bye".into() },
             ClientMessage::Heartbeat,
         ];
         assert_eq!(

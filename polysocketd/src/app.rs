@@ -13,6 +13,7 @@ use polysocket_common::token::{TokensFile, TokensFileError};
 use router::create::{self, CreateService};
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A bound, not yet running daemon.
 pub struct Application {
@@ -26,10 +27,7 @@ pub enum StartError {
     #[error(transparent)]
     Tokens(#[from] TokensFileError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
     #[error("invalid redis url: {0}")]
     Redis(#[source] FleetError),
     #[error("--tokens is only read in standalone mode; give it to the router")]
@@ -40,18 +38,13 @@ impl Application {
     /// Builds the daemon the configuration describes: a fleet member on
     /// Redis, or (with `--standalone`) a single process with its own fleet.
     pub async fn build(config: &DaemonConfig) -> Result<Self, StartError> {
-        let listener = TcpListener::bind(config.listen).map_err(|source| StartError::Bind {
-            addr: config.listen.to_string(),
-            source,
-        })?;
+        let listener = TcpListener::bind(config.listen)
+            .map_err(|source| StartError::Bind { addr: config.listen.to_string(), source })?;
         let fleet: Arc<dyn Fleet> = if config.standalone {
             let fleet = MemoryFleet::new();
             if let Some(path) = &config.tokens.path {
                 let file = TokensFile::load(path)?;
-                fleet
-                    .store_tokens(&file.tokens)
-                    .await
-                    .expect("the memory fleet cannot fail");
+                fleet.store_tokens(&file.tokens).await.expect("the memory fleet cannot fail");
             }
             fleet
         } else {
@@ -65,15 +58,8 @@ impl Application {
 
     /// Serves on a bound listener with any fleet (tests pass port 0 and
     /// their own fleet).
-    pub fn serve(
-        listener: TcpListener,
-        fleet: Arc<dyn Fleet>,
-        config: &DaemonConfig,
-    ) -> Result<Self, StartError> {
-        let addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: "?".into(),
-            source,
-        })?;
+    pub fn serve(listener: TcpListener, fleet: Arc<dyn Fleet>, config: &DaemonConfig) -> Result<Self, StartError> {
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: "?".into(), source })?;
         let bridge = &config.bridge;
         let daemon = Arc::new(Daemon {
             info: DaemonInfo {
@@ -96,13 +82,10 @@ impl Application {
                 max_frame_bytes: bridge.max_message_bytes,
             },
             heartbeat_interval: config.heartbeat_interval,
+            registered: AtomicBool::new(false),
         });
-        let create = config.standalone.then(|| {
-            Arc::new(CreateService {
-                fleet,
-                timeout: config.create.create_timeout,
-            })
-        });
+        let create =
+            config.standalone.then(|| Arc::new(CreateService { fleet, timeout: config.create.create_timeout }));
         // Forms and base64 inflate a message by a third; leave room for that.
         let body_limit = bridge.max_message_bytes / 3 * 4 + 4096;
         let shared = web::Data::from(daemon.clone());
@@ -119,21 +102,10 @@ impl Application {
             app
         })
         .listen(listener)
-        .map_err(|source| StartError::Bind {
-            addr: addr.to_string(),
-            source,
-        })?
+        .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?
         .run();
-        log::info!(
-            "polysocketd {} listening on {addr} as {}",
-            daemon.info.id,
-            daemon.info.fqdn
-        );
-        Ok(Application {
-            port: addr.port(),
-            server,
-            daemon,
-        })
+        log::info!("polysocketd {} listening on {addr} as {}", daemon.info.id, daemon.info.fqdn);
+        Ok(Application { port: addr.port(), server, daemon })
     }
 
     pub fn port(&self) -> u16 {
@@ -162,9 +134,11 @@ impl Application {
     }
 }
 
+/// Ready when the fleet answers and this daemon is registered in it.
 async fn ready(daemon: web::Data<Daemon>) -> HttpResponse {
     match daemon.fleet.ping().await {
-        Ok(()) => HttpResponse::Ok().body("ready"),
+        Ok(()) if daemon.registered.load(Ordering::Acquire) => HttpResponse::Ok().body("ready"),
+        Ok(()) => HttpResponse::ServiceUnavailable().body("not ready: not registered"),
         Err(e) => HttpResponse::ServiceUnavailable().body(format!("not ready: {e}")),
     }
 }

@@ -67,15 +67,8 @@ pub enum PollOutcome {
 }
 
 enum Command {
-    Send {
-        message: Outgoing,
-        reply: oneshot::Sender<Result<(), SendFailure>>,
-    },
-    Poll {
-        ttl: Duration,
-        ack: Option<u64>,
-        reply: oneshot::Sender<PollOutcome>,
-    },
+    Send { message: Outgoing, reply: oneshot::Sender<Result<(), SendFailure>> },
+    Poll { ttl: Duration, ack: Option<u64>, reply: oneshot::Sender<PollOutcome> },
 }
 
 /// How HTTP handlers reach a socket's owner task.
@@ -87,10 +80,7 @@ pub struct SocketHandle {
 impl SocketHandle {
     pub async fn send(&self, message: Outgoing) -> Result<(), SendFailure> {
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Send { message, reply })
-            .await
-            .map_err(|_| SendFailure::Closed)?;
+        self.commands.send(Command::Send { message, reply }).await.map_err(|_| SendFailure::Closed)?;
         answer.await.unwrap_or(Err(SendFailure::Closed))
     }
 
@@ -98,12 +88,7 @@ impl SocketHandle {
     /// `seq`; without it, everything returned by earlier polls is released.
     pub async fn poll(&self, ttl: Duration, ack: Option<u64>) -> PollOutcome {
         let (reply, answer) = oneshot::channel();
-        if self
-            .commands
-            .send(Command::Poll { ttl, ack, reply })
-            .await
-            .is_err()
-        {
+        if self.commands.send(Command::Poll { ttl, ack, reply }).await.is_err() {
             return PollOutcome::Gone;
         }
         answer.await.unwrap_or(PollOutcome::Gone)
@@ -139,12 +124,7 @@ pub fn bridge(upstream: Upstream, limits: Limits) -> (SocketHandle, impl Future<
         idle_since: Instant::now(),
         awaiting_pong: false,
     };
-    (
-        SocketHandle {
-            commands: commands_tx,
-        },
-        owner.run(),
-    )
+    (SocketHandle { commands: commands_tx }, owner.run())
 }
 
 /// How a socket ended, for logs and metrics.
@@ -206,10 +186,7 @@ impl Owner {
         loop {
             let can_read = self.closed.is_none() && self.queued_bytes < self.limits.max_queue_bytes;
             let poll_deadline = self.waiting.as_ref().map(|w| w.deadline);
-            let idle_deadline = self
-                .waiting
-                .is_none()
-                .then(|| self.idle_since + self.limits.idle_timeout);
+            let idle_deadline = self.waiting.is_none().then(|| self.idle_since + self.limits.idle_timeout);
             tokio::select! {
                 frame = self.upstream.next(), if can_read => self.on_frame(frame).await,
                 command = self.commands.recv() => match command {
@@ -253,12 +230,7 @@ impl Owner {
         if self.closed.is_some() {
             return Err(SendFailure::Closed);
         }
-        match tokio::time::timeout(
-            self.limits.send_timeout,
-            self.upstream.send(message.into_message()),
-        )
-        .await
-        {
+        match tokio::time::timeout(self.limits.send_timeout, self.upstream.send(message.into_message())).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => {
                 self.upstream_lost("upstream write failed");
@@ -283,10 +255,7 @@ impl Owner {
             let _ = reply.send(PollOutcome::Gone);
             return;
         }
-        self.waiting = Some(WaitingPoll {
-            reply,
-            deadline: Instant::now() + ttl,
-        });
+        self.waiting = Some(WaitingPoll { reply, deadline: Instant::now() + ttl });
         if !self.queue.is_empty() {
             self.flush();
         }
@@ -316,11 +285,7 @@ impl Owner {
     fn enqueue(&mut self, build: impl FnOnce(u64) -> ClientMessage, size: usize) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.queue.push_back(QueuedMessage {
-            seq,
-            size,
-            message: build(seq),
-        });
+        self.queue.push_back(QueuedMessage { seq, size, message: build(seq) });
         self.queued_bytes += size;
         self.flush();
     }
@@ -329,35 +294,21 @@ impl Owner {
         if text {
             match String::from_utf8(data.to_vec()) {
                 Ok(text) => self.enqueue(|seq| ClientMessage::Text { seq, data: text }, data.len()),
-                Err(_) => {
-                    self.fail(CloseCode::Invalid, "invalid UTF-8 in text message")
-                        .await
-                }
+                Err(_) => self.fail(CloseCode::Invalid, "invalid UTF-8 in text message").await,
             }
         } else {
             let encoded = BASE64.encode(&data);
-            self.enqueue(
-                |seq| ClientMessage::Binary { seq, data: encoded },
-                data.len(),
-            );
+            self.enqueue(|seq| ClientMessage::Binary { seq, data: encoded }, data.len());
         }
     }
 
     async fn on_frame(&mut self, frame: Option<Result<Frame, awc::error::WsProtocolError>>) {
         match frame {
-            Some(Ok(Frame::Text(data))) if self.fragments.is_none() => {
-                self.deliver(true, data).await
-            }
-            Some(Ok(Frame::Binary(data))) if self.fragments.is_none() => {
-                self.deliver(false, data).await
-            }
+            Some(Ok(Frame::Text(data))) if self.fragments.is_none() => self.deliver(true, data).await,
+            Some(Ok(Frame::Binary(data))) if self.fragments.is_none() => self.deliver(false, data).await,
             Some(Ok(Frame::Continuation(item))) => self.on_fragment(item).await,
             Some(Ok(Frame::Text(_) | Frame::Binary(_))) => {
-                self.fail(
-                    CloseCode::Protocol,
-                    "new message before the fragmented one ended",
-                )
-                .await;
+                self.fail(CloseCode::Protocol, "new message before the fragmented one ended").await;
             }
             Some(Ok(Frame::Ping(payload))) => {
                 if self.upstream.send(Message::Pong(payload)).await.is_err() {
@@ -376,10 +327,7 @@ impl Owner {
                 let _ = self.upstream.close().await;
                 self.end_with(code, reason);
             }
-            Some(Err(e)) => {
-                self.fail(CloseCode::Protocol, &format!("protocol error: {e}"))
-                    .await
-            }
+            Some(Err(e)) => self.fail(CloseCode::Protocol, &format!("protocol error: {e}")).await,
             None => self.upstream_lost("connection lost"),
         }
     }
@@ -387,34 +335,21 @@ impl Owner {
     async fn on_fragment(&mut self, item: Item) {
         let (data, last) = match item {
             Item::FirstText(_) | Item::FirstBinary(_) if self.fragments.is_some() => {
-                return self
-                    .fail(
-                        CloseCode::Protocol,
-                        "new message before the fragmented one ended",
-                    )
-                    .await;
+                return self.fail(CloseCode::Protocol, "new message before the fragmented one ended").await;
             }
             Item::FirstText(data) => {
-                self.fragments = Some(Fragments {
-                    text: true,
-                    data: BytesMut::new(),
-                });
+                self.fragments = Some(Fragments { text: true, data: BytesMut::new() });
                 (data, false)
             }
             Item::FirstBinary(data) => {
-                self.fragments = Some(Fragments {
-                    text: false,
-                    data: BytesMut::new(),
-                });
+                self.fragments = Some(Fragments { text: false, data: BytesMut::new() });
                 (data, false)
             }
             Item::Continue(data) => (data, false),
             Item::Last(data) => (data, true),
         };
         let Some(fragments) = self.fragments.as_mut() else {
-            return self
-                .fail(CloseCode::Protocol, "continuation without a message start")
-                .await;
+            return self.fail(CloseCode::Protocol, "continuation without a message start").await;
         };
         if fragments.data.len() + data.len() > self.limits.max_message_bytes {
             return self.fail(CloseCode::Size, "message too big").await;
@@ -432,12 +367,7 @@ impl Owner {
             return;
         }
         self.awaiting_pong = true;
-        if self
-            .upstream
-            .send(Message::Ping(Bytes::from_static(b"polysocket")))
-            .await
-            .is_err()
-        {
+        if self.upstream.send(Message::Ping(Bytes::from_static(b"polysocket"))).await.is_err() {
             self.upstream_lost("upstream write failed");
         }
     }
@@ -446,10 +376,7 @@ impl Owner {
     /// a Close and the client is told why.
     async fn fail(&mut self, code: CloseCode, reason: &str) {
         self.fragments = None;
-        let close = Message::Close(Some(CloseReason {
-            code,
-            description: Some(reason.to_owned()),
-        }));
+        let close = Message::Close(Some(CloseReason { code, description: Some(reason.to_owned()) }));
         let _ = self.upstream.send(close).await;
         let _ = self.upstream.close().await;
         self.end_with(u16::from(code), reason.to_owned());
@@ -474,10 +401,7 @@ impl Owner {
         if self.closed.is_some() {
             return;
         }
-        let close = Message::Close(Some(CloseReason {
-            code,
-            description: Some(reason.to_owned()),
-        }));
+        let close = Message::Close(Some(CloseReason { code, description: Some(reason.to_owned()) }));
         if self.upstream.send(close).await.is_ok() {
             // Give the peer a bounded moment to answer with its Close.
             let _ = tokio::time::timeout(CLOSE_WAIT, async {

@@ -7,11 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Parser)]
-#[command(
-    name = "polysocketd",
-    version,
-    about = "polysocket daemon: bridges HTTP clients to upstream WebSockets"
-)]
+#[command(name = "polysocketd", version, about = "polysocket daemon: bridges HTTP clients to upstream WebSockets")]
 pub struct DaemonConfig {
     /// Address to serve /s and /j (and /create in standalone mode) on.
     #[arg(long, env = "POLYSOCKET_LISTEN", default_value = "0.0.0.0:8081")]
@@ -88,9 +84,7 @@ pub struct BridgeSettings {
 impl DaemonConfig {
     /// The name advertised to clients.
     pub fn public_fqdn(&self, bound_port: u16) -> String {
-        self.fqdn
-            .clone()
-            .unwrap_or_else(|| format!("localhost:{bound_port}"))
+        self.fqdn.clone().unwrap_or_else(|| format!("localhost:{bound_port}"))
     }
 }
 
@@ -103,8 +97,7 @@ mod tests {
         assert!(DaemonConfig::try_parse_from(["polysocketd"]).is_err());
         let standalone = DaemonConfig::try_parse_from(["polysocketd", "--standalone"]).unwrap();
         assert_eq!(standalone.public_fqdn(8081), "localhost:8081");
-        let fleet =
-            DaemonConfig::try_parse_from(["polysocketd", "--fqdn", "d1.example.com"]).unwrap();
+        let fleet = DaemonConfig::try_parse_from(["polysocketd", "--fqdn", "d1.example.com"]).unwrap();
         assert_eq!(fleet.public_fqdn(8081), "d1.example.com");
         assert_eq!(fleet.bridge.idle_timeout, Duration::from_secs(60));
     }

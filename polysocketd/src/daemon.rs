@@ -8,6 +8,7 @@ use polysocket_common::fleet::{DaemonInfo, Fleet};
 use polysocket_common::wire::{EstablishReply, EstablishRequest, unix_millis};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Pause after a fleet error before trying again, so an unreachable Redis is
@@ -25,6 +26,9 @@ pub struct Daemon {
     pub max_poll_ttl: Duration,
     pub open: OpenSettings,
     pub heartbeat_interval: Duration,
+    /// Whether the last heartbeat reached the fleet: routers can pick this
+    /// daemon only while it is registered, so readiness follows it.
+    pub registered: AtomicBool,
 }
 
 impl Daemon {
@@ -33,24 +37,14 @@ impl Daemon {
     pub async fn heartbeat(self: Arc<Self>) {
         let ttl = self.heartbeat_interval * 2;
         let mut ticks = tokio::time::interval(self.heartbeat_interval);
-        let mut healthy = true;
         loop {
             ticks.tick().await;
-            match self
-                .fleet
-                .heartbeat(&self.info, self.sockets.len() as u32, ttl)
-                .await
-            {
-                Ok(()) if !healthy => {
-                    log::info!("registered again as {} ({})", self.info.id, self.info.fqdn);
-                    healthy = true;
-                }
-                Ok(()) => {}
-                Err(e) if healthy => {
-                    log::warn!("heartbeat failed, retrying: {e}");
-                    healthy = false;
-                }
-                Err(_) => {}
+            let beat = self.fleet.heartbeat(&self.info, self.sockets.len() as u32, ttl).await;
+            let was_registered = self.registered.swap(beat.is_ok(), Ordering::AcqRel);
+            match beat {
+                Ok(()) if !was_registered => log::info!("registered as {} ({})", self.info.id, self.info.fqdn),
+                Err(e) if was_registered => log::warn!("heartbeat failed, retrying: {e}"),
+                _ => {}
             }
         }
     }
@@ -75,10 +69,7 @@ impl Daemon {
 
     async fn open_socket(self: Arc<Self>, client: Rc<awc::Client>, request: EstablishRequest) {
         if unix_millis() > request.expires_at_ms {
-            log::warn!(
-                "dropping create request {} that expired before it was taken",
-                request.id
-            );
+            log::warn!("dropping create request {} that expired before it was taken", request.id);
             self.release(&request.token).await;
             return;
         }
@@ -88,25 +79,13 @@ impl Daemon {
                 let fqdn = format!("{}.{}", new_dns_label(), self.info.fqdn);
                 let (handle, owner) = bridge::bridge(opened.upstream, self.limits.clone());
                 self.sockets.insert(socket.clone(), handle);
-                actix_web::rt::spawn(self.clone().own_socket(
-                    socket.clone(),
-                    request.token.clone(),
-                    owner,
-                ));
-                EstablishReply::Open {
-                    request_id: request.id.clone(),
-                    fqdn,
-                    socket,
-                    protocol: opened.protocol,
-                }
+                actix_web::rt::spawn(self.clone().own_socket(socket.clone(), request.token.clone(), owner));
+                EstablishReply::Open { request_id: request.id.clone(), fqdn, socket, protocol: opened.protocol }
             }
             Err(e) => {
                 log::info!("create {} failed: {e}", request.id);
                 self.release(&request.token).await;
-                EstablishReply::Failed {
-                    request_id: request.id.clone(),
-                    error: e.to_string(),
-                }
+                EstablishReply::Failed { request_id: request.id.clone(), error: e.to_string() }
             }
         };
         let heard = self.fleet.reply(&request, reply.clone()).await;
@@ -117,12 +96,7 @@ impl Daemon {
         }
     }
 
-    async fn own_socket(
-        self: Arc<Self>,
-        socket: String,
-        token: String,
-        owner: impl Future<Output = End>,
-    ) {
+    async fn own_socket(self: Arc<Self>, socket: String, token: String, owner: impl Future<Output = End>) {
         log::info!("socket {socket}: open");
         let end = owner.await;
         self.sockets.remove(&socket);

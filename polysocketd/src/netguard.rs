@@ -16,15 +16,9 @@ pub enum GuardError {
 }
 
 /// Resolves `host:port` and returns the address to connect to.
-pub async fn resolve_checked(
-    host: &str,
-    port: u16,
-    allow_private: bool,
-) -> Result<SocketAddr, GuardError> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|_| GuardError::Unresolvable)?
-        .collect();
+pub async fn resolve_checked(host: &str, port: u16, allow_private: bool) -> Result<SocketAddr, GuardError> {
+    let addrs: Vec<SocketAddr> =
+        tokio::net::lookup_host((host, port)).await.map_err(|_| GuardError::Unresolvable)?.collect();
     let first = *addrs.first().ok_or(GuardError::Unresolvable)?;
     if !allow_private && !addrs.iter().all(|a| is_public(a.ip())) {
         return Err(GuardError::NotPublic);
@@ -41,11 +35,7 @@ pub fn is_public(ip: IpAddr) -> bool {
 }
 
 fn in_v4(ip: Ipv4Addr, net: [u8; 4], prefix: u32) -> bool {
-    let mask = if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - prefix)
-    };
+    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
     u32::from(ip) & mask == u32::from(Ipv4Addr::from(net)) & mask
 }
 
@@ -69,15 +59,12 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         ([224, 0, 0, 0], 4),     // multicast
         ([240, 0, 0, 0], 4),     // reserved, including broadcast
     ];
-    !NOT_PUBLIC
-        .iter()
-        .any(|&(net, prefix)| in_v4(ip, net, prefix))
+    !NOT_PUBLIC.iter().any(|&(net, prefix)| in_v4(ip, net, prefix))
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
     let segments = ip.segments();
-    let embedded_v4 =
-        |hi: usize| Ipv4Addr::from((u32::from(segments[hi]) << 16) | u32::from(segments[hi + 1]));
+    let embedded_v4 = |hi: usize| Ipv4Addr::from((u32::from(segments[hi]) << 16) | u32::from(segments[hi + 1]));
     if let Some(v4) = ip.to_ipv4_mapped() {
         return is_public_v4(v4);
     }
@@ -133,14 +120,7 @@ mod tests {
         ] {
             assert!(!public(ip), "{ip} must not be public");
         }
-        for ip in [
-            "1.1.1.1",
-            "8.8.8.8",
-            "100.63.255.255",
-            "100.128.0.0",
-            "172.32.0.1",
-            "198.20.0.1",
-        ] {
+        for ip in ["1.1.1.1", "8.8.8.8", "100.63.255.255", "100.128.0.0", "172.32.0.1", "198.20.0.1"] {
             assert!(public(ip), "{ip} must be public");
         }
     }
@@ -164,29 +144,15 @@ mod tests {
         ] {
             assert!(!public(ip), "{ip} must not be public");
         }
-        for ip in [
-            "2606:4700:4700::1111",
-            "::ffff:8.8.8.8",
-            "64:ff9b::808:808",
-            "2002:808:808::",
-        ] {
+        for ip in ["2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::"] {
             assert!(public(ip), "{ip} must be public");
         }
     }
 
     #[tokio::test]
     async fn resolution_refuses_loopback_unless_allowed() {
-        assert_eq!(
-            resolve_checked("127.0.0.1", 80, false).await,
-            Err(GuardError::NotPublic)
-        );
-        assert_eq!(
-            resolve_checked("localhost", 80, false).await,
-            Err(GuardError::NotPublic)
-        );
-        assert_eq!(
-            resolve_checked("127.0.0.1", 80, true).await,
-            Ok(SocketAddr::from(([127, 0, 0, 1], 80)))
-        );
+        assert_eq!(resolve_checked("127.0.0.1", 80, false).await, Err(GuardError::NotPublic));
+        assert_eq!(resolve_checked("localhost", 80, false).await, Err(GuardError::NotPublic));
+        assert_eq!(resolve_checked("127.0.0.1", 80, true).await, Ok(SocketAddr::from(([127, 0, 0, 1], 80))));
     }
 }

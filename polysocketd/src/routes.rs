@@ -54,9 +54,7 @@ pub enum BridgeError {
 impl BridgeError {
     fn status(&self) -> StatusCode {
         match self {
-            BridgeError::UnknownSocket | BridgeError::Send(SendFailure::Closed) => {
-                StatusCode::FORBIDDEN
-            }
+            BridgeError::UnknownSocket | BridgeError::Send(SendFailure::Closed) => StatusCode::FORBIDDEN,
             BridgeError::UnsupportedContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             BridgeError::TooBig => StatusCode::PAYLOAD_TOO_LARGE,
             BridgeError::Superseded => StatusCode::CONFLICT,
@@ -82,17 +80,11 @@ struct PollParams {
     ack: Option<String>,
 }
 
-async fn send(
-    req: HttpRequest,
-    socket: web::Path<String>,
-    body: Bytes,
-    daemon: web::Data<Daemon>,
-) -> HttpResponse {
-    let (params, cb) =
-        match jsonp::parse_query::<SendParams>(req.query_string(), |p| p.cb.as_deref()) {
-            Ok(parsed) => parsed,
-            Err(e) => return jsonp::plain_bad_request(e),
-        };
+async fn send(req: HttpRequest, socket: web::Path<String>, body: Bytes, daemon: web::Data<Daemon>) -> HttpResponse {
+    let (params, cb) = match jsonp::parse_query::<SendParams>(req.query_string(), |p| p.cb.as_deref()) {
+        Ok(parsed) => parsed,
+        Err(e) => return jsonp::plain_bad_request(e),
+    };
     let outcome = async {
         let message = if req.method() == actix_web::http::Method::POST {
             message_from_body(&req, params, body)?
@@ -106,11 +98,7 @@ async fn send(
         if size > daemon.limits.max_message_bytes {
             return Err(BridgeError::TooBig);
         }
-        let handle = daemon
-            .sockets
-            .get(socket.as_str())
-            .map(|h| h.clone())
-            .ok_or(BridgeError::UnknownSocket)?;
+        let handle = daemon.sockets.get(socket.as_str()).map(|h| h.clone()).ok_or(BridgeError::UnknownSocket)?;
         Ok(handle.send(message).await?)
     }
     .await;
@@ -124,45 +112,22 @@ fn message_from_params(params: SendParams) -> Result<Outgoing, BridgeError> {
     let data = params.d.ok_or(BridgeError::MissingData)?;
     match params.t.as_deref() {
         None | Some("t") => Ok(Outgoing::Text(data)),
-        Some("b") => BASE64
-            .decode(data)
-            .map(|b| Outgoing::Binary(b.into()))
-            .map_err(|_| BridgeError::InvalidBase64),
+        Some("b") => BASE64.decode(data).map(|b| Outgoing::Binary(b.into())).map_err(|_| BridgeError::InvalidBase64),
         Some(_) => Err(BridgeError::InvalidType),
     }
 }
 
 /// A POST body is a form (`d`, `t`), or the message itself: text/plain is
 /// one text message, application/octet-stream one binary message.
-fn message_from_body(
-    req: &HttpRequest,
-    query: SendParams,
-    body: Bytes,
-) -> Result<Outgoing, BridgeError> {
-    let content_type = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+fn message_from_body(req: &HttpRequest, query: SendParams, body: Bytes) -> Result<Outgoing, BridgeError> {
+    let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match mime.as_str() {
         "application/x-www-form-urlencoded" => {
-            let form: SendParams =
-                serde_urlencoded::from_bytes(&body).map_err(|_| BridgeError::MalformedForm)?;
-            message_from_params(SendParams {
-                cb: None,
-                d: form.d.or(query.d),
-                t: form.t.or(query.t),
-            })
+            let form: SendParams = serde_urlencoded::from_bytes(&body).map_err(|_| BridgeError::MalformedForm)?;
+            message_from_params(SendParams { cb: None, d: form.d.or(query.d), t: form.t.or(query.t) })
         }
-        "text/plain" => String::from_utf8(body.to_vec())
-            .map(Outgoing::Text)
-            .map_err(|_| BridgeError::InvalidUtf8),
+        "text/plain" => String::from_utf8(body.to_vec()).map(Outgoing::Text).map_err(|_| BridgeError::InvalidUtf8),
         "application/octet-stream" => Ok(Outgoing::Binary(body)),
         // An empty body with the data in the query works like a GET.
         "" if body.is_empty() => message_from_params(query),
@@ -170,16 +135,11 @@ fn message_from_body(
     }
 }
 
-async fn poll(
-    req: HttpRequest,
-    socket: web::Path<String>,
-    daemon: web::Data<Daemon>,
-) -> HttpResponse {
-    let (params, cb) =
-        match jsonp::parse_query::<PollParams>(req.query_string(), |p| p.cb.as_deref()) {
-            Ok(parsed) => parsed,
-            Err(e) => return jsonp::plain_bad_request(e),
-        };
+async fn poll(req: HttpRequest, socket: web::Path<String>, daemon: web::Data<Daemon>) -> HttpResponse {
+    let (params, cb) = match jsonp::parse_query::<PollParams>(req.query_string(), |p| p.cb.as_deref()) {
+        Ok(parsed) => parsed,
+        Err(e) => return jsonp::plain_bad_request(e),
+    };
     let outcome = async {
         let ttl = match params.ttl.as_deref() {
             None | Some("") => DEFAULT_TTL,
@@ -190,11 +150,7 @@ async fn poll(
             None | Some("") => None,
             Some(seq) => Some(seq.parse::<u64>().map_err(|_| BridgeError::InvalidAck)?),
         };
-        let handle = daemon
-            .sockets
-            .get(socket.as_str())
-            .map(|h| h.clone())
-            .ok_or(BridgeError::UnknownSocket)?;
+        let handle = daemon.sockets.get(socket.as_str()).map(|h| h.clone()).ok_or(BridgeError::UnknownSocket)?;
         match handle.poll(ttl, ack).await {
             PollOutcome::Messages(messages) => Ok(messages),
             PollOutcome::Superseded => Err(BridgeError::Superseded),
@@ -203,11 +159,7 @@ async fn poll(
     }
     .await;
     match outcome {
-        Ok(messages) => jsonp::reply(
-            StatusCode::OK,
-            cb.as_ref(),
-            &Messages { ok: true, messages },
-        ),
+        Ok(messages) => jsonp::reply(StatusCode::OK, cb.as_ref(), &Messages { ok: true, messages }),
         Err(e) => jsonp::reply(e.status(), cb.as_ref(), &Failure::new(e)),
     }
 }
@@ -217,38 +169,19 @@ mod tests {
     use super::*;
 
     fn params(d: Option<&str>, t: Option<&str>) -> SendParams {
-        SendParams {
-            cb: None,
-            d: d.map(str::to_owned),
-            t: t.map(str::to_owned),
-        }
+        SendParams { cb: None, d: d.map(str::to_owned), t: t.map(str::to_owned) }
     }
 
     #[test]
     fn send_params() {
-        assert_eq!(
-            message_from_params(params(Some("hi"), Some("t"))).unwrap(),
-            Outgoing::Text("hi".into())
-        );
-        assert_eq!(
-            message_from_params(params(Some("hi"), None)).unwrap(),
-            Outgoing::Text("hi".into())
-        );
+        assert_eq!(message_from_params(params(Some("hi"), Some("t"))).unwrap(), Outgoing::Text("hi".into()));
+        assert_eq!(message_from_params(params(Some("hi"), None)).unwrap(), Outgoing::Text("hi".into()));
         assert_eq!(
             message_from_params(params(Some("AAH/"), Some("b"))).unwrap(),
             Outgoing::Binary(Bytes::from_static(&[0, 1, 255]))
         );
-        assert!(matches!(
-            message_from_params(params(None, Some("t"))),
-            Err(BridgeError::MissingData)
-        ));
-        assert!(matches!(
-            message_from_params(params(Some("x"), Some("z"))),
-            Err(BridgeError::InvalidType)
-        ));
-        assert!(matches!(
-            message_from_params(params(Some("!!"), Some("b"))),
-            Err(BridgeError::InvalidBase64)
-        ));
+        assert!(matches!(message_from_params(params(None, Some("t"))), Err(BridgeError::MissingData)));
+        assert!(matches!(message_from_params(params(Some("x"), Some("z"))), Err(BridgeError::InvalidType)));
+        assert!(matches!(message_from_params(params(Some("!!"), Some("b"))), Err(BridgeError::InvalidBase64)));
     }
 }

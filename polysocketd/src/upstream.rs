@@ -43,19 +43,10 @@ pub struct OpenSettings {
     pub max_frame_bytes: usize,
 }
 
-pub async fn open(
-    client: &Client,
-    request: &EstablishRequest,
-    settings: &OpenSettings,
-) -> Result<Opened, OpenError> {
+pub async fn open(client: &Client, request: &EstablishRequest, settings: &OpenSettings) -> Result<Opened, OpenError> {
     let target = Target::parse(&request.target).map_err(|_| OpenError::InvalidTarget)?;
     let connect = async {
-        let addr = netguard::resolve_checked(
-            target.host_for_lookup(),
-            target.port(),
-            settings.allow_private,
-        )
-        .await?;
+        let addr = netguard::resolve_checked(target.host_for_lookup(), target.port(), settings.allow_private).await?;
         let mut handshake = client
             .ws(target.as_str())
             // Connect to the address that was checked, never a fresh lookup.
@@ -83,9 +74,7 @@ pub async fn open(
         }
         Ok(Opened { upstream, protocol })
     };
-    tokio::time::timeout(settings.handshake_timeout, connect)
-        .await
-        .map_err(|_| OpenError::Timeout)?
+    tokio::time::timeout(settings.handshake_timeout, connect).await.map_err(|_| OpenError::Timeout)?
 }
 
 fn describe(error: WsClientError) -> OpenError {
@@ -97,9 +86,7 @@ fn describe(error: WsClientError) -> OpenError {
             OpenError::Refused
         }
         WsClientError::SendRequest(SendRequestError::Timeout)
-        | WsClientError::SendRequest(SendRequestError::Connect(ConnectError::Timeout)) => {
-            OpenError::Timeout
-        }
+        | WsClientError::SendRequest(SendRequestError::Connect(ConnectError::Timeout)) => OpenError::Timeout,
         other => OpenError::Other(other.to_string()),
     }
 }

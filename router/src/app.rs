@@ -21,10 +21,7 @@ pub enum StartError {
     #[error(transparent)]
     Tokens(#[from] polysocket_common::token::TokensFileError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
     #[error("invalid redis url: {0}")]
     Redis(#[source] polysocket_common::fleet::FleetError),
 }
@@ -33,7 +30,7 @@ impl Application {
     /// Builds the production router: Redis fleet, tokens loaded from the file.
     pub async fn build(config: &RouterConfig) -> Result<Self, StartError> {
         let fleet = RedisFleet::new(&config.redis.url).map_err(StartError::Redis)?;
-        fleet.listen_for_replies();
+        fleet.listen_for_replies().await;
         if let Some(path) = &config.tokens.path {
             let file = TokensFile::load(path)?;
             // Redis may be briefly unreachable at start-up; the tokens are
@@ -47,23 +44,15 @@ impl Application {
                 log::info!("stored {} token record(s)", file.tokens.len());
             });
         }
-        let listener = TcpListener::bind(config.listen).map_err(|source| StartError::Bind {
-            addr: config.listen.to_string(),
-            source,
-        })?;
-        let service = Arc::new(CreateService {
-            fleet,
-            timeout: config.create.create_timeout,
-        });
+        let listener = TcpListener::bind(config.listen)
+            .map_err(|source| StartError::Bind { addr: config.listen.to_string(), source })?;
+        let service = Arc::new(CreateService { fleet, timeout: config.create.create_timeout });
         Self::serve(listener, service)
     }
 
     /// Serves `/create` with any fleet on an already bound listener.
     pub fn serve(listener: TcpListener, service: Arc<CreateService>) -> Result<Self, StartError> {
-        let addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: "?".into(),
-            source,
-        })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: "?".into(), source })?;
         let fleet = service.fleet.clone();
         let server = actix_web::HttpServer::new(move || {
             App::new()
@@ -73,16 +62,10 @@ impl Application {
                 .route("/readyz", web::get().to(ready))
         })
         .listen(listener)
-        .map_err(|source| StartError::Bind {
-            addr: addr.to_string(),
-            source,
-        })?
+        .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?
         .run();
         log::info!("router listening on {addr}");
-        Ok(Application {
-            port: addr.port(),
-            server,
-        })
+        Ok(Application { port: addr.port(), server })
     }
 
     pub fn port(&self) -> u16 {

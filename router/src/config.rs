@@ -6,11 +6,7 @@ use polysocket_common::cli::{CreateArgs, RedisArgs, TokensArgs};
 use std::net::SocketAddr;
 
 #[derive(Debug, Clone, Parser)]
-#[command(
-    name = "router",
-    version,
-    about = "polysocket router: answers JSONP /create"
-)]
+#[command(name = "router", version, about = "polysocket router: answers JSONP /create")]
 pub struct RouterConfig {
     /// Address to serve /create on.
     #[arg(long, env = "POLYSOCKET_LISTEN", default_value = "0.0.0.0:8080")]

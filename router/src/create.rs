@@ -27,8 +27,7 @@ pub struct CreateService {
 /// Mounts `/create` on an app, for the router and for standalone polysocketd.
 pub fn configure(service: Arc<CreateService>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
-        cfg.app_data(web::Data::from(service))
-            .route("/create", web::get().to(create));
+        cfg.app_data(web::Data::from(service)).route("/create", web::get().to(create));
     }
 }
 
@@ -82,20 +81,15 @@ impl CreateError {
 }
 
 async fn create(req: HttpRequest, service: web::Data<CreateService>) -> HttpResponse {
-    let (query, callback) =
-        match jsonp::parse_query::<CreateQuery>(req.query_string(), |q| q.cb.as_deref()) {
-            Ok(parsed) => parsed,
-            Err(e) => return jsonp::plain_bad_request(e),
-        };
+    let (query, callback) = match jsonp::parse_query::<CreateQuery>(req.query_string(), |q| q.cb.as_deref()) {
+        Ok(parsed) => parsed,
+        Err(e) => return jsonp::plain_bad_request(e),
+    };
     match service.create(&req, query).await {
         Ok(created) => jsonp::reply(StatusCode::OK, callback.as_ref(), &created),
         Err(e) => {
             log::info!("create refused: {e}");
-            let status = if callback.is_some() {
-                StatusCode::OK
-            } else {
-                e.status()
-            };
+            let status = if callback.is_some() { StatusCode::OK } else { e.status() };
             jsonp::reply(status, callback.as_ref(), &Failure::new(e))
         }
     }
@@ -112,16 +106,9 @@ impl CreateService {
         let protocols = parse_protocols(query.protocols.as_deref())?;
         let origin = page_origin(req);
 
-        let token = self
-            .fleet
-            .token(&token_name)
-            .await?
-            .ok_or(CreateError::UnknownToken)?;
+        let token = self.fleet.token(&token_name).await?.ok_or(CreateError::UnknownToken)?;
         token.authorize(origin.as_deref(), &target)?;
-        let reservation = self
-            .fleet
-            .reserve(&token.token, token.max_connections)
-            .await?;
+        let reservation = self.fleet.reserve(&token.token, token.max_connections).await?;
 
         let request = EstablishRequest {
             id: uuid::Uuid::new_v4().simple().to_string(),
@@ -133,20 +120,12 @@ impl CreateService {
             client_ip: req.peer_addr().map(|a| a.ip().to_string()),
             token: token.token.clone(),
         };
-        let reply = match self
-            .fleet
-            .establish(&reservation.daemon_id, request, self.timeout)
-            .await
-        {
+        let reply = match self.fleet.establish(&reservation.daemon_id, request, self.timeout).await {
             Ok(reply) => reply,
             Err(e @ FleetError::Unavailable(_)) => {
                 // The request never reached the daemon, so nobody else will
                 // give the reservation back.
-                if let Err(release) = self
-                    .fleet
-                    .release(&token.token, &reservation.daemon_id)
-                    .await
-                {
+                if let Err(release) = self.fleet.release(&token.token, &reservation.daemon_id).await {
                     log::warn!("could not release reservation after failed hand-off: {release}");
                 }
                 return Err(e.into());
@@ -155,19 +134,9 @@ impl CreateService {
             Err(e) => return Err(e.into()),
         };
         match reply {
-            EstablishReply::Open {
-                fqdn,
-                socket,
-                protocol,
-                ..
-            } => {
+            EstablishReply::Open { fqdn, socket, protocol, .. } => {
                 log::info!("created socket {socket} on {fqdn} for {from}");
-                Ok(Created {
-                    ok: true,
-                    fqdn,
-                    socket,
-                    protocol,
-                })
+                Ok(Created { ok: true, fqdn, socket, protocol })
             }
             EstablishReply::Failed { error, .. } => Err(CreateError::Upstream(error)),
         }
@@ -192,11 +161,7 @@ fn parse_protocols(raw: Option<&str>) -> Result<Vec<String>, CreateError> {
     };
     let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
     let protocols: Vec<String> = raw.split(',').map(|p| p.trim().to_owned()).collect();
-    if protocols.len() > MAX_PROTOCOLS
-        || protocols
-            .iter()
-            .any(|p| p.is_empty() || !p.chars().all(is_tchar))
-    {
+    if protocols.len() > MAX_PROTOCOLS || protocols.iter().any(|p| p.is_empty() || !p.chars().all(is_tchar)) {
         return Err(CreateError::InvalidProtocols);
     }
     Ok(protocols)
@@ -210,10 +175,7 @@ mod tests {
     #[test]
     fn protocols_are_tokens() {
         assert_eq!(parse_protocols(None).unwrap(), Vec::<String>::new());
-        assert_eq!(
-            parse_protocols(Some("v0.tachyon, v1.tachyon")).unwrap(),
-            ["v0.tachyon", "v1.tachyon"]
-        );
+        assert_eq!(parse_protocols(Some("v0.tachyon, v1.tachyon")).unwrap(), ["v0.tachyon", "v1.tachyon"]);
         assert!(parse_protocols(Some("a b")).is_err());
         assert!(parse_protocols(Some("a,,b")).is_err());
         assert!(parse_protocols(Some(&vec!["p"; 17].join(","))).is_err());
@@ -226,34 +188,18 @@ mod tests {
             .insert_header((REFERER, "https://b.test/page"))
             .to_http_request();
         assert_eq!(page_origin(&req).as_deref(), Some("https://a.test"));
-        let req = TestRequest::default()
-            .insert_header((REFERER, "https://b.test:8443/page?q"))
-            .to_http_request();
+        let req = TestRequest::default().insert_header((REFERER, "https://b.test:8443/page?q")).to_http_request();
         assert_eq!(page_origin(&req).as_deref(), Some("https://b.test:8443"));
-        let req = TestRequest::default()
-            .insert_header((ORIGIN, "null"))
-            .to_http_request();
+        let req = TestRequest::default().insert_header((ORIGIN, "null")).to_http_request();
         assert_eq!(page_origin(&req), None);
     }
 
     #[test]
     fn statuses_for_curl_users() {
-        assert_eq!(
-            CreateError::Missing("from").status(),
-            StatusCode::BAD_REQUEST
-        );
+        assert_eq!(CreateError::Missing("from").status(), StatusCode::BAD_REQUEST);
         assert_eq!(CreateError::UnknownToken.status(), StatusCode::FORBIDDEN);
-        assert_eq!(
-            CreateError::Fleet(FleetError::LimitReached).status(),
-            StatusCode::TOO_MANY_REQUESTS
-        );
-        assert_eq!(
-            CreateError::Fleet(FleetError::NoDaemon).status(),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        assert_eq!(
-            CreateError::Upstream("x".into()).status(),
-            StatusCode::BAD_GATEWAY
-        );
+        assert_eq!(CreateError::Fleet(FleetError::LimitReached).status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(CreateError::Fleet(FleetError::NoDaemon).status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(CreateError::Upstream("x".into()).status(), StatusCode::BAD_GATEWAY);
     }
 }

@@ -73,12 +73,7 @@ impl Fleet for MemoryFleet {
         Ok(self.state().tokens.get(token).cloned())
     }
 
-    async fn heartbeat(
-        &self,
-        daemon: &DaemonInfo,
-        load: u32,
-        ttl: Duration,
-    ) -> Result<(), FleetError> {
+    async fn heartbeat(&self, daemon: &DaemonInfo, load: u32, ttl: Duration) -> Result<(), FleetError> {
         let mut state = self.state();
         let expires_at = Instant::now() + ttl;
         match state.daemons.get_mut(&daemon.id) {
@@ -111,11 +106,7 @@ impl Fleet for MemoryFleet {
     async fn reserve(&self, token: &str, max_connections: u32) -> Result<Reservation, FleetError> {
         let mut state = self.state();
         state.drop_expired(Instant::now());
-        let held: u32 = state
-            .slots
-            .get(token)
-            .map(|m| m.values().sum())
-            .unwrap_or(0);
+        let held: u32 = state.slots.get(token).map(|m| m.values().sum()).unwrap_or(0);
         if held >= max_connections {
             return Err(FleetError::LimitReached);
         }
@@ -135,12 +126,7 @@ impl Fleet for MemoryFleet {
             .ok_or(FleetError::NoCapacity)?;
         best.load += 1;
         let daemon_id = best.info.id.clone();
-        *state
-            .slots
-            .entry(token.to_owned())
-            .or_default()
-            .entry(daemon_id.clone())
-            .or_default() += 1;
+        *state.slots.entry(token.to_owned()).or_default().entry(daemon_id.clone()).or_default() += 1;
         Ok(Reservation { daemon_id })
     }
 
@@ -173,12 +159,7 @@ impl Fleet for MemoryFleet {
         let request_id = request.id.clone();
         {
             let mut state = self.state();
-            let inbox = state
-                .daemons
-                .get(daemon_id)
-                .ok_or(FleetError::NoDaemon)?
-                .inbox_tx
-                .clone();
+            let inbox = state.daemons.get(daemon_id).ok_or(FleetError::NoDaemon)?.inbox_tx.clone();
             inbox.try_send(request).map_err(|_| FleetError::NoAnswer)?;
             state.waiting.insert(request_id.clone(), reply_tx);
         }
@@ -191,11 +172,7 @@ impl Fleet for MemoryFleet {
     }
 
     async fn next_request(&self, daemon_id: &str) -> Result<Option<EstablishRequest>, FleetError> {
-        let inbox = self
-            .state()
-            .daemons
-            .get(daemon_id)
-            .map(|d| d.inbox_rx.clone());
+        let inbox = self.state().daemons.get(daemon_id).map(|d| d.inbox_rx.clone());
         let inbox = match inbox {
             Some(inbox) => inbox,
             None => {
@@ -205,17 +182,10 @@ impl Fleet for MemoryFleet {
             }
         };
         let mut inbox = inbox.lock().await;
-        Ok(tokio::time::timeout(INBOX_WAIT, inbox.recv())
-            .await
-            .ok()
-            .flatten())
+        Ok(tokio::time::timeout(INBOX_WAIT, inbox.recv()).await.ok().flatten())
     }
 
-    async fn reply(
-        &self,
-        request: &EstablishRequest,
-        reply: EstablishReply,
-    ) -> Result<bool, FleetError> {
+    async fn reply(&self, request: &EstablishRequest, reply: EstablishReply) -> Result<bool, FleetError> {
         let waiter = self.state().waiting.remove(&request.id);
         Ok(waiter.is_some_and(|tx| tx.send(reply).is_ok()))
     }
@@ -230,20 +200,13 @@ mod tests {
     use super::*;
 
     fn daemon(id: &str, capacity: u32) -> DaemonInfo {
-        DaemonInfo {
-            id: id.into(),
-            fqdn: format!("{id}.localhost"),
-            capacity,
-        }
+        DaemonInfo { id: id.into(), fqdn: format!("{id}.localhost"), capacity }
     }
 
     #[tokio::test]
     async fn reserve_spreads_and_respects_limits() {
         let fleet = MemoryFleet::new();
-        assert!(matches!(
-            fleet.reserve("t", 10).await,
-            Err(FleetError::NoDaemon)
-        ));
+        assert!(matches!(fleet.reserve("t", 10).await, Err(FleetError::NoDaemon)));
         let ttl = Duration::from_secs(10);
         fleet.heartbeat(&daemon("a", 2), 0, ttl).await.unwrap();
         fleet.heartbeat(&daemon("b", 2), 0, ttl).await.unwrap();
@@ -253,35 +216,20 @@ mod tests {
         }
         picked.sort();
         assert_eq!(picked, ["a", "a", "b", "b"]);
-        assert!(matches!(
-            fleet.reserve("t", 10).await,
-            Err(FleetError::NoCapacity)
-        ));
+        assert!(matches!(fleet.reserve("t", 10).await, Err(FleetError::NoCapacity)));
         fleet.release("t", "a").await.unwrap();
         assert_eq!(fleet.reserve("t", 10).await.unwrap().daemon_id, "a");
-        assert!(matches!(
-            fleet.reserve("t", 4).await,
-            Err(FleetError::LimitReached)
-        ));
+        assert!(matches!(fleet.reserve("t", 4).await, Err(FleetError::LimitReached)));
     }
 
     #[tokio::test]
     async fn expired_daemons_are_not_picked_and_free_their_slots() {
         let fleet = MemoryFleet::new();
-        fleet
-            .heartbeat(&daemon("a", 5), 0, Duration::from_millis(20))
-            .await
-            .unwrap();
+        fleet.heartbeat(&daemon("a", 5), 0, Duration::from_millis(20)).await.unwrap();
         fleet.reserve("t", 1).await.unwrap();
-        assert!(matches!(
-            fleet.reserve("t", 1).await,
-            Err(FleetError::LimitReached)
-        ));
+        assert!(matches!(fleet.reserve("t", 1).await, Err(FleetError::LimitReached)));
         tokio::time::sleep(Duration::from_millis(40)).await;
-        fleet
-            .heartbeat(&daemon("b", 5), 0, Duration::from_secs(10))
-            .await
-            .unwrap();
+        fleet.heartbeat(&daemon("b", 5), 0, Duration::from_secs(10)).await.unwrap();
         assert_eq!(fleet.reserve("t", 1).await.unwrap().daemon_id, "b");
     }
 }

@@ -71,12 +71,7 @@ pub trait Fleet: Send + Sync + 'static {
     /// Registers the daemon or renews its entry for `ttl`. `load` is only
     /// used when the entry has to be created afresh (first start, or a Redis
     /// that lost its data); otherwise reservations and releases keep it exact.
-    async fn heartbeat(
-        &self,
-        daemon: &DaemonInfo,
-        load: u32,
-        ttl: Duration,
-    ) -> Result<(), FleetError>;
+    async fn heartbeat(&self, daemon: &DaemonInfo, load: u32, ttl: Duration) -> Result<(), FleetError>;
 
     async fn deregister(&self, daemon_id: &str) -> Result<(), FleetError>;
 
@@ -103,11 +98,7 @@ pub trait Fleet: Send + Sync + 'static {
 
     /// Answers a request. `Ok(false)` means nobody was waiting any more, so
     /// the daemon must undo whatever it opened.
-    async fn reply(
-        &self,
-        request: &EstablishRequest,
-        reply: EstablishReply,
-    ) -> Result<bool, FleetError>;
+    async fn reply(&self, request: &EstablishRequest, reply: EstablishReply) -> Result<bool, FleetError>;
 
     /// Whether the backend is reachable, for readiness probes.
     async fn ping(&self) -> Result<(), FleetError>;

@@ -133,9 +133,7 @@ impl RedisFleet {
             },
             ..Default::default()
         });
-        let pool = pool_config
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| FleetError::Unavailable(Box::new(e)))?;
+        let pool = pool_config.create_pool(Some(Runtime::Tokio1)).map_err(|e| FleetError::Unavailable(Box::new(e)))?;
         let fleet = Arc::new(RedisFleet {
             client,
             pool,
@@ -150,9 +148,11 @@ impl RedisFleet {
         Ok(fleet)
     }
 
-    /// Starts listening for establish replies; routers call this once.
-    /// Runs until the fleet is dropped, resubscribing after Redis failures.
-    pub fn listen_for_replies(self: &Arc<Self>) {
+    /// Starts listening for establish replies (routers call this once) and
+    /// waits up to about a second for the subscription, so the first creates
+    /// do not fail while it comes up. Listening goes on until the fleet is
+    /// dropped, resubscribing after Redis failures.
+    pub async fn listen_for_replies(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
@@ -167,6 +167,10 @@ impl RedisFleet {
                 tokio::time::sleep(RESUBSCRIBE_DELAY).await;
             }
         });
+        let deadline = tokio::time::Instant::now() + REDIS_TIMEOUT;
+        while !self.subscribed.load(Ordering::Acquire) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     async fn conn(&self) -> Result<deadpool_redis::Connection, FleetError> {
@@ -178,13 +182,9 @@ impl RedisFleet {
         if let Some(conn) = slot.as_ref() {
             return Ok(conn.clone());
         }
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(None);
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let config =
+            redis::AsyncConnectionConfig::new().set_connection_timeout(Some(REDIS_TIMEOUT)).set_response_timeout(None);
+        let conn = self.client.get_multiplexed_async_connection_with_config(&config).await?;
         *slot = Some(conn.clone());
         Ok(conn)
     }
@@ -209,18 +209,12 @@ async fn relay_replies(
                 continue;
             }
         };
-        let waiter = waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(reply.request_id());
+        let waiter = waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(reply.request_id());
         if let Some(waiter) = waiter {
             let _ = waiter.send(reply);
         }
     }
-    Err(redis::RedisError::from((
-        redis::ErrorKind::Io,
-        "subscription stream ended",
-    )))
+    Err(redis::RedisError::from((redis::ErrorKind::Io, "subscription stream ended")))
 }
 
 #[async_trait]
@@ -231,35 +225,18 @@ impl Fleet for RedisFleet {
         }
         let fields: Vec<(String, String)> = tokens
             .iter()
-            .map(|t| {
-                (
-                    t.token.clone(),
-                    serde_json::to_string(t).expect("token records serialize"),
-                )
-            })
+            .map(|t| (t.token.clone(), serde_json::to_string(t).expect("token records serialize")))
             .collect();
-        let _: () = self
-            .conn()
-            .await?
-            .hset_multiple(TOKENS_KEY, &fields)
-            .await?;
+        let _: () = self.conn().await?.hset_multiple(TOKENS_KEY, &fields).await?;
         Ok(())
     }
 
     async fn token(&self, token: &str) -> Result<Option<TokenRecord>, FleetError> {
         let json: Option<String> = self.conn().await?.hget(TOKENS_KEY, token).await?;
-        json.map(|json| {
-            serde_json::from_str(&json).map_err(|e| FleetError::Unavailable(Box::new(e)))
-        })
-        .transpose()
+        json.map(|json| serde_json::from_str(&json).map_err(|e| FleetError::Unavailable(Box::new(e)))).transpose()
     }
 
-    async fn heartbeat(
-        &self,
-        daemon: &DaemonInfo,
-        load: u32,
-        ttl: Duration,
-    ) -> Result<(), FleetError> {
+    async fn heartbeat(&self, daemon: &DaemonInfo, load: u32, ttl: Duration) -> Result<(), FleetError> {
         let mut conn = self.conn().await?;
         let _: () = self
             .heartbeat
@@ -277,27 +254,17 @@ impl Fleet for RedisFleet {
 
     async fn deregister(&self, daemon_id: &str) -> Result<(), FleetError> {
         let mut conn = self.conn().await?;
-        let _: () = redis::pipe()
-            .srem(DAEMONS_KEY, daemon_id)
-            .del(daemon_key(daemon_id))
-            .query_async(&mut conn)
-            .await?;
+        let _: () =
+            redis::pipe().srem(DAEMONS_KEY, daemon_id).del(daemon_key(daemon_id)).query_async(&mut conn).await?;
         Ok(())
     }
 
     async fn reserve(&self, token: &str, max_connections: u32) -> Result<Reservation, FleetError> {
         let mut conn = self.conn().await?;
-        let outcome: Vec<String> = self
-            .reserve
-            .key(DAEMONS_KEY)
-            .key(slots_key(token))
-            .arg(max_connections)
-            .invoke_async(&mut conn)
-            .await?;
+        let outcome: Vec<String> =
+            self.reserve.key(DAEMONS_KEY).key(slots_key(token)).arg(max_connections).invoke_async(&mut conn).await?;
         match outcome.as_slice() {
-            [status, daemon_id] if status == "ok" => Ok(Reservation {
-                daemon_id: daemon_id.clone(),
-            }),
+            [status, daemon_id] if status == "ok" => Ok(Reservation { daemon_id: daemon_id.clone() }),
             [status] if status == "limit" => Err(FleetError::LimitReached),
             [status] if status == "nocapacity" => Err(FleetError::NoCapacity),
             _ => Err(FleetError::NoDaemon),
@@ -323,41 +290,28 @@ impl Fleet for RedisFleet {
         timeout: Duration,
     ) -> Result<EstablishReply, FleetError> {
         if !self.subscribed.load(Ordering::Acquire) {
-            return Err(FleetError::Unavailable(
-                "reply subscription is not connected".into(),
-            ));
+            return Err(FleetError::Unavailable("reply subscription is not connected".into()));
         }
         request.reply_to = self.reply_channel.clone();
         let (reply_tx, reply_rx) = oneshot::channel();
         let request_id = request.id.clone();
-        self.waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(request_id.clone(), reply_tx);
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(request_id.clone(), reply_tx);
         let outcome = async {
             let payload = serde_json::to_string(&request).expect("requests serialize");
-            let _: () = self
-                .conn()
-                .await?
-                .rpush(inbox_key(daemon_id), payload)
-                .await?;
+            let _: () = self.conn().await?.rpush(inbox_key(daemon_id), payload).await?;
             tokio::time::timeout(timeout, reply_rx)
                 .await
                 .map_err(|_| FleetError::NoAnswer)?
                 .map_err(|_| FleetError::NoAnswer)
         }
         .await;
-        self.waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&request_id);
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&request_id);
         outcome
     }
 
     async fn next_request(&self, daemon_id: &str) -> Result<Option<EstablishRequest>, FleetError> {
         let mut conn = self.inbox_connection().await?;
-        let popped: Result<Option<(String, String)>, _> =
-            conn.blpop(inbox_key(daemon_id), INBOX_WAIT_SECS).await;
+        let popped: Result<Option<(String, String)>, _> = conn.blpop(inbox_key(daemon_id), INBOX_WAIT_SECS).await;
         let popped = match popped {
             Ok(popped) => popped,
             Err(e) => {
@@ -366,35 +320,23 @@ impl Fleet for RedisFleet {
                 return Err(e.into());
             }
         };
-        Ok(
-            popped.and_then(|(_, json)| match serde_json::from_str(&json) {
-                Ok(request) => Some(request),
-                Err(e) => {
-                    log::warn!("dropping malformed establish request: {e}");
-                    None
-                }
-            }),
-        )
+        Ok(popped.and_then(|(_, json)| match serde_json::from_str(&json) {
+            Ok(request) => Some(request),
+            Err(e) => {
+                log::warn!("dropping malformed establish request: {e}");
+                None
+            }
+        }))
     }
 
-    async fn reply(
-        &self,
-        request: &EstablishRequest,
-        reply: EstablishReply,
-    ) -> Result<bool, FleetError> {
+    async fn reply(&self, request: &EstablishRequest, reply: EstablishReply) -> Result<bool, FleetError> {
         let payload = serde_json::to_string(&reply).expect("replies serialize");
-        let receivers: u64 = self
-            .conn()
-            .await?
-            .publish(&request.reply_to, payload)
-            .await?;
+        let receivers: u64 = self.conn().await?.publish(&request.reply_to, payload).await?;
         Ok(receivers > 0)
     }
 
     async fn ping(&self) -> Result<(), FleetError> {
-        let _: String = redis::cmd("PING")
-            .query_async(&mut self.conn().await?)
-            .await?;
+        let _: String = redis::cmd("PING").query_async(&mut self.conn().await?).await?;
         Ok(())
     }
 }

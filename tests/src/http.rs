@@ -1,0 +1,96 @@
+//! A small HTTP client for tests: requests go to a loopback port whatever
+//! the `Host` is (so `{uniq}.d1.localhost` works without DNS), and answers
+//! are checked for the JSONP hardening before their JSON is returned.
+
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// An HTTP answer, fully read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: awc::http::header::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    /// Checks the JSONP envelope and headers, and returns the JSON inside.
+    pub fn jsonp(&self, callback: &str) -> Value {
+        assert_eq!(self.header("content-type"), "application/javascript; charset=utf-8", "{self:?}");
+        assert_eq!(self.header("x-content-type-options"), "nosniff");
+        assert_eq!(self.header("cache-control"), "no-store");
+        let prefix = format!("/**/{callback}(");
+        let json = self
+            .body
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(");"))
+            .unwrap_or_else(|| panic!("not a JSONP body for {callback}: {:?}", self.body));
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("invalid JSON in {:?}: {e}", self.body))
+    }
+
+    /// Checks a plain JSON answer and returns it.
+    pub fn json(&self) -> Value {
+        assert_eq!(self.header("content-type"), "application/json", "{self:?}");
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("invalid JSON in {:?}: {e}", self.body))
+    }
+}
+
+/// A client bound to one server address.
+#[derive(Clone)]
+pub struct Http {
+    client: awc::Client,
+    addr: SocketAddr,
+}
+
+impl Http {
+    pub fn new(port: u16) -> Self {
+        // Long polls take up to the poll ttl; the client must outlast them.
+        let client = awc::Client::builder().timeout(Duration::from_secs(60)).finish();
+        Http { client, addr: SocketAddr::from(([127, 0, 0, 1], port)) }
+    }
+
+    fn url(&self, host: Option<&str>, path_and_query: &str) -> String {
+        let host = host.map(str::to_owned).unwrap_or_else(|| self.addr.to_string());
+        format!("http://{host}{path_and_query}")
+    }
+
+    /// GET with extra headers; `host` names a virtual host (e.g. a socket's fqdn).
+    pub async fn get(&self, host: Option<&str>, path_and_query: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut request = self.client.get(self.url(host, path_and_query)).address(self.addr);
+        for &(name, value) in headers {
+            request = request.insert_header((name, value));
+        }
+        read(request.send().await.expect("GET failed")).await
+    }
+
+    pub async fn post(&self, host: Option<&str>, path_and_query: &str, content_type: &str, body: Vec<u8>) -> Reply {
+        let request = self
+            .client
+            .post(self.url(host, path_and_query))
+            .address(self.addr)
+            .insert_header(("content-type", content_type));
+        read(request.send_body(body).await.expect("POST failed")).await
+    }
+}
+
+async fn read<S>(mut response: awc::ClientResponse<S>) -> Reply
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
+{
+    let body = response.body().limit(64 << 20).await.expect("read body");
+    Reply {
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        body: String::from_utf8(body.to_vec()).expect("UTF-8 body"),
+    }
+}
+
+/// Builds a query string (`a=1&b=x%20y`) from pairs.
+pub fn query(pairs: &[(&str, &str)]) -> String {
+    serde_urlencoded::to_string(pairs).expect("string pairs always encode")
+}

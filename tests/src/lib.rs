@@ -1,0 +1,46 @@
+//! Test harness for polysocket: everything a test needs that is not
+//! polysocket itself.
+//!
+//! - [`redis_server`]: a private `redis-server` on a free port, killable and
+//!   restartable;
+//! - [`upstream`]: real WebSocket servers with scripted behaviours;
+//! - [`http`]: a small HTTP client that checks and unwraps JSONP answers;
+//! - [`eventually`]: retries an assertion until a deadline instead of sleeping.
+//!
+//! Logs are shown only when `TEST_LOG` is set.
+#![forbid(unsafe_code)]
+
+pub mod http;
+pub mod redis_server;
+pub mod upstream;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Enables env_logger output when `TEST_LOG` is set (e.g. `TEST_LOG=debug`).
+pub fn init_logs() {
+    if let Ok(level) = std::env::var("TEST_LOG") {
+        let _ = env_logger::Builder::new().parse_filters(&level).is_test(true).try_init();
+    }
+}
+
+/// Runs `check` until it returns `Some`, or panics with `what` after `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind port 0").port()
+}

@@ -1,0 +1,115 @@
+//! Real upstream WebSocket servers with scripted behaviours, chosen by path:
+//!
+//! - `/echo`: echoes text and binary messages, answers pings;
+//! - `/headers`: first sends a JSON text with the `Origin`, `X-Forwarded-For`
+//!   and subprotocol it saw (selecting `v2.test` if offered), then echoes;
+//! - `/say?n=N&text=T`: sends `T-1` ... `T-N` at once, then echoes;
+//! - `/fragmented`: sends "fragmented" as three continuation frames;
+//! - `/close`: closes with 4000 "bye" when it receives a message;
+//! - `/wrong-protocol`: accepts the handshake selecting a subprotocol nobody offered;
+//! - `/forbidden`: answers the handshake with HTTP 403.
+
+use actix_web::http::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Item, Session};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::net::TcpListener;
+
+pub struct UpstreamServer {
+    port: u16,
+}
+
+impl UpstreamServer {
+    /// Starts the server on a free loopback port, inside the current actix system.
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        let port = listener.local_addr().expect("local addr").port();
+        let server = HttpServer::new(|| {
+            App::new()
+                .route("/forbidden", web::get().to(|| async { HttpResponse::Forbidden().body("no") }))
+                .default_service(web::get().to(websocket))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .expect("listen upstream")
+        .run();
+        actix_web::rt::spawn(server);
+        UpstreamServer { port }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `ws://127.0.0.1:<port><path_and_query>`
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("ws://127.0.0.1:{}{}", self.port, path_and_query)
+    }
+}
+
+async fn websocket(req: HttpRequest, body: web::Payload) -> Result<HttpResponse, actix_web::Error> {
+    let (mut response, mut session, stream) = actix_ws::handle_with_protocols(&req, body, &["v2.test"])?;
+    let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())?.into_inner();
+    let path = req.path().to_owned();
+    if path == "/wrong-protocol" {
+        response.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("unoffered"));
+    }
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let seen = serde_json::json!({
+        "origin": header("origin"),
+        "x-forwarded-for": header("x-forwarded-for"),
+        "protocol": response.headers().get(SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok()).unwrap_or(""),
+    });
+    actix_web::rt::spawn(async move {
+        let opened = match path.as_str() {
+            "/headers" => session.text(seen.to_string()).await,
+            "/say" => say(&mut session, &query).await,
+            "/fragmented" => fragmented(&mut session).await,
+            _ => Ok(()),
+        };
+        if opened.is_ok() {
+            serve(session, stream.aggregate_continuations(), path == "/close").await;
+        }
+    });
+    Ok(response)
+}
+
+async fn say(session: &mut Session, query: &HashMap<String, String>) -> Result<(), actix_ws::Closed> {
+    let count: usize = query.get("n").and_then(|n| n.parse().ok()).unwrap_or(1);
+    let text = query.get("text").cloned().unwrap_or_else(|| "msg".into());
+    for i in 1..=count {
+        session.text(format!("{text}-{i}")).await?;
+    }
+    Ok(())
+}
+
+async fn fragmented(session: &mut Session) -> Result<(), actix_ws::Closed> {
+    session.continuation(Item::FirstText(Bytes::from_static(b"frag"))).await?;
+    session.continuation(Item::Continue(Bytes::from_static(b"ment"))).await?;
+    session.continuation(Item::Last(Bytes::from_static(b"ed"))).await
+}
+
+async fn serve(mut session: Session, mut stream: actix_ws::AggregatedMessageStream, close_on_message: bool) {
+    while let Some(Ok(message)) = stream.recv().await {
+        let sent = match message {
+            AggregatedMessage::Text(_) | AggregatedMessage::Binary(_) if close_on_message => {
+                let reason = CloseReason { code: CloseCode::Other(4000), description: Some("bye".into()) };
+                let _ = session.close(Some(reason)).await;
+                return;
+            }
+            AggregatedMessage::Text(text) => session.text(text).await,
+            AggregatedMessage::Binary(bytes) => session.binary(bytes).await,
+            AggregatedMessage::Ping(payload) => session.pong(&payload).await,
+            AggregatedMessage::Pong(_) => Ok(()),
+            AggregatedMessage::Close(reason) => {
+                let _ = session.close(reason).await;
+                return;
+            }
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+}

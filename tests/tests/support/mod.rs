@@ -1,0 +1,212 @@
+//! A whole polysocket deployment inside the test: a router and daemons on
+//! loopback ports, coordinated by an in-memory fleet or a real Redis, in
+//! front of a real upstream WebSocket server.
+
+use polysocket_common::fleet::{Fleet, MemoryFleet, RedisFleet};
+use polysocket_common::token::TokenRecord;
+use polysocket_tests::http::{Http, Reply, query};
+use polysocket_tests::redis_server::RedisServer;
+use polysocket_tests::upstream::UpstreamServer;
+use polysocket_tests::{eventually, init_logs};
+use serde_json::Value;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The callback every JSONP request in these tests uses.
+pub const CB: &str = "ps.cb_1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Redis,
+}
+
+pub struct Options {
+    pub daemons: usize,
+    pub tokens: Vec<TokenRecord>,
+    pub daemon_args: Vec<&'static str>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { daemons: 2, tokens: default_tokens(), daemon_args: vec!["--allow-private-targets"] }
+    }
+}
+
+/// `dev`: any origin, any loopback target, 100 sockets.
+/// `strict`: only https://app.test, only `/echo`, one socket.
+pub fn default_tokens() -> Vec<TokenRecord> {
+    vec![
+        TokenRecord {
+            token: "dev".into(),
+            targets: vec!["ws://127.0.0.1:*/*".into()],
+            origins: vec!["*".into()],
+            max_connections: 100,
+        },
+        TokenRecord {
+            token: "strict".into(),
+            targets: vec!["ws://127.0.0.1:*/echo".into()],
+            origins: vec!["https://app.test".into()],
+            max_connections: 1,
+        },
+    ]
+}
+
+pub struct Daemon {
+    pub http: Http,
+    pub fqdn: String,
+}
+
+pub struct Stack {
+    pub router: Http,
+    pub daemons: Vec<Daemon>,
+    pub upstream: UpstreamServer,
+    /// Kept so the server lives as long as the stack.
+    pub _redis: Option<RedisServer>,
+}
+
+/// An open bridged socket, as a client sees it.
+pub struct Socket {
+    pub id: String,
+    /// `{uniq}.<daemon fqdn>`, sent as the Host of every request.
+    pub host: String,
+    pub protocol: String,
+    http: Http,
+}
+
+impl Stack {
+    pub async fn start(backend: Backend, options: Options) -> Stack {
+        init_logs();
+        let upstream = UpstreamServer::start();
+        let redis = (backend == Backend::Redis).then(RedisServer::start);
+        // Each component gets its own fleet client, as separate processes would.
+        let memory = MemoryFleet::new();
+        let fleet = || async {
+            match &redis {
+                Some(redis) => {
+                    let fleet = RedisFleet::new(&redis.url()).expect("redis url");
+                    fleet.listen_for_replies().await;
+                    fleet as Arc<dyn Fleet>
+                }
+                None => memory.clone() as Arc<dyn Fleet>,
+            }
+        };
+        let router_fleet = fleet().await;
+        router_fleet.store_tokens(&options.tokens).await.expect("store tokens");
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let service = Arc::new(router::create::CreateService { fleet: router_fleet, timeout: Duration::from_secs(10) });
+        let router_app = router::app::Application::serve(listener, service).expect("router starts");
+        let router = Http::new(router_app.port());
+        actix_web::rt::spawn(router_app.run_until_stopped());
+
+        let mut daemons = Vec::new();
+        for i in 1..=options.daemons {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let fqdn = format!("d{i}.localhost:{port}");
+            let mut args = vec!["polysocketd", "--fqdn", &fqdn, "--heartbeat-interval", "500ms"];
+            args.extend(&options.daemon_args);
+            let config =
+                <polysocketd::config::DaemonConfig as clap::Parser>::try_parse_from(args).expect("daemon args");
+            let app = polysocketd::app::Application::serve(listener, fleet().await, &config).expect("daemon starts");
+            let http = Http::new(port);
+            actix_web::rt::spawn(app.run_until_stopped());
+            wait_ready(&http).await;
+            daemons.push(Daemon { http, fqdn });
+        }
+        Stack { router, daemons, upstream, _redis: redis }
+    }
+
+    /// `GET /create` with the given parameters and extra headers.
+    pub async fn create(&self, params: &[(&str, &str)], headers: &[(&str, &str)]) -> Reply {
+        self.router.get(None, &format!("/create?{}", query(params)), headers).await
+    }
+
+    /// Creates a socket to `path` on the upstream with the `dev` token.
+    pub async fn open(&self, path: &str) -> Socket {
+        self.open_with(path, &[]).await
+    }
+
+    pub async fn open_with(&self, path: &str, extra: &[(&str, &str)]) -> Socket {
+        let target = self.upstream.url(path);
+        let mut params = vec![("cb", CB), ("from", "tests"), ("target", target.as_str()), ("token", "dev")];
+        params.extend_from_slice(extra);
+        let reply = self.create(&params, &[]).await;
+        assert_eq!(reply.status, 200);
+        self.socket_from(&reply.jsonp(CB))
+    }
+
+    /// The client's view of the socket a successful create answer names.
+    pub fn socket_from(&self, created: &Value) -> Socket {
+        assert_eq!(created["ok"], true, "create failed: {created}");
+        let host = created["fqdn"].as_str().unwrap().to_owned();
+        let daemon = self
+            .daemons
+            .iter()
+            .find(|d| host.ends_with(&format!(".{}", d.fqdn)))
+            .unwrap_or_else(|| panic!("{host} names no daemon of this stack"));
+        Socket {
+            id: created["socket"].as_str().unwrap().to_owned(),
+            protocol: created["protocol"].as_str().unwrap().to_owned(),
+            host,
+            http: daemon.http.clone(),
+        }
+    }
+}
+
+async fn wait_ready(http: &Http) {
+    eventually("daemon readiness", Duration::from_secs(10), || async {
+        (http.get(None, "/readyz", &[]).await.status == 200).then_some(())
+    })
+    .await
+}
+
+impl Socket {
+    /// `GET /s/<id>?...` with the callback added.
+    pub async fn send_get(&self, params: &[(&str, &str)]) -> Reply {
+        let mut all = vec![("cb", CB)];
+        all.extend_from_slice(params);
+        self.http.get(Some(&self.host), &format!("/s/{}?{}", self.id, query(&all)), &[]).await
+    }
+
+    /// Sends a text message and checks it was accepted.
+    pub async fn send_text(&self, text: &str) {
+        let reply = self.send_get(&[("t", "t"), ("d", text)]).await;
+        assert_eq!(reply.status, 201, "{reply:?}");
+        assert_eq!(reply.jsonp(CB), serde_json::json!({"ok": true}));
+    }
+
+    pub async fn post(&self, path_query: &str, content_type: &str, body: &[u8]) -> Reply {
+        let path = format!("/s/{}{}", self.id, path_query);
+        self.http.post(Some(&self.host), &path, content_type, body.to_vec()).await
+    }
+
+    /// A GET on this socket's host, path and query as given.
+    pub async fn http_get(&self, path_and_query: &str) -> Reply {
+        self.http.get(Some(&self.host), path_and_query, &[]).await
+    }
+
+    /// `GET /j/<id>?...` with the callback added.
+    pub async fn poll_raw(&self, params: &[(&str, &str)]) -> Reply {
+        let mut all = vec![("cb", CB)];
+        all.extend_from_slice(params);
+        self.http.get(Some(&self.host), &format!("/j/{}?{}", self.id, query(&all)), &[]).await
+    }
+
+    /// Polls until `count` messages (heartbeats excepted) have arrived.
+    pub async fn receive(&self, count: usize) -> Vec<Value> {
+        let mut received = Vec::new();
+        for _ in 0..50 {
+            let reply = self.poll_raw(&[("ttl", "2000")]).await;
+            assert_eq!(reply.status, 200, "{reply:?}");
+            let body = reply.jsonp(CB);
+            assert_eq!(body["ok"], true);
+            received.extend(body["messages"].as_array().unwrap().iter().filter(|m| m["type"] != "heartbeat").cloned());
+            if received.len() >= count {
+                return received;
+            }
+        }
+        panic!("expected {count} messages, got {received:?}");
+    }
+}
