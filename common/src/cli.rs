@@ -1,13 +1,36 @@
 //! Command-line arguments shared by the router and polysocketd. Every flag
 //! also reads an environment variable, so containers configure by env alone.
 
-use clap::Args;
+use clap::{Args, Parser};
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// Exit code for invalid configuration (EX_USAGE), so orchestrators can tell
 /// a bad deployment from a crash.
 pub const EXIT_BAD_CONFIG: i32 = 64;
+
+/// Parses the command line and environment, exiting with
+/// [`EXIT_BAD_CONFIG`] and clap's explanation when they are invalid.
+pub fn parse_or_exit<T: Parser>() -> T {
+    T::try_parse().unwrap_or_else(|e| {
+        let _ = e.print();
+        std::process::exit(if e.use_stderr() { EXIT_BAD_CONFIG } else { 0 })
+    })
+}
+
+/// Logs through env_logger, `info` unless `RUST_LOG` says otherwise.
+pub fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+}
+
+/// Unwraps a start-up result, or logs why the service cannot start and exits
+/// with [`EXIT_BAD_CONFIG`].
+pub fn started_or_exit<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
+    result.unwrap_or_else(|e| {
+        log::error!("{e}");
+        std::process::exit(EXIT_BAD_CONFIG)
+    })
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct RedisArgs {

@@ -68,6 +68,21 @@ impl Http {
         read(request.send().await.expect("GET failed")).await
     }
 
+    /// Whether `GET path` answers 200; a refused connection counts as no,
+    /// so this can be polled while a server starts.
+    pub async fn answers_ok(&self, path: &str) -> bool {
+        let request = self.client.get(self.url(None, path)).address(self.addr);
+        matches!(request.send().await, Ok(response) if response.status().as_u16() == 200)
+    }
+
+    /// Waits until `GET path` answers 200, panicking after `within`.
+    pub async fn wait_until_ok(&self, path: &str, within: Duration) {
+        crate::eventually(&format!("{path} on {}", self.addr), within, || async {
+            self.answers_ok(path).await.then_some(())
+        })
+        .await
+    }
+
     pub async fn post(&self, host: Option<&str>, path_and_query: &str, content_type: &str, body: Vec<u8>) -> Reply {
         let request = self
             .client

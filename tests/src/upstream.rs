@@ -23,8 +23,13 @@ pub struct UpstreamServer {
 impl UpstreamServer {
     /// Starts the server on a free loopback port, inside the current actix system.
     pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
-        let port = listener.local_addr().expect("local addr").port();
+        Self::start_on(0).expect("start upstream on a free port")
+    }
+
+    /// Starts the server on `127.0.0.1:<port>` (0 for any free port).
+    pub fn start_on(port: u16) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", port))?;
+        let port = listener.local_addr()?.port();
         let server = HttpServer::new(|| {
             App::new()
                 .route("/forbidden", web::get().to(|| async { HttpResponse::Forbidden().body("no") }))
@@ -32,11 +37,10 @@ impl UpstreamServer {
         })
         .workers(1)
         .disable_signals()
-        .listen(listener)
-        .expect("listen upstream")
+        .listen(listener)?
         .run();
         actix_web::rt::spawn(server);
-        UpstreamServer { port }
+        Ok(UpstreamServer { port })
     }
 
     pub fn port(&self) -> u16 {

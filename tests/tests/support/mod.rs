@@ -5,9 +5,9 @@
 use polysocket_common::fleet::{Fleet, MemoryFleet, RedisFleet};
 use polysocket_common::token::TokenRecord;
 use polysocket_tests::http::{Http, Reply, query};
+use polysocket_tests::init_logs;
 use polysocket_tests::redis_server::RedisServer;
 use polysocket_tests::upstream::UpstreamServer;
-use polysocket_tests::{eventually, init_logs};
 use serde_json::Value;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -112,7 +112,7 @@ impl Stack {
             let app = polysocketd::app::Application::serve(listener, fleet().await, &config).expect("daemon starts");
             let http = Http::new(port);
             actix_web::rt::spawn(app.run_until_stopped());
-            wait_ready(&http).await;
+            http.wait_until_ok("/readyz", Duration::from_secs(10)).await;
             daemons.push(Daemon { http, fqdn });
         }
         Stack { router, daemons, upstream, _redis: redis }
@@ -153,13 +153,6 @@ impl Stack {
             http: daemon.http.clone(),
         }
     }
-}
-
-async fn wait_ready(http: &Http) {
-    eventually("daemon readiness", Duration::from_secs(10), || async {
-        (http.get(None, "/readyz", &[]).await.status == 200).then_some(())
-    })
-    .await
 }
 
 impl Socket {

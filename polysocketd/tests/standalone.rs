@@ -1,0 +1,85 @@
+//! The real `polysocketd` binary in standalone mode: one process, no Redis,
+//! configured only by flags and environment variables, as the README runs it.
+
+use polysocket_tests::http::{Http, query};
+use polysocket_tests::upstream::UpstreamServer;
+use serde_json::json;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+/// Kills the daemon when the test ends, whatever happens.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn daemon() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_polysocketd"));
+    command.env_remove("RUST_LOG").stdout(Stdio::null()).stderr(Stdio::piped());
+    command
+}
+
+fn tokens_file(name: &str, contents: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("polysocket-{}-{name}.json", std::process::id()));
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+#[actix_web::test]
+async fn standalone_binary_bridges_from_env_configuration() {
+    let upstream = UpstreamServer::start();
+    let port = polysocket_tests::free_port();
+    let tokens = tokens_file(
+        "ok",
+        r#"{"tokens":[{"token":"dev","targets":["ws://127.0.0.1:*/*"],"origins":["*"],"max_connections":5}]}"#,
+    );
+    let _daemon = Running(
+        daemon()
+            .arg("--standalone")
+            .env("POLYSOCKET_LISTEN", format!("127.0.0.1:{port}"))
+            .env("POLYSOCKET_TOKENS", &tokens)
+            .env("POLYSOCKET_ALLOW_PRIVATE_TARGETS", "true")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let http = Http::new(port);
+    http.wait_until_ok("/readyz", Duration::from_secs(20)).await;
+
+    let target = upstream.url("/echo");
+    let params = query(&[("from", "curl"), ("target", &target), ("token", "dev")]);
+    let created = http.get(None, &format!("/create?{params}"), &[]).await.json();
+    assert_eq!(created["ok"], true, "{created}");
+    let host = created["fqdn"].as_str().unwrap();
+    assert!(host.ends_with(&format!(".localhost:{port}")), "standalone fqdn defaults to localhost:<port>: {host}");
+    let socket = created["socket"].as_str().unwrap();
+
+    let sent = http.post(Some(host), &format!("/s/{socket}"), "text/plain", b"over the binary".to_vec()).await;
+    assert_eq!(sent.status, 201);
+    let received = http.get(Some(host), &format!("/j/{socket}?ttl=5000"), &[]).await.json();
+    assert_eq!(received, json!({"ok": true, "messages": [{"type": "text", "seq": 1, "data": "over the binary"}]}));
+}
+
+fn run_to_exit(command: &mut Command) -> Output {
+    command.stdout(Stdio::piped()).output().unwrap()
+}
+
+#[test]
+fn bad_configuration_exits_64_with_a_reason() {
+    let missing_fqdn = run_to_exit(daemon().env_remove("POLYSOCKET_FQDN").env_remove("POLYSOCKET_STANDALONE"));
+    assert_eq!(missing_fqdn.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&missing_fqdn.stderr).contains("--fqdn"));
+
+    let broken = tokens_file("broken", r#"{"tokens":[{"token":"x"}]}"#);
+    let bad_tokens =
+        run_to_exit(daemon().args(["--standalone", "--listen", "127.0.0.1:0"]).arg("--tokens").arg(&broken));
+    assert_eq!(bad_tokens.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad_tokens.stderr).contains("invalid tokens file"), "{bad_tokens:?}");
+
+    let bad_duration = run_to_exit(daemon().args(["--standalone", "--idle-timeout", "soon"]));
+    assert_eq!(bad_duration.status.code(), Some(64));
+}
