@@ -33,11 +33,14 @@ pub enum ClientMessage {
 pub struct Failure {
     pub ok: bool,
     pub error: String,
+    /// On an out-of-order send: the `seq` the daemon expects next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<u64>,
 }
 
 impl Failure {
     pub fn new(error: impl ToString) -> Self {
-        Failure { ok: false, error: error.to_string() }
+        Failure { ok: false, error: error.to_string(), expected: None }
     }
 }
 

@@ -4,9 +4,12 @@
 //!
 //! All state of a socket lives in its task, so requests on different sockets
 //! never contend, and the order of messages is simply the order of the queue.
+//! The task also does what awc leaves to its user under RFC 6455: answering
+//! pings, reassembling fragments, validating UTF-8, and running the closing
+//! handshake.
 
 use crate::upstream::Upstream;
-use actix_http::ws::Item;
+use actix_http::ws::{Item, ProtocolError};
 use awc::ws::{CloseCode, CloseReason, Frame, Message};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -22,10 +25,6 @@ use tokio::time::{Instant, sleep_until};
 /// Requests a socket may have waiting for its owner; senders beyond that
 /// wait their turn, which is the backpressure a slow upstream needs.
 const COMMAND_QUEUE: usize = 32;
-/// The upstream is pinged at a random interval in this range (ms): at least
-/// every 10 s as upstream protocols expect, randomized so that thousands of
-/// sockets opened together do not ping in lockstep.
-const PING_INTERVAL_MS: std::ops::Range<u64> = 7_000..10_000;
 /// How long to wait for the upstream's Close after sending ours.
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
@@ -37,15 +36,29 @@ pub enum Outgoing {
 }
 
 impl Outgoing {
-    fn into_message(self) -> Message {
+    fn is_text(&self) -> bool {
+        matches!(self, Outgoing::Text(_))
+    }
+
+    fn bytes(&self) -> &[u8] {
         match self {
-            Outgoing::Text(text) => Message::Text(text.into()),
-            Outgoing::Binary(bytes) => Message::Binary(bytes),
+            Outgoing::Text(text) => text.as_bytes(),
+            Outgoing::Binary(bytes) => bytes,
         }
     }
 }
 
-/// Why a send was not forwarded.
+/// One `/s` request as the owner sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Send {
+    pub message: Outgoing,
+    /// The client's sequence number, making retried sends idempotent.
+    pub seq: Option<u64>,
+    /// More fragments of this message follow (long messages over GET).
+    pub more: bool,
+}
+
+/// Why a send (or a client close) was not forwarded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendFailure {
     #[error("socket is closed")]
@@ -54,6 +67,12 @@ pub enum SendFailure {
     Timeout,
     #[error("upstream write failed")]
     Upstream,
+    #[error("out of order: expected seq {expected}")]
+    OutOfOrder { expected: u64 },
+    #[error("message too big")]
+    TooBig,
+    #[error("fragments of one message must all have the same t")]
+    MixedFragments,
 }
 
 /// What a poll gets.
@@ -67,7 +86,8 @@ pub enum PollOutcome {
 }
 
 enum Command {
-    Send { message: Outgoing, reply: oneshot::Sender<Result<(), SendFailure>> },
+    Send { send: Send, reply: oneshot::Sender<Result<(), SendFailure>> },
+    Close { reason: CloseReason, reply: oneshot::Sender<Result<(), SendFailure>> },
     Poll { ttl: Duration, ack: Option<u64>, reply: oneshot::Sender<PollOutcome> },
 }
 
@@ -78,20 +98,25 @@ pub struct SocketHandle {
 }
 
 impl SocketHandle {
-    pub async fn send(&self, message: Outgoing) -> Result<(), SendFailure> {
+    async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
         let (reply, answer) = oneshot::channel();
-        self.commands.send(Command::Send { message, reply }).await.map_err(|_| SendFailure::Closed)?;
-        answer.await.unwrap_or(Err(SendFailure::Closed))
+        self.commands.send(command(reply)).await.ok()?;
+        answer.await.ok()
+    }
+
+    pub async fn send(&self, send: Send) -> Result<(), SendFailure> {
+        self.ask(|reply| Command::Send { send, reply }).await.unwrap_or(Err(SendFailure::Closed))
+    }
+
+    /// Starts the closing handshake; the upstream's answer arrives on `/j`.
+    pub async fn close(&self, reason: CloseReason) -> Result<(), SendFailure> {
+        self.ask(|reply| Command::Close { reason, reply }).await.unwrap_or(Err(SendFailure::Closed))
     }
 
     /// Waits up to `ttl` for messages. `ack` releases messages up to that
     /// `seq`; without it, everything returned by earlier polls is released.
     pub async fn poll(&self, ttl: Duration, ack: Option<u64>) -> PollOutcome {
-        let (reply, answer) = oneshot::channel();
-        if self.commands.send(Command::Poll { ttl, ack, reply }).await.is_err() {
-            return PollOutcome::Gone;
-        }
-        answer.await.unwrap_or(PollOutcome::Gone)
+        self.ask(|reply| Command::Poll { ttl, ack, reply }).await.unwrap_or(PollOutcome::Gone)
     }
 }
 
@@ -102,29 +127,8 @@ pub struct Limits {
     pub max_message_bytes: usize,
     pub max_queue_bytes: usize,
     pub send_timeout: Duration,
-}
-
-/// Creates the owner for an open upstream. The returned future is the owner
-/// task (spawn it on the thread the upstream was opened on: awc is `!Send`);
-/// it finishes when the socket has ended and been acknowledged, gone idle, or
-/// lost every handle.
-pub fn bridge(upstream: Upstream, limits: Limits) -> (SocketHandle, impl Future<Output = End>) {
-    let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
-    let owner = Owner {
-        upstream,
-        commands,
-        limits,
-        queue: VecDeque::new(),
-        queued_bytes: 0,
-        next_seq: 1,
-        returned_upto: 0,
-        waiting: None,
-        fragments: None,
-        closed: None,
-        idle_since: Instant::now(),
-        awaiting_pong: false,
-    };
-    (SocketHandle { commands: commands_tx }, owner.run())
+    /// Longest time between pings to the upstream.
+    pub ping_interval: Duration,
 }
 
 /// How a socket ended, for logs and metrics.
@@ -139,6 +143,34 @@ pub enum End {
     Abandoned,
 }
 
+/// Creates the owner for an open upstream. The returned future is the owner
+/// task (spawn it on the thread the upstream was opened on: awc is `!Send`);
+/// it finishes when the socket has ended and its close was acknowledged, when
+/// it has gone idle, or when every handle is gone.
+pub fn bridge(upstream: Upstream, limits: Limits) -> (SocketHandle, impl Future<Output = End>) {
+    let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+    let now = Instant::now();
+    let owner = Owner {
+        ping_at: now + random_ping_interval(limits.ping_interval),
+        upstream,
+        commands,
+        limits,
+        queue: VecDeque::new(),
+        queued_bytes: 0,
+        next_seq: 1,
+        returned_upto: 0,
+        waiting: None,
+        incoming: None,
+        outgoing: None,
+        client_seq: 0,
+        closing_deadline: None,
+        closed: None,
+        idle_since: now,
+        awaiting_pong: false,
+    };
+    (SocketHandle { commands: commands_tx }, owner.run())
+}
+
 struct WaitingPoll {
     reply: oneshot::Sender<PollOutcome>,
     deadline: Instant,
@@ -148,6 +180,12 @@ struct WaitingPoll {
 struct Fragments {
     text: bool,
     data: BytesMut,
+}
+
+struct QueuedMessage {
+    seq: u64,
+    size: usize,
+    message: ClientMessage,
 }
 
 struct Owner {
@@ -163,87 +201,154 @@ struct Owner {
     /// without `ack` knows what it acknowledges.
     returned_upto: u64,
     waiting: Option<WaitingPoll>,
-    fragments: Option<Fragments>,
+    /// An upstream message arriving in continuation frames.
+    incoming: Option<Fragments>,
+    /// A client message arriving in `more=1` requests.
+    outgoing: Option<Fragments>,
+    /// The last client `seq` accepted.
+    client_seq: u64,
+    /// Set while our Close awaits the upstream's answer.
+    closing_deadline: Option<Instant>,
     /// Set once the upstream connection is over: code and reason delivered
     /// to the client as the final message.
     closed: Option<(u16, String)>,
     /// When the client was last active (end of its last poll, or a send).
     idle_since: Instant,
-    /// A ping is outstanding; another tick without a pong means the
-    /// upstream is gone.
+    ping_at: Instant,
+    /// A ping is outstanding; reaching the next ping time without a pong
+    /// means the upstream is gone.
     awaiting_pong: bool,
-}
-
-struct QueuedMessage {
-    seq: u64,
-    size: usize,
-    message: ClientMessage,
 }
 
 impl Owner {
     async fn run(mut self) -> End {
-        let mut ping_at = Instant::now() + random_ping_interval();
         loop {
             let can_read = self.closed.is_none() && self.queued_bytes < self.limits.max_queue_bytes;
             let poll_deadline = self.waiting.as_ref().map(|w| w.deadline);
             let idle_deadline = self.waiting.is_none().then(|| self.idle_since + self.limits.idle_timeout);
+            let open = self.closed.is_none() && self.closing_deadline.is_none();
             tokio::select! {
                 frame = self.upstream.next(), if can_read => self.on_frame(frame).await,
                 command = self.commands.recv() => match command {
-                    Some(Command::Send { message, reply }) => {
+                    Some(Command::Send { send, reply }) => {
                         self.idle_since = Instant::now();
-                        let _ = reply.send(self.forward(message).await);
+                        let _ = reply.send(self.on_send(send).await);
+                    }
+                    Some(Command::Close { reason, reply }) => {
+                        self.idle_since = Instant::now();
+                        let _ = reply.send(self.start_close(reason).await);
                     }
                     Some(Command::Poll { ttl, ack, reply }) => self.on_poll(ttl, ack, reply),
                     None => {
-                        self.close_upstream(CloseCode::Away, "going away").await;
+                        self.close_and_wait(CloseCode::Away, "going away").await;
                         return End::Abandoned;
                     }
                 },
                 _ = sleep_until(poll_deadline.unwrap_or_else(Instant::now)), if poll_deadline.is_some() => {
-                    self.answer_waiting(|_| PollOutcome::Messages(vec![ClientMessage::Heartbeat]));
+                    self.answer_waiting(PollOutcome::Messages(vec![ClientMessage::Heartbeat]));
                 }
-                _ = sleep_until(ping_at), if self.closed.is_none() => {
-                    ping_at = Instant::now() + random_ping_interval();
-                    self.keepalive().await;
+                _ = sleep_until(self.ping_at), if open => self.keepalive().await,
+                _ = sleep_until(self.closing_deadline.unwrap_or_else(Instant::now)), if self.closing_deadline.is_some() => {
+                    let _ = self.upstream.close().await;
+                    self.end_with(1006, "upstream did not answer the close".into());
                 }
                 _ = sleep_until(idle_deadline.unwrap_or_else(Instant::now)), if idle_deadline.is_some() => {
-                    self.close_upstream(CloseCode::Away, "idle").await;
+                    self.close_and_wait(CloseCode::Away, "idle").await;
                     return End::Idle;
                 }
             }
-            if let Some(code) = self.finished() {
-                return End::Delivered { code };
+            if let (Some((code, _)), true, None) = (&self.closed, self.queue.is_empty(), &self.waiting) {
+                return End::Delivered { code: *code };
             }
         }
     }
 
-    /// The socket is over once its close has been acknowledged by a poll.
-    fn finished(&self) -> Option<u16> {
-        match (&self.closed, self.queue.is_empty(), &self.waiting) {
-            (Some((code, _)), true, None) => Some(*code),
-            _ => None,
+    async fn on_send(&mut self, send: Send) -> Result<(), SendFailure> {
+        if self.closed.is_some() || self.closing_deadline.is_some() {
+            return Err(SendFailure::Closed);
         }
+        if let Some(seq) = send.seq {
+            if seq <= self.client_seq {
+                // A retry of a send that was accepted: accepted again, not repeated.
+                return Ok(());
+            }
+            if seq != self.client_seq + 1 {
+                return Err(SendFailure::OutOfOrder { expected: self.client_seq + 1 });
+            }
+        }
+        if let Some(message) = self.assemble(send.message, send.more)? {
+            self.forward(message).await?;
+        }
+        if let Some(seq) = send.seq {
+            self.client_seq = seq;
+        }
+        Ok(())
+    }
+
+    /// Appends a `more=1` fragment, or returns the message that is complete.
+    fn assemble(&mut self, message: Outgoing, more: bool) -> Result<Option<Outgoing>, SendFailure> {
+        let text = message.is_text();
+        let pending = self.outgoing.take();
+        let pending_len = pending.as_ref().map_or(0, |p| p.data.len());
+        if pending_len + message.bytes().len() > self.limits.max_message_bytes {
+            return Err(SendFailure::TooBig);
+        }
+        if pending.is_none() && !more {
+            return Ok(Some(message));
+        }
+        let mut fragments = pending.unwrap_or(Fragments { text, data: BytesMut::new() });
+        if fragments.text != text {
+            return Err(SendFailure::MixedFragments);
+        }
+        fragments.data.extend_from_slice(message.bytes());
+        if more {
+            self.outgoing = Some(fragments);
+            return Ok(None);
+        }
+        let data = fragments.data.freeze();
+        Ok(Some(if text {
+            Outgoing::Text(String::from_utf8(data.to_vec()).expect("fragments are each UTF-8 strings"))
+        } else {
+            Outgoing::Binary(data)
+        }))
     }
 
     async fn forward(&mut self, message: Outgoing) -> Result<(), SendFailure> {
-        if self.closed.is_some() {
-            return Err(SendFailure::Closed);
-        }
-        match tokio::time::timeout(self.limits.send_timeout, self.upstream.send(message.into_message())).await {
+        let frame = match message {
+            Outgoing::Text(text) => Message::Text(text.into()),
+            Outgoing::Binary(bytes) => Message::Binary(bytes),
+        };
+        match tokio::time::timeout(self.limits.send_timeout, self.upstream.send(frame)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => {
-                self.upstream_lost("upstream write failed");
+                self.end_with(1006, "upstream write failed".into());
                 Err(SendFailure::Upstream)
             }
             Err(_) => Err(SendFailure::Timeout),
         }
     }
 
+    /// Client-initiated close: our Close goes out now, the upstream's answer
+    /// (or a timeout) ends the connection.
+    async fn start_close(&mut self, reason: CloseReason) -> Result<(), SendFailure> {
+        if self.closed.is_some() {
+            return Err(SendFailure::Closed);
+        }
+        if self.closing_deadline.is_some() {
+            return Ok(());
+        }
+        if self.upstream.send(Message::Close(Some(reason))).await.is_err() {
+            self.end_with(1006, "upstream write failed".into());
+            return Err(SendFailure::Upstream);
+        }
+        self.closing_deadline = Some(Instant::now() + CLOSE_WAIT);
+        Ok(())
+    }
+
     fn on_poll(&mut self, ttl: Duration, ack: Option<u64>, reply: oneshot::Sender<PollOutcome>) {
-        self.answer_waiting(|_| PollOutcome::Superseded);
+        self.answer_waiting(PollOutcome::Superseded);
         // Nothing beyond what was returned can be acknowledged; an `ack`
-        // below it means responses were lost, and they are returned again.
+        // below it means answers were lost, and they are returned again.
         let ack = ack.map_or(self.returned_upto, |ack| ack.min(self.returned_upto));
         while self.queue.front().is_some_and(|m| m.seq <= ack) {
             let released = self.queue.pop_front().expect("checked non-empty");
@@ -256,33 +361,29 @@ impl Owner {
             return;
         }
         self.waiting = Some(WaitingPoll { reply, deadline: Instant::now() + ttl });
-        if !self.queue.is_empty() {
-            self.flush();
-        }
+        self.flush();
     }
 
-    /// Hands everything queued to the waiting poll, if any.
+    /// Hands everything queued to the waiting poll, if there is one.
     fn flush(&mut self) {
-        let messages: Vec<ClientMessage> = self.queue.iter().map(|m| m.message.clone()).collect();
-        let last_seq = self.queue.back().map(|m| m.seq);
-        if self.answer_waiting(|_| PollOutcome::Messages(messages))
-            && let Some(seq) = last_seq
-        {
-            self.returned_upto = seq;
+        let Some(last_seq) = self.queue.back().map(|m| m.seq) else { return };
+        if self.waiting.is_none() {
+            return;
+        }
+        let messages = self.queue.iter().map(|m| m.message.clone()).collect();
+        if self.answer_waiting(PollOutcome::Messages(messages)) {
+            self.returned_upto = last_seq;
         }
     }
 
     /// Answers the waiting poll; `true` if its client was still there.
-    fn answer_waiting(&mut self, outcome: impl FnOnce(&mut Self) -> PollOutcome) -> bool {
-        let Some(waiting) = self.waiting.take() else {
-            return false;
-        };
+    fn answer_waiting(&mut self, outcome: PollOutcome) -> bool {
+        let Some(waiting) = self.waiting.take() else { return false };
         self.idle_since = Instant::now();
-        let outcome = outcome(self);
         waiting.reply.send(outcome).is_ok()
     }
 
-    fn enqueue(&mut self, build: impl FnOnce(u64) -> ClientMessage, size: usize) {
+    fn enqueue(&mut self, size: usize, build: impl FnOnce(u64) -> ClientMessage) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.queue.push_back(QueuedMessage { seq, size, message: build(seq) });
@@ -291,119 +392,118 @@ impl Owner {
     }
 
     async fn deliver(&mut self, text: bool, data: Bytes) {
-        if text {
-            match String::from_utf8(data.to_vec()) {
-                Ok(text) => self.enqueue(|seq| ClientMessage::Text { seq, data: text }, data.len()),
-                Err(_) => self.fail(CloseCode::Invalid, "invalid UTF-8 in text message").await,
-            }
-        } else {
+        let size = data.len();
+        if !text {
             let encoded = BASE64.encode(&data);
-            self.enqueue(|seq| ClientMessage::Binary { seq, data: encoded }, data.len());
+            return self.enqueue(size, |seq| ClientMessage::Binary { seq, data: encoded });
+        }
+        match String::from_utf8(data.into()) {
+            Ok(text) => self.enqueue(size, |seq| ClientMessage::Text { seq, data: text }),
+            Err(_) => self.fail(CloseCode::Invalid, "invalid UTF-8 in text message").await,
         }
     }
 
-    async fn on_frame(&mut self, frame: Option<Result<Frame, awc::error::WsProtocolError>>) {
+    async fn on_frame(&mut self, frame: Option<Result<Frame, ProtocolError>>) {
         match frame {
-            Some(Ok(Frame::Text(data))) if self.fragments.is_none() => self.deliver(true, data).await,
-            Some(Ok(Frame::Binary(data))) if self.fragments.is_none() => self.deliver(false, data).await,
+            Some(Ok(Frame::Text(data))) => self.deliver(true, data).await,
+            Some(Ok(Frame::Binary(data))) => self.deliver(false, data).await,
             Some(Ok(Frame::Continuation(item))) => self.on_fragment(item).await,
-            Some(Ok(Frame::Text(_) | Frame::Binary(_))) => {
-                self.fail(CloseCode::Protocol, "new message before the fragmented one ended").await;
-            }
             Some(Ok(Frame::Ping(payload))) => {
                 if self.upstream.send(Message::Pong(payload)).await.is_err() {
-                    self.upstream_lost("upstream write failed");
+                    self.end_with(1006, "upstream write failed".into());
                 }
             }
             Some(Ok(Frame::Pong(_))) => self.awaiting_pong = false,
-            Some(Ok(Frame::Close(reason))) => {
-                let (code, reason) = match reason {
-                    Some(r) => (u16::from(r.code), r.description.unwrap_or_default()),
-                    None => (1005, String::new()),
-                };
-                // Echo the code (RFC 6455 §5.5.1); 1005 is never sent on the wire.
-                let echo = (code != 1005).then(|| CloseReason::from(CloseCode::from(code)));
-                let _ = self.upstream.send(Message::Close(echo)).await;
-                let _ = self.upstream.close().await;
-                self.end_with(code, reason);
-            }
+            Some(Ok(Frame::Close(reason))) => self.on_close(reason).await,
+            Some(Err(ProtocolError::Overflow)) => self.fail(CloseCode::Size, "message too big").await,
+            Some(Err(ProtocolError::Io(_))) | None => self.end_with(1006, "connection lost".into()),
             Some(Err(e)) => self.fail(CloseCode::Protocol, &format!("protocol error: {e}")).await,
-            None => self.upstream_lost("connection lost"),
         }
+    }
+
+    async fn on_close(&mut self, reason: Option<CloseReason>) {
+        let (code, text) = match &reason {
+            Some(r) => (u16::from(r.code), r.description.clone().unwrap_or_default()),
+            None => (1005, String::new()),
+        };
+        if self.closing_deadline.is_none() {
+            // The upstream started the closing handshake: echo its code
+            // (RFC 6455 §5.5.1). Without a code, answer with none: 1005 is
+            // never sent on the wire.
+            let echo = reason.map(|r| CloseReason::from(r.code));
+            let _ = self.upstream.send(Message::Close(echo)).await;
+        }
+        let _ = self.upstream.close().await;
+        self.end_with(code, text);
     }
 
     async fn on_fragment(&mut self, item: Item) {
         let (data, last) = match item {
-            Item::FirstText(_) | Item::FirstBinary(_) if self.fragments.is_some() => {
-                return self.fail(CloseCode::Protocol, "new message before the fragmented one ended").await;
-            }
             Item::FirstText(data) => {
-                self.fragments = Some(Fragments { text: true, data: BytesMut::new() });
+                self.incoming = Some(Fragments { text: true, data: BytesMut::new() });
                 (data, false)
             }
             Item::FirstBinary(data) => {
-                self.fragments = Some(Fragments { text: false, data: BytesMut::new() });
+                self.incoming = Some(Fragments { text: false, data: BytesMut::new() });
                 (data, false)
             }
             Item::Continue(data) => (data, false),
             Item::Last(data) => (data, true),
         };
-        let Some(fragments) = self.fragments.as_mut() else {
-            return self.fail(CloseCode::Protocol, "continuation without a message start").await;
-        };
+        // The codec rejects continuations without a start; this cannot be None.
+        let Some(fragments) = self.incoming.as_mut() else { return };
         if fragments.data.len() + data.len() > self.limits.max_message_bytes {
             return self.fail(CloseCode::Size, "message too big").await;
         }
         fragments.data.extend_from_slice(&data);
         if last {
-            let Fragments { text, data } = self.fragments.take().expect("checked above");
+            let Fragments { text, data } = self.incoming.take().expect("checked above");
             self.deliver(text, data.freeze()).await;
         }
     }
 
     async fn keepalive(&mut self) {
+        self.ping_at = Instant::now() + random_ping_interval(self.limits.ping_interval);
         if self.awaiting_pong {
-            self.upstream_lost("upstream stopped answering pings");
-            return;
+            let _ = self.upstream.close().await;
+            return self.end_with(1006, "upstream stopped answering pings".into());
         }
         self.awaiting_pong = true;
         if self.upstream.send(Message::Ping(Bytes::from_static(b"polysocket"))).await.is_err() {
-            self.upstream_lost("upstream write failed");
+            self.end_with(1006, "upstream write failed".into());
         }
     }
 
     /// Fails the connection with `code` (RFC 6455 §7.1.7): the upstream gets
     /// a Close and the client is told why.
     async fn fail(&mut self, code: CloseCode, reason: &str) {
-        self.fragments = None;
+        self.incoming = None;
         let close = Message::Close(Some(CloseReason { code, description: Some(reason.to_owned()) }));
         let _ = self.upstream.send(close).await;
         let _ = self.upstream.close().await;
         self.end_with(u16::from(code), reason.to_owned());
     }
 
-    /// The connection died without a closing handshake: reported as 1006,
-    /// which is never sent on the wire.
-    fn upstream_lost(&mut self, reason: &str) {
-        self.end_with(1006, reason.to_owned());
-    }
-
+    /// Records the end of the upstream connection; the client gets it as the
+    /// final message. 1006 ("lost") is reported here but never sent on the wire.
     fn end_with(&mut self, code: u16, reason: String) {
         if self.closed.is_some() {
             return;
         }
-        log::debug!("upstream closed: {code} {reason}");
+        log::debug!("upstream connection ended: {code} {reason}");
+        self.closing_deadline = None;
         self.closed = Some((code, reason.clone()));
-        self.enqueue(|seq| ClientMessage::Close { seq, code, reason }, 0);
+        self.enqueue(0, |seq| ClientMessage::Close { seq, code, reason });
     }
 
-    async fn close_upstream(&mut self, code: CloseCode, reason: &str) {
+    /// Closes an upstream nobody will read from any more, giving the peer a
+    /// bounded moment to answer.
+    async fn close_and_wait(&mut self, code: CloseCode, reason: &str) {
         if self.closed.is_some() {
             return;
         }
         let close = Message::Close(Some(CloseReason { code, description: Some(reason.to_owned()) }));
-        if self.upstream.send(close).await.is_ok() {
-            // Give the peer a bounded moment to answer with its Close.
+        if self.closing_deadline.is_some() || self.upstream.send(close).await.is_ok() {
             let _ = tokio::time::timeout(CLOSE_WAIT, async {
                 while let Some(Ok(frame)) = self.upstream.next().await {
                     if matches!(frame, Frame::Close(_)) {
@@ -417,6 +517,10 @@ impl Owner {
     }
 }
 
-fn random_ping_interval() -> Duration {
-    Duration::from_millis(rand::rng().random_range(PING_INTERVAL_MS))
+/// A random time in the last 30% before `max`: pings come at least every
+/// `max` as upstream protocols expect, and sockets opened together do not
+/// ping in lockstep.
+fn random_ping_interval(max: Duration) -> Duration {
+    let max_ms = max.as_millis().max(1) as u64;
+    Duration::from_millis(rand::rng().random_range(max_ms * 7 / 10..=max_ms))
 }

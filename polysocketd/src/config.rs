@@ -76,6 +76,16 @@ pub struct BridgeSettings {
     #[arg(long, env = "POLYSOCKET_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
 
+    /// Longest time between pings to each upstream (randomized below it);
+    /// an upstream that has not answered by the next ping is gone.
+    #[arg(long, env = "POLYSOCKET_PING_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+
+    /// Most upstream handshakes in progress to one host at a time (beyond
+    /// RFC 6455's one per client and upstream address); others queue.
+    #[arg(long, env = "POLYSOCKET_MAX_HANDSHAKES_PER_HOST", default_value_t = 32)]
+    pub max_handshakes_per_host: usize,
+
     /// Longest a send may wait for a slow upstream to take the message.
     #[arg(long, env = "POLYSOCKET_SEND_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub send_timeout: Duration,

@@ -2,7 +2,7 @@
 //! fleet and opening the sockets routers hand over.
 
 use crate::bridge::{self, End, Limits, SocketHandle};
-use crate::upstream::{self, OpenSettings};
+use crate::upstream::{OpenSettings, Opener};
 use dashmap::DashMap;
 use polysocket_common::fleet::{DaemonInfo, Fleet};
 use polysocket_common::wire::{EstablishReply, EstablishRequest, unix_millis};
@@ -52,11 +52,11 @@ impl Daemon {
     /// Takes create requests from the fleet and opens their sockets. Runs on
     /// an actix thread because the WebSocket client is `!Send`.
     pub async fn serve_creates(self: Arc<Self>) {
-        let client = Rc::new(awc::Client::builder().disable_timeout().finish());
+        let opener = Rc::new(Opener::new(self.open.clone()));
         loop {
             match self.fleet.next_request(&self.info.id).await {
                 Ok(Some(request)) => {
-                    actix_web::rt::spawn(self.clone().open_socket(client.clone(), request));
+                    actix_web::rt::spawn(self.clone().open_socket(opener.clone(), request));
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -67,13 +67,13 @@ impl Daemon {
         }
     }
 
-    async fn open_socket(self: Arc<Self>, client: Rc<awc::Client>, request: EstablishRequest) {
+    async fn open_socket(self: Arc<Self>, opener: Rc<Opener>, request: EstablishRequest) {
         if unix_millis() > request.expires_at_ms {
             log::warn!("dropping create request {} that expired before it was taken", request.id);
             self.release(&request.token).await;
             return;
         }
-        let reply = match upstream::open(&client, &request, &self.open).await {
+        let reply = match opener.open(&request).await {
             Ok(opened) => {
                 let socket = new_socket_id();
                 let fqdn = format!("{}.{}", new_dns_label(), self.info.fqdn);

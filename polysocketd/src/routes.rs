@@ -1,10 +1,11 @@
 //! `/s/<socket>` (send) and `/j/<socket>` (long-poll receive).
 
-use crate::bridge::{Outgoing, PollOutcome, SendFailure};
+use crate::bridge::{Outgoing, PollOutcome, Send, SendFailure};
 use crate::daemon::Daemon;
 use actix_web::http::StatusCode;
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{HttpRequest, HttpResponse, web};
+use awc::ws::{CloseCode, CloseReason};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
@@ -27,12 +28,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 pub enum BridgeError {
     #[error("missing d")]
     MissingData,
-    #[error("invalid t: must be t (text) or b (binary)")]
+    #[error("invalid t: must be t (text), b (binary) or c (close)")]
     InvalidType,
     #[error("invalid d: not standard base64")]
     InvalidBase64,
     #[error("invalid d: text must be UTF-8")]
     InvalidUtf8,
+    #[error("invalid seq: must be a number from 1")]
+    InvalidSeq,
+    #[error("invalid more: must be 0 or 1")]
+    InvalidMore,
+    #[error("invalid code: must be 1000 or 3000-4999")]
+    InvalidCloseCode,
+    #[error("invalid reason: at most 123 bytes")]
+    InvalidCloseReason,
     #[error("invalid ttl: must be milliseconds")]
     InvalidTtl,
     #[error("invalid ack: must be a sequence number")]
@@ -41,8 +50,6 @@ pub enum BridgeError {
     MalformedForm,
     #[error("unsupported content type: use a form, text/plain or application/octet-stream")]
     UnsupportedContentType,
-    #[error("message too big")]
-    TooBig,
     #[error("unknown socket")]
     UnknownSocket,
     #[error("superseded by a newer poll")]
@@ -56,12 +63,21 @@ impl BridgeError {
         match self {
             BridgeError::UnknownSocket | BridgeError::Send(SendFailure::Closed) => StatusCode::FORBIDDEN,
             BridgeError::UnsupportedContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            BridgeError::TooBig => StatusCode::PAYLOAD_TOO_LARGE,
-            BridgeError::Superseded => StatusCode::CONFLICT,
+            BridgeError::Send(SendFailure::TooBig) => StatusCode::PAYLOAD_TOO_LARGE,
+            BridgeError::Superseded | BridgeError::Send(SendFailure::OutOfOrder { .. }) => StatusCode::CONFLICT,
             BridgeError::Send(SendFailure::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             BridgeError::Send(SendFailure::Upstream) => StatusCode::BAD_GATEWAY,
             _ => StatusCode::BAD_REQUEST,
         }
+    }
+
+    fn reply(self, cb: Option<&jsonp::Callback>) -> HttpResponse {
+        let status = self.status();
+        let mut failure = Failure::new(&self);
+        if let BridgeError::Send(SendFailure::OutOfOrder { expected }) = self {
+            failure.expected = Some(expected);
+        }
+        jsonp::reply(status, cb, &failure)
     }
 }
 
@@ -71,6 +87,25 @@ struct SendParams {
     cb: Option<String>,
     d: Option<String>,
     t: Option<String>,
+    seq: Option<String>,
+    more: Option<String>,
+    code: Option<String>,
+    reason: Option<String>,
+}
+
+impl SendParams {
+    /// Fills what the form body left out from the query string.
+    fn or(self, query: SendParams) -> SendParams {
+        SendParams {
+            cb: None,
+            d: self.d.or(query.d),
+            t: self.t.or(query.t),
+            seq: self.seq.or(query.seq),
+            more: self.more.or(query.more),
+            code: self.code.or(query.code),
+            reason: self.reason.or(query.reason),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,57 +115,101 @@ struct PollParams {
     ack: Option<String>,
 }
 
+/// What a `/s` request asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum SendRequest {
+    Message(Send),
+    Close(CloseReason),
+}
+
 async fn send(req: HttpRequest, socket: web::Path<String>, body: Bytes, daemon: web::Data<Daemon>) -> HttpResponse {
     let (params, cb) = match jsonp::parse_query::<SendParams>(req.query_string(), |p| p.cb.as_deref()) {
         Ok(parsed) => parsed,
         Err(e) => return jsonp::plain_bad_request(e),
     };
     let outcome = async {
-        let message = if req.method() == actix_web::http::Method::POST {
-            message_from_body(&req, params, body)?
+        let request = if req.method() == actix_web::http::Method::POST {
+            request_from_body(&req, params, body)?
         } else {
-            message_from_params(params)?
+            request_from_params(params, None)?
         };
-        let size = match &message {
-            Outgoing::Text(text) => text.len(),
-            Outgoing::Binary(bytes) => bytes.len(),
-        };
-        if size > daemon.limits.max_message_bytes {
-            return Err(BridgeError::TooBig);
-        }
         let handle = daemon.sockets.get(socket.as_str()).map(|h| h.clone()).ok_or(BridgeError::UnknownSocket)?;
-        Ok(handle.send(message).await?)
+        let sent = match request {
+            SendRequest::Message(send) => handle.send(send).await,
+            SendRequest::Close(reason) => handle.close(reason).await,
+        };
+        sent.map_err(BridgeError::from)
     }
     .await;
     match outcome {
         Ok(()) => jsonp::reply(StatusCode::CREATED, cb.as_ref(), &Accepted::OK),
-        Err(e) => jsonp::reply(e.status(), cb.as_ref(), &Failure::new(e)),
+        Err(e) => e.reply(cb.as_ref()),
     }
 }
 
-fn message_from_params(params: SendParams) -> Result<Outgoing, BridgeError> {
-    let data = params.d.ok_or(BridgeError::MissingData)?;
-    match params.t.as_deref() {
-        None | Some("t") => Ok(Outgoing::Text(data)),
-        Some("b") => BASE64.decode(data).map(|b| Outgoing::Binary(b.into())).map_err(|_| BridgeError::InvalidBase64),
-        Some(_) => Err(BridgeError::InvalidType),
+/// Builds the request from parameters; `body` is the message when a raw
+/// POST body carries it.
+fn request_from_params(params: SendParams, body: Option<Outgoing>) -> Result<SendRequest, BridgeError> {
+    if params.t.as_deref() == Some("c") {
+        return close_reason(params.code.as_deref(), params.reason).map(SendRequest::Close);
     }
+    let message = match body {
+        Some(message) => message,
+        None => {
+            let data = params.d.ok_or(BridgeError::MissingData)?;
+            match params.t.as_deref() {
+                None | Some("t") => Outgoing::Text(data),
+                Some("b") => Outgoing::Binary(BASE64.decode(data).map_err(|_| BridgeError::InvalidBase64)?.into()),
+                Some(_) => return Err(BridgeError::InvalidType),
+            }
+        }
+    };
+    let seq = match params.seq.as_deref() {
+        None | Some("") => None,
+        Some(seq) => Some(seq.parse::<u64>().ok().filter(|&s| s >= 1).ok_or(BridgeError::InvalidSeq)?),
+    };
+    let more = match params.more.as_deref() {
+        None | Some("") | Some("0") => false,
+        Some("1") => true,
+        Some(_) => return Err(BridgeError::InvalidMore),
+    };
+    Ok(SendRequest::Message(Send { message, seq, more }))
 }
 
-/// A POST body is a form (`d`, `t`), or the message itself: text/plain is
-/// one text message, application/octet-stream one binary message.
-fn message_from_body(req: &HttpRequest, query: SendParams, body: Bytes) -> Result<Outgoing, BridgeError> {
+/// A client close: 1000 or an application code (3000-4999), and a reason
+/// that fits a close frame (RFC 6455 §5.5: 125 bytes with the code).
+fn close_reason(code: Option<&str>, reason: Option<String>) -> Result<CloseReason, BridgeError> {
+    let code = match code {
+        None | Some("") => 1000,
+        Some(code) => {
+            code.parse::<u16>().ok().filter(|c| matches!(c, 1000 | 3000..=4999)).ok_or(BridgeError::InvalidCloseCode)?
+        }
+    };
+    let reason = reason.filter(|r| !r.is_empty());
+    if reason.as_ref().is_some_and(|r| r.len() > 123) {
+        return Err(BridgeError::InvalidCloseReason);
+    }
+    Ok(CloseReason { code: CloseCode::from(code), description: reason })
+}
+
+/// A POST body is a form (`d`, `t`, ...), or the message itself: text/plain
+/// is one text message, application/octet-stream one binary message, with
+/// any other parameter in the query string.
+fn request_from_body(req: &HttpRequest, query: SendParams, body: Bytes) -> Result<SendRequest, BridgeError> {
     let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match mime.as_str() {
         "application/x-www-form-urlencoded" => {
             let form: SendParams = serde_urlencoded::from_bytes(&body).map_err(|_| BridgeError::MalformedForm)?;
-            message_from_params(SendParams { cb: None, d: form.d.or(query.d), t: form.t.or(query.t) })
+            request_from_params(form.or(query), None)
         }
-        "text/plain" => String::from_utf8(body.to_vec()).map(Outgoing::Text).map_err(|_| BridgeError::InvalidUtf8),
-        "application/octet-stream" => Ok(Outgoing::Binary(body)),
-        // An empty body with the data in the query works like a GET.
-        "" if body.is_empty() => message_from_params(query),
+        "text/plain" => {
+            let text = String::from_utf8(body.into()).map_err(|_| BridgeError::InvalidUtf8)?;
+            request_from_params(query, Some(Outgoing::Text(text)))
+        }
+        "application/octet-stream" => request_from_params(query, Some(Outgoing::Binary(body))),
+        // An empty body with everything in the query works like a GET.
+        "" if body.is_empty() => request_from_params(query, None),
         _ => Err(BridgeError::UnsupportedContentType),
     }
 }
@@ -160,7 +239,7 @@ async fn poll(req: HttpRequest, socket: web::Path<String>, daemon: web::Data<Dae
     .await;
     match outcome {
         Ok(messages) => jsonp::reply(StatusCode::OK, cb.as_ref(), &Messages { ok: true, messages }),
-        Err(e) => jsonp::reply(e.status(), cb.as_ref(), &Failure::new(e)),
+        Err(e) => e.reply(cb.as_ref()),
     }
 }
 
@@ -168,20 +247,45 @@ async fn poll(req: HttpRequest, socket: web::Path<String>, daemon: web::Data<Dae
 mod tests {
     use super::*;
 
-    fn params(d: Option<&str>, t: Option<&str>) -> SendParams {
-        SendParams { cb: None, d: d.map(str::to_owned), t: t.map(str::to_owned) }
+    fn params(pairs: &[(&str, &str)]) -> SendParams {
+        serde_urlencoded::from_str(&serde_urlencoded::to_string(pairs).unwrap()).unwrap()
+    }
+
+    fn message(pairs: &[(&str, &str)]) -> Result<SendRequest, BridgeError> {
+        request_from_params(params(pairs), None)
+    }
+
+    fn send(message: Outgoing, seq: Option<u64>, more: bool) -> SendRequest {
+        SendRequest::Message(Send { message, seq, more })
     }
 
     #[test]
-    fn send_params() {
-        assert_eq!(message_from_params(params(Some("hi"), Some("t"))).unwrap(), Outgoing::Text("hi".into()));
-        assert_eq!(message_from_params(params(Some("hi"), None)).unwrap(), Outgoing::Text("hi".into()));
+    fn messages() {
+        assert_eq!(message(&[("t", "t"), ("d", "hi")]).unwrap(), send(Outgoing::Text("hi".into()), None, false));
+        assert_eq!(message(&[("d", "hi")]).unwrap(), send(Outgoing::Text("hi".into()), None, false));
         assert_eq!(
-            message_from_params(params(Some("AAH/"), Some("b"))).unwrap(),
-            Outgoing::Binary(Bytes::from_static(&[0, 1, 255]))
+            message(&[("t", "b"), ("d", "AAH/"), ("seq", "7"), ("more", "1")]).unwrap(),
+            send(Outgoing::Binary(Bytes::from_static(&[0, 1, 255])), Some(7), true)
         );
-        assert!(matches!(message_from_params(params(None, Some("t"))), Err(BridgeError::MissingData)));
-        assert!(matches!(message_from_params(params(Some("x"), Some("z"))), Err(BridgeError::InvalidType)));
-        assert!(matches!(message_from_params(params(Some("!!"), Some("b"))), Err(BridgeError::InvalidBase64)));
+        assert!(matches!(message(&[("t", "t")]), Err(BridgeError::MissingData)));
+        assert!(matches!(message(&[("t", "z"), ("d", "x")]), Err(BridgeError::InvalidType)));
+        assert!(matches!(message(&[("t", "b"), ("d", "!!")]), Err(BridgeError::InvalidBase64)));
+        assert!(matches!(message(&[("d", "x"), ("seq", "0")]), Err(BridgeError::InvalidSeq)));
+        assert!(matches!(message(&[("d", "x"), ("more", "yes")]), Err(BridgeError::InvalidMore)));
+    }
+
+    #[test]
+    fn closes() {
+        let close = |code: u16, reason: Option<&str>| {
+            SendRequest::Close(CloseReason { code: CloseCode::from(code), description: reason.map(str::to_owned) })
+        };
+        assert_eq!(message(&[("t", "c")]).unwrap(), close(1000, None));
+        assert_eq!(message(&[("t", "c"), ("code", "4001"), ("reason", "done")]).unwrap(), close(4001, Some("done")));
+        for bad in ["999", "1001", "1005", "2999", "5000", "x"] {
+            assert!(matches!(message(&[("t", "c"), ("code", bad)]), Err(BridgeError::InvalidCloseCode)), "{bad}");
+        }
+        let long = "é".repeat(62);
+        assert!(matches!(message(&[("t", "c"), ("reason", &long)]), Err(BridgeError::InvalidCloseReason)));
+        assert!(message(&[("t", "c"), ("reason", &"a".repeat(123))]).is_ok());
     }
 }

@@ -1,12 +1,17 @@
 //! Opening the upstream WebSocket for a create request.
 
 use crate::netguard::{self, GuardError};
-use actix_web::http::header::SEC_WEBSOCKET_PROTOCOL;
+use actix_web::http::header::{SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL};
 use awc::error::{ConnectError, SendRequestError, WsClientError};
 use awc::{BoxedSocket, Client};
 use polysocket_common::target::Target;
 use polysocket_common::wire::EstablishRequest;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub type Upstream = actix_codec::Framed<BoxedSocket, awc::ws::Codec>;
 
@@ -32,22 +37,51 @@ pub enum OpenError {
     Status(u16),
     #[error("upstream handshake failed: server selected a subprotocol that was not offered")]
     UnofferedProtocol,
+    #[error("upstream handshake failed: server selected an extension that was not requested")]
+    UnrequestedExtension,
     #[error("upstream handshake failed: {0}")]
     Other(String),
 }
 
 /// Limits applied to the opening handshake.
+#[derive(Debug, Clone)]
 pub struct OpenSettings {
     pub allow_private: bool,
     pub handshake_timeout: Duration,
     pub max_frame_bytes: usize,
+    /// Most handshakes in progress to one upstream host at a time.
+    pub max_handshakes_per_host: usize,
 }
 
-pub async fn open(client: &Client, request: &EstablishRequest, settings: &OpenSettings) -> Result<Opened, OpenError> {
-    let target = Target::parse(&request.target).map_err(|_| OpenError::InvalidTarget)?;
-    let connect = async {
+/// Opens upstream WebSockets for one thread: awc clients are `!Send`, so each
+/// thread that opens sockets has its own client (reused, never one per request).
+pub struct Opener {
+    client: Client,
+    gates: HandshakeGates,
+    settings: OpenSettings,
+}
+
+impl Opener {
+    pub fn new(settings: OpenSettings) -> Self {
+        Opener { client: Client::builder().disable_timeout().finish(), gates: HandshakeGates::default(), settings }
+    }
+
+    pub async fn open(&self, request: &EstablishRequest) -> Result<Opened, OpenError> {
+        let target = Target::parse(&request.target).map_err(|_| OpenError::InvalidTarget)?;
+        tokio::time::timeout(self.settings.handshake_timeout, self.handshake(&target, request))
+            .await
+            .map_err(|_| OpenError::Timeout)?
+    }
+
+    async fn handshake(&self, target: &Target, request: &EstablishRequest) -> Result<Opened, OpenError> {
+        let settings = &self.settings;
         let addr = netguard::resolve_checked(target.host_for_lookup(), target.port(), settings.allow_private).await?;
-        let mut handshake = client
+        let _permits = self
+            .gates
+            .enter(request.client_ip.as_deref().unwrap_or(""), addr, target.host(), settings.max_handshakes_per_host)
+            .await;
+        let mut handshake = self
+            .client
             .ws(target.as_str())
             // Connect to the address that was checked, never a fresh lookup.
             .address(addr)
@@ -62,8 +96,8 @@ pub async fn open(client: &Client, request: &EstablishRequest, settings: &OpenSe
             handshake = handshake.header("X-Forwarded-For", ip.as_str());
         }
         let (response, upstream) = handshake.connect().await.map_err(describe)?;
-        // awc does not check that the selected subprotocol is one we offered
-        // (RFC 6455 §4.1 requires the client to fail the connection).
+        // awc checks neither of these; RFC 6455 §4.1 requires the client to
+        // fail the connection when the server picks what was not offered.
         let protocol = response
             .headers()
             .get(SEC_WEBSOCKET_PROTOCOL)
@@ -72,9 +106,42 @@ pub async fn open(client: &Client, request: &EstablishRequest, settings: &OpenSe
         if !protocol.is_empty() && !request.protocols.contains(&protocol) {
             return Err(OpenError::UnofferedProtocol);
         }
+        if response.headers().contains_key(SEC_WEBSOCKET_EXTENSIONS) {
+            return Err(OpenError::UnrequestedExtension);
+        }
         Ok(Opened { upstream, protocol })
-    };
-    tokio::time::timeout(settings.handshake_timeout, connect).await.map_err(|_| OpenError::Timeout)?
+    }
+}
+
+/// Queues handshakes so that at most one per (client address, upstream
+/// address) is in CONNECTING state at a time (RFC 6455 §4.1), and at most a
+/// configured number per upstream host.
+#[derive(Default)]
+struct HandshakeGates {
+    gates: RefCell<HashMap<String, Weak<Semaphore>>>,
+}
+
+impl HandshakeGates {
+    async fn enter(&self, client: &str, addr: SocketAddr, host: &str, per_host: usize) -> [OwnedSemaphorePermit; 2] {
+        let pair = self.gate(format!("pair {client} {addr}"), 1);
+        let host = self.gate(format!("host {host}"), per_host.max(1));
+        let pair = pair.acquire_owned().await.expect("gates are never closed");
+        let host = host.acquire_owned().await.expect("gates are never closed");
+        [pair, host]
+    }
+
+    /// The gate for `key`, shared by everyone currently waiting on or
+    /// holding it; gates nobody uses any more are forgotten.
+    fn gate(&self, key: String, permits: usize) -> Arc<Semaphore> {
+        let mut gates = self.gates.borrow_mut();
+        gates.retain(|_, gate| gate.strong_count() > 0);
+        if let Some(gate) = gates.get(&key).and_then(Weak::upgrade) {
+            return gate;
+        }
+        let gate = Arc::new(Semaphore::new(permits));
+        gates.insert(key, Arc::downgrade(&gate));
+        gate
+    }
 }
 
 fn describe(error: WsClientError) -> OpenError {

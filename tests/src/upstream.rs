@@ -6,6 +6,12 @@
 //! - `/say?n=N&text=T`: sends `T-1` ... `T-N` at once, then echoes;
 //! - `/fragmented`: sends "fragmented" as three continuation frames;
 //! - `/close`: closes with 4000 "bye" when it receives a message;
+//! - `/pings`: answers each message with the number of pings received so far;
+//! - `/deaf`: echoes, but never answers pings;
+//! - `/invalid-utf8`: sends a fragmented text message that is not UTF-8;
+//! - `/huge?bytes=N`: sends one binary message of N bytes;
+//! - `/slow?ms=N`: waits N ms before accepting the handshake; the most
+//!   handshakes it ever had in progress at once is at `GET /slow-stats`;
 //! - `/wrong-protocol`: accepts the handshake selecting a subprotocol nobody offered;
 //! - `/forbidden`: answers the handshake with HTTP 403.
 
@@ -15,6 +21,7 @@ use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Item, Session};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub struct UpstreamServer {
     port: u16,
@@ -30,9 +37,13 @@ impl UpstreamServer {
     pub fn start_on(port: u16) -> std::io::Result<Self> {
         let listener = TcpListener::bind(("127.0.0.1", port))?;
         let port = listener.local_addr()?.port();
-        let server = HttpServer::new(|| {
+        let stats = web::Data::new(HandshakeStats::default());
+        let server = HttpServer::new(move || {
             App::new()
+                .app_data(stats.clone())
                 .route("/forbidden", web::get().to(|| async { HttpResponse::Forbidden().body("no") }))
+                .route("/slow", web::get().to(slow))
+                .route("/slow-stats", web::get().to(slow_stats))
                 .default_service(web::get().to(websocket))
         })
         .workers(1)
@@ -53,6 +64,31 @@ impl UpstreamServer {
     }
 }
 
+/// Handshakes `/slow` has in progress, and the most it ever had at once.
+#[derive(Default)]
+struct HandshakeStats {
+    in_progress: AtomicUsize,
+    max_in_progress: AtomicUsize,
+}
+
+async fn slow(
+    req: HttpRequest,
+    body: web::Payload,
+    stats: web::Data<HandshakeStats>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let now = stats.in_progress.fetch_add(1, Ordering::SeqCst) + 1;
+    stats.max_in_progress.fetch_max(now, Ordering::SeqCst);
+    let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())?.into_inner();
+    let ms = query.get("ms").and_then(|ms| ms.parse().ok()).unwrap_or(200);
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    stats.in_progress.fetch_sub(1, Ordering::SeqCst);
+    websocket(req, body).await
+}
+
+async fn slow_stats(stats: web::Data<HandshakeStats>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"max_in_progress": stats.max_in_progress.load(Ordering::SeqCst)}))
+}
+
 async fn websocket(req: HttpRequest, body: web::Payload) -> Result<HttpResponse, actix_web::Error> {
     let (mut response, mut session, stream) = actix_ws::handle_with_protocols(&req, body, &["v2.test"])?;
     let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())?.into_inner();
@@ -70,11 +106,23 @@ async fn websocket(req: HttpRequest, body: web::Payload) -> Result<HttpResponse,
         let opened = match path.as_str() {
             "/headers" => session.text(seen.to_string()).await,
             "/say" => say(&mut session, &query).await,
-            "/fragmented" => fragmented(&mut session).await,
+            "/fragmented" => fragmented(&mut session, b"frag").await,
+            "/invalid-utf8" => fragmented(&mut session, b"\xff\xfe").await,
+            "/huge" => {
+                let size = query.get("bytes").and_then(|n| n.parse().ok()).unwrap_or(1 << 21);
+                session.binary(vec![7u8; size]).await
+            }
             _ => Ok(()),
         };
         if opened.is_ok() {
-            serve(session, stream.aggregate_continuations(), path == "/close").await;
+            let behaviour = match path.as_str() {
+                "/close" => Behaviour::CloseOnMessage,
+                "/pings" => Behaviour::CountPings,
+                "/deaf" => Behaviour::IgnorePings,
+                _ => Behaviour::Echo,
+            };
+            let stream = stream.max_frame_size(16 << 20).aggregate_continuations().max_continuation_size(16 << 20);
+            serve(session, stream, behaviour).await;
         }
     });
     Ok(response)
@@ -89,23 +137,38 @@ async fn say(session: &mut Session, query: &HashMap<String, String>) -> Result<(
     Ok(())
 }
 
-async fn fragmented(session: &mut Session) -> Result<(), actix_ws::Closed> {
-    session.continuation(Item::FirstText(Bytes::from_static(b"frag"))).await?;
+/// Sends `first` + "ment" + "ed" as one text message in three frames.
+async fn fragmented(session: &mut Session, first: &'static [u8]) -> Result<(), actix_ws::Closed> {
+    session.continuation(Item::FirstText(Bytes::from_static(first))).await?;
     session.continuation(Item::Continue(Bytes::from_static(b"ment"))).await?;
     session.continuation(Item::Last(Bytes::from_static(b"ed"))).await
 }
 
-async fn serve(mut session: Session, mut stream: actix_ws::AggregatedMessageStream, close_on_message: bool) {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Behaviour {
+    Echo,
+    CloseOnMessage,
+    CountPings,
+    IgnorePings,
+}
+
+async fn serve(mut session: Session, mut stream: actix_ws::AggregatedMessageStream, behaviour: Behaviour) {
+    let mut pings = 0usize;
     while let Some(Ok(message)) = stream.recv().await {
         let sent = match message {
-            AggregatedMessage::Text(_) | AggregatedMessage::Binary(_) if close_on_message => {
+            AggregatedMessage::Text(_) | AggregatedMessage::Binary(_) if behaviour == Behaviour::CloseOnMessage => {
                 let reason = CloseReason { code: CloseCode::Other(4000), description: Some("bye".into()) };
                 let _ = session.close(Some(reason)).await;
                 return;
             }
+            AggregatedMessage::Text(_) if behaviour == Behaviour::CountPings => session.text(pings.to_string()).await,
             AggregatedMessage::Text(text) => session.text(text).await,
             AggregatedMessage::Binary(bytes) => session.binary(bytes).await,
-            AggregatedMessage::Ping(payload) => session.pong(&payload).await,
+            AggregatedMessage::Ping(_) if behaviour == Behaviour::IgnorePings => Ok(()),
+            AggregatedMessage::Ping(payload) => {
+                pings += 1;
+                session.pong(&payload).await
+            }
             AggregatedMessage::Pong(_) => Ok(()),
             AggregatedMessage::Close(reason) => {
                 let _ = session.close(reason).await;

@@ -2,6 +2,9 @@
 //! loopback ports, coordinated by an in-memory fleet or a real Redis, in
 //! front of a real upstream WebSocket server.
 
+// Each test binary compiles this module and uses a different part of it.
+#![allow(dead_code)]
+
 use polysocket_common::fleet::{Fleet, MemoryFleet, RedisFleet};
 use polysocket_common::token::TokenRecord;
 use polysocket_tests::http::{Http, Reply, query};

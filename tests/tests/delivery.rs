@@ -1,0 +1,177 @@
+//! WebSocket semantics and lossless delivery through the bridge: closing
+//! handshakes, idempotent sends, long messages over GET, backpressure,
+//! keepalive, idle sockets and failed upstream connections.
+
+mod support;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use polysocket_tests::http::Http;
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::{Backend, CB, Options, Socket, Stack};
+
+fn options(daemon_args: &[&'static str]) -> Options {
+    let mut args = vec!["--allow-private-targets"];
+    args.extend_from_slice(daemon_args);
+    Options { daemons: 1, daemon_args: args, ..Options::default() }
+}
+
+/// Polls until the close message arrives and returns it.
+async fn close_of(socket: &Socket) -> Value {
+    for _ in 0..100 {
+        let body = socket.poll_raw(&[("ttl", "1000")]).await.jsonp(CB);
+        if let Some(close) = body["messages"].as_array().unwrap().iter().find(|m| m["type"] == "close") {
+            return close.clone();
+        }
+    }
+    panic!("no close message arrived");
+}
+
+#[actix_web::test]
+async fn client_close_runs_the_closing_handshake() {
+    let stack = Stack::start(Backend::Memory, options(&[])).await;
+    let socket = stack.open("/echo").await;
+    let bad = socket.send_get(&[("t", "c"), ("code", "1005")]).await;
+    assert_eq!((bad.status, bad.jsonp(CB)["error"].clone()), (400, json!("invalid code: must be 1000 or 3000-4999")));
+
+    let reply = socket.send_get(&[("t", "c"), ("code", "4001"), ("reason", "done here")]).await;
+    assert_eq!(reply.status, 201);
+    // The echo server answers our Close with the same code and reason.
+    assert_eq!(close_of(&socket).await, json!({"type": "close", "seq": 1, "code": 4001, "reason": "done here"}));
+    assert_eq!(socket.poll_raw(&[("ttl", "100")]).await.status, 403);
+}
+
+#[actix_web::test]
+async fn retried_sends_are_accepted_once_and_gaps_are_refused() {
+    let stack = Stack::start(Backend::Memory, options(&[])).await;
+    let socket = stack.open("/echo").await;
+    let send = |seq: &'static str, data: &'static str| {
+        let socket = &socket;
+        async move { socket.send_get(&[("seq", seq), ("d", data)]).await }
+    };
+    assert_eq!(send("1", "a").await.status, 201);
+    assert_eq!(send("1", "a").await.status, 201, "a retry is accepted again");
+    let gap = send("3", "c").await;
+    assert_eq!(gap.status, 409);
+    assert_eq!(gap.jsonp(CB), json!({"ok": false, "error": "out of order: expected seq 2", "expected": 2}));
+    assert_eq!(send("2", "b").await.status, 201);
+
+    let received: Vec<Value> = socket.receive(2).await.iter().map(|m| m["data"].clone()).collect();
+    assert_eq!(received, ["a", "b"]);
+    let nothing_more = socket.poll_raw(&[("ttl", "300")]).await.jsonp(CB);
+    assert_eq!(nothing_more["messages"], json!([{"type": "heartbeat"}]), "the retried send was not forwarded twice");
+}
+
+#[actix_web::test]
+async fn a_long_message_sent_in_fragments_arrives_whole() {
+    let stack = Stack::start(Backend::Memory, options(&[])).await;
+    let socket = stack.open("/echo").await;
+    // 200 KB in pieces that fit in a legacy browser's ~2 KB URL.
+    let message: String = (0..200_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let pieces: Vec<&str> = message.as_bytes().chunks(1500).map(|c| std::str::from_utf8(c).unwrap()).collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        let more = if i + 1 < pieces.len() { "1" } else { "0" };
+        let seq = (i + 1).to_string();
+        let reply = socket.send_get(&[("d", piece), ("more", more), ("seq", &seq)]).await;
+        assert_eq!(reply.status, 201, "piece {i}");
+    }
+    let received = socket.receive(1).await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0]["data"].as_str().unwrap().len(), 200_000);
+    assert_eq!(received[0]["data"], message);
+
+    // Over --max-message-bytes: 413 and nothing of it reaches the upstream.
+    let big = vec![1u8; 600 * 1024];
+    assert_eq!(socket.post("?more=1", "application/octet-stream", &big).await.status, 201);
+    let over = socket.post("", "application/octet-stream", &big).await;
+    assert_eq!((over.status, over.json()["error"].clone()), (413, json!("message too big")));
+    socket.send_text("after").await;
+    let after = socket.receive(1).await;
+    assert_eq!(after, [json!({"type": "text", "seq": 2, "data": "after"})]);
+}
+
+#[actix_web::test]
+async fn a_burst_is_delivered_in_order_with_a_bounded_queue() {
+    const QUEUE: usize = 16 * 1024;
+    let stack = Stack::start(Backend::Memory, options(&["--max-queue-bytes", "16384"])).await;
+    let socket = stack.open("/say?n=10000&text=m").await;
+    let mut next = 1u64;
+    while next <= 10_000 {
+        let body = socket.poll_raw(&[("ttl", "2000")]).await.jsonp(CB);
+        let messages = body["messages"].as_array().unwrap();
+        let bytes: usize = messages.iter().filter_map(|m| m["data"].as_str()).map(str::len).sum();
+        // One message may cross the limit: reading pauses after it.
+        assert!(bytes <= QUEUE + 16, "a poll answer held {bytes} bytes, over the queue bound");
+        for message in messages.iter().filter(|m| m["type"] == "text") {
+            assert_eq!(message["seq"], next);
+            assert_eq!(message["data"], format!("m-{next}"));
+            next += 1;
+        }
+    }
+}
+
+#[actix_web::test]
+async fn pings_keep_a_socket_alive() {
+    let stack = Stack::start(Backend::Memory, options(&["--ping-interval", "200ms"])).await;
+    let socket = stack.open("/pings").await;
+    // Several ping intervals pass while the client polls.
+    for _ in 0..4 {
+        let body = socket.poll_raw(&[("ttl", "300")]).await.jsonp(CB);
+        assert_eq!(body["messages"], json!([{"type": "heartbeat"}]));
+    }
+    socket.send_text("how many pings?").await;
+    let pings: u32 = socket.receive(1).await[0]["data"].as_str().unwrap().parse().unwrap();
+    assert!(pings >= 3, "the upstream saw {pings} pings in 1.2 s at a 200 ms interval");
+}
+
+#[actix_web::test]
+async fn an_upstream_that_stops_answering_pings_is_reported() {
+    let stack = Stack::start(Backend::Memory, options(&["--ping-interval", "200ms"])).await;
+    let socket = stack.open("/deaf").await;
+    let close = close_of(&socket).await;
+    assert_eq!(
+        (close["code"].clone(), close["reason"].clone()),
+        (json!(1006), json!("upstream stopped answering pings"))
+    );
+}
+
+#[actix_web::test]
+async fn idle_sockets_are_closed_and_free_their_slot() {
+    let stack = Stack::start(Backend::Memory, options(&["--idle-timeout", "300ms"])).await;
+    let target = stack.upstream.url("/echo");
+    let params = [("cb", CB), ("from", "t"), ("target", target.as_str()), ("token", "strict")];
+    let origin = [("origin", "https://app.test")];
+    let socket = stack.socket_from(&stack.create(&params, &origin).await.jsonp(CB));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(socket.poll_raw(&[("ttl", "100")]).await.status, 403);
+    // The strict token's only slot is free again.
+    assert_eq!(stack.create(&params, &origin).await.jsonp(CB)["ok"], true);
+}
+
+#[actix_web::test]
+async fn upstream_protocol_violations_fail_the_connection() {
+    let stack = Stack::start(Backend::Memory, options(&["--max-message-bytes", "65536"])).await;
+    let invalid = stack.open("/invalid-utf8").await;
+    let close = close_of(&invalid).await;
+    assert_eq!((close["code"].clone(), close["reason"].clone()), (json!(1007), json!("invalid UTF-8 in text message")));
+
+    let huge = stack.open("/huge?bytes=100000").await;
+    let close = close_of(&huge).await;
+    assert_eq!((close["code"].clone(), close["reason"].clone()), (json!(1009), json!("message too big")));
+
+    // A message at the limit still passes.
+    let fits = stack.open("/huge?bytes=65536").await;
+    let received = fits.receive(1).await;
+    assert_eq!(BASE64.decode(received[0]["data"].as_str().unwrap()).unwrap().len(), 65536);
+}
+
+#[actix_web::test]
+async fn one_handshake_at_a_time_per_client_and_upstream_address() {
+    let stack = Stack::start(Backend::Memory, options(&[])).await;
+    let opens = (0..3).map(|_| stack.open("/slow?ms=150"));
+    let sockets = futures_util::future::join_all(opens).await;
+    assert_eq!(sockets.len(), 3);
+    let stats = Http::new(stack.upstream.port()).get(None, "/slow-stats", &[]).await;
+    assert_eq!(serde_json::from_str::<Value>(&stats.body).unwrap(), json!({"max_in_progress": 1}));
+}
