@@ -143,12 +143,23 @@ pub enum End {
     Abandoned,
 }
 
-/// Creates the owner for an open upstream. The returned future is the owner
-/// task (spawn it on the thread the upstream was opened on: awc is `!Send`);
-/// it finishes when the socket has ended and its close was acknowledged, when
-/// it has gone idle, or when every handle is gone.
-pub fn bridge(upstream: Upstream, limits: Limits) -> (SocketHandle, impl Future<Output = End>) {
+/// A new bridged socket: the handle for handlers, the owner task to spawn,
+/// and a signal for when the upstream connection is over.
+pub struct Bridge<O> {
+    pub handle: SocketHandle,
+    /// The owner task. Spawn it on the thread the upstream was opened on (awc
+    /// is `!Send`). It finishes when the socket has ended and its close was
+    /// acknowledged, when it has gone idle, or when every handle is gone.
+    pub owner: O,
+    /// Resolves (`Ok` or `Err`) once the upstream connection is over, which
+    /// may be well before the client has read the close: the moment the
+    /// socket stops counting against limits.
+    pub upstream_ended: oneshot::Receiver<()>,
+}
+
+pub fn bridge(upstream: Upstream, limits: Limits) -> Bridge<impl Future<Output = End>> {
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+    let (ended_tx, upstream_ended) = oneshot::channel();
     let now = Instant::now();
     let owner = Owner {
         ping_at: now + random_ping_interval(limits.ping_interval),
@@ -165,10 +176,11 @@ pub fn bridge(upstream: Upstream, limits: Limits) -> (SocketHandle, impl Future<
         client_seq: 0,
         closing_deadline: None,
         closed: None,
+        upstream_ended: Some(ended_tx),
         idle_since: now,
         awaiting_pong: false,
     };
-    (SocketHandle { commands: commands_tx }, owner.run())
+    Bridge { handle: SocketHandle { commands: commands_tx }, owner: owner.run(), upstream_ended }
 }
 
 struct WaitingPoll {
@@ -180,6 +192,30 @@ struct WaitingPoll {
 struct Fragments {
     text: bool,
     data: BytesMut,
+    /// How much of a text message's `data` is known to be valid UTF-8, so
+    /// each fragment is checked once and invalid text fails fast.
+    checked: usize,
+}
+
+impl Fragments {
+    fn new(text: bool) -> Self {
+        Fragments { text, data: BytesMut::new(), checked: 0 }
+    }
+
+    /// Whether the text so far is UTF-8, allowing a character cut in two at
+    /// the end (its rest comes in the next fragment).
+    fn utf8_so_far(&mut self, last: bool) -> bool {
+        match std::str::from_utf8(&self.data[self.checked..]) {
+            Ok(_) => {
+                self.checked = self.data.len();
+                true
+            }
+            Err(e) => {
+                self.checked += e.valid_up_to();
+                e.error_len().is_none() && !last
+            }
+        }
+    }
 }
 
 struct QueuedMessage {
@@ -212,6 +248,8 @@ struct Owner {
     /// Set once the upstream connection is over: code and reason delivered
     /// to the client as the final message.
     closed: Option<(u16, String)>,
+    /// Told when `closed` is set; dropped with the owner otherwise.
+    upstream_ended: Option<oneshot::Sender<()>>,
     /// When the client was last active (end of its last poll, or a send).
     idle_since: Instant,
     ping_at: Instant,
@@ -296,7 +334,7 @@ impl Owner {
         if pending.is_none() && !more {
             return Ok(Some(message));
         }
-        let mut fragments = pending.unwrap_or(Fragments { text, data: BytesMut::new() });
+        let mut fragments = pending.unwrap_or_else(|| Fragments::new(text));
         if fragments.text != text {
             return Err(SendFailure::MixedFragments);
         }
@@ -440,11 +478,11 @@ impl Owner {
     async fn on_fragment(&mut self, item: Item) {
         let (data, last) = match item {
             Item::FirstText(data) => {
-                self.incoming = Some(Fragments { text: true, data: BytesMut::new() });
+                self.incoming = Some(Fragments::new(true));
                 (data, false)
             }
             Item::FirstBinary(data) => {
-                self.incoming = Some(Fragments { text: false, data: BytesMut::new() });
+                self.incoming = Some(Fragments::new(false));
                 (data, false)
             }
             Item::Continue(data) => (data, false),
@@ -456,8 +494,11 @@ impl Owner {
             return self.fail(CloseCode::Size, "message too big").await;
         }
         fragments.data.extend_from_slice(&data);
+        if fragments.text && !fragments.utf8_so_far(last) {
+            return self.fail(CloseCode::Invalid, "invalid UTF-8 in text message").await;
+        }
         if last {
-            let Fragments { text, data } = self.incoming.take().expect("checked above");
+            let Fragments { text, data, .. } = self.incoming.take().expect("checked above");
             self.deliver(text, data.freeze()).await;
         }
     }
@@ -493,6 +534,9 @@ impl Owner {
         log::debug!("upstream connection ended: {code} {reason}");
         self.closing_deadline = None;
         self.closed = Some((code, reason.clone()));
+        if let Some(ended) = self.upstream_ended.take() {
+            let _ = ended.send(());
+        }
         self.enqueue(0, |seq| ClientMessage::Close { seq, code, reason });
     }
 
@@ -523,4 +567,31 @@ impl Owner {
 fn random_ping_interval(max: Duration) -> Duration {
     let max_ms = max.as_millis().max(1) as u64;
     Duration::from_millis(rand::rng().random_range(max_ms * 7 / 10..=max_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(pieces: &[&[u8]]) -> Vec<bool> {
+        let mut fragments = Fragments::new(true);
+        pieces
+            .iter()
+            .enumerate()
+            .map(|(i, piece)| {
+                fragments.data.extend_from_slice(piece);
+                fragments.utf8_so_far(i + 1 == pieces.len())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn utf8_is_checked_across_fragment_boundaries() {
+        let euro = "€".as_bytes();
+        assert_eq!(feed(&[b"ab", &euro[..1], &euro[1..]]), [true, true, true]);
+        // A character cut at the very end of the message is invalid.
+        assert_eq!(feed(&[b"ab", &euro[..2]]), [true, false]);
+        // Invalid bytes fail at the fragment that carries them.
+        assert_eq!(feed(&[b"ok", b"\xff", b"more"])[..2], [true, false]);
+    }
 }

@@ -77,9 +77,15 @@ impl Daemon {
             Ok(opened) => {
                 let socket = new_socket_id();
                 let fqdn = format!("{}.{}", new_dns_label(), self.info.fqdn);
-                let (handle, owner) = bridge::bridge(opened.upstream, self.limits.clone());
-                self.sockets.insert(socket.clone(), handle);
-                actix_web::rt::spawn(self.clone().own_socket(socket.clone(), request.token.clone(), owner));
+                let bridge = bridge::bridge(opened.upstream, self.limits.clone());
+                self.sockets.insert(socket.clone(), bridge.handle);
+                let daemon = self.clone();
+                let token = request.token.clone();
+                actix_web::rt::spawn(async move {
+                    let _ = bridge.upstream_ended.await;
+                    daemon.release(&token).await;
+                });
+                actix_web::rt::spawn(self.clone().own_socket(socket.clone(), bridge.owner));
                 EstablishReply::Open { request_id: request.id.clone(), fqdn, socket, protocol: opened.protocol }
             }
             Err(e) => {
@@ -96,11 +102,10 @@ impl Daemon {
         }
     }
 
-    async fn own_socket(self: Arc<Self>, socket: String, token: String, owner: impl Future<Output = End>) {
+    async fn own_socket(self: Arc<Self>, socket: String, owner: impl Future<Output = End>) {
         log::info!("socket {socket}: open");
         let end = owner.await;
         self.sockets.remove(&socket);
-        self.release(&token).await;
         log::info!("socket {socket}: ended ({end:?})");
     }
 

@@ -63,7 +63,11 @@ pub struct Opener {
 
 impl Opener {
     pub fn new(settings: OpenSettings) -> Self {
-        Opener { client: Client::builder().disable_timeout().finish(), gates: HandshakeGates::default(), settings }
+        // The daemon's own capacity bounds upstream connections; awc's default
+        // pool limit (100) would otherwise cap them far below it.
+        let connector = awc::Connector::new().limit(0);
+        let client = Client::builder().connector(connector).disable_timeout().finish();
+        Opener { client, gates: HandshakeGates::default(), settings }
     }
 
     pub async fn open(&self, request: &EstablishRequest) -> Result<Opened, OpenError> {

@@ -50,7 +50,10 @@ pub struct Http {
 impl Http {
     pub fn new(port: u16) -> Self {
         // Long polls take up to the poll ttl; the client must outlast them.
-        let client = awc::Client::builder().timeout(Duration::from_secs(60)).finish();
+        // Pooled connections are dropped well before the server's 5 s
+        // keep-alive ends them, so a request never races a closing socket.
+        let connector = awc::Connector::new().limit(0).conn_keep_alive(Duration::from_secs(2));
+        let client = awc::Client::builder().connector(connector).timeout(Duration::from_secs(60)).finish();
         Http { client, addr: SocketAddr::from(([127, 0, 0, 1], port)) }
     }
 

@@ -132,12 +132,26 @@ impl Stack {
     }
 
     pub async fn open_with(&self, path: &str, extra: &[(&str, &str)]) -> Socket {
-        let target = self.upstream.url(path);
-        let mut params = vec![("cb", CB), ("from", "tests"), ("target", target.as_str()), ("token", "dev")];
-        params.extend_from_slice(extra);
-        let reply = self.create(&params, &[]).await;
+        let reply = self.create_dev(&self.upstream.url(path), extra).await;
         assert_eq!(reply.status, 200);
         self.socket_from(&reply.jsonp(CB))
+    }
+
+    /// Creates a socket to any target the `dev` token allows.
+    pub async fn open_target(&self, target: &str) -> Socket {
+        self.socket_from(&self.create_dev(target, &[]).await.jsonp(CB))
+    }
+
+    /// Like [`Stack::open_target`], but `None` when the create fails.
+    pub async fn try_open_target(&self, target: &str) -> Option<Socket> {
+        let created = self.create_dev(target, &[]).await.jsonp(CB);
+        (created["ok"] == true).then(|| self.socket_from(&created))
+    }
+
+    async fn create_dev(&self, target: &str, extra: &[(&str, &str)]) -> Reply {
+        let mut params = vec![("cb", CB), ("from", "tests"), ("target", target), ("token", "dev")];
+        params.extend_from_slice(extra);
+        self.create(&params, &[]).await
     }
 
     /// The client's view of the socket a successful create answer names.
