@@ -52,6 +52,16 @@ pub struct CreateArgs {
     /// socket, handshake included.
     #[arg(long, env = "POLYSOCKET_CREATE_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub create_timeout: Duration,
+
+    /// How long a daemon has to take a create before another is tried (and
+    /// the silent one is kept out of selection for a while).
+    #[arg(long, env = "POLYSOCKET_ACCEPT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub accept_timeout: Duration,
+
+    /// Daemons tried per create when they do not answer.
+    #[arg(long = "create-attempts", env = "POLYSOCKET_CREATE_ATTEMPTS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub attempts: u32,
 }
 
 /// Parses durations such as `500ms`, `15s` or `2m` (humantime syntax).

@@ -6,6 +6,7 @@
 //! - [`token`]: token records and the origin/target authorization rules;
 //! - [`fleet`]: the [`fleet::Fleet`] both services coordinate through, with
 //!   Redis and in-memory backends;
+//! - [`metrics`]: Prometheus encoding;
 //! - [`cli`]: command-line arguments both services share;
 //! - [`shutdown`]: the SIGTERM/SIGINT future.
 #![forbid(unsafe_code)]
@@ -13,6 +14,7 @@
 pub mod cli;
 pub mod fleet;
 pub mod jsonp;
+pub mod metrics;
 pub mod shutdown;
 pub mod target;
 pub mod token;

@@ -80,8 +80,12 @@ pub struct EstablishRequest {
     pub id: String,
     /// Where the daemon sends its reply (a Redis channel; unused in memory).
     pub reply_to: String,
-    /// Unix time in milliseconds after which the router no longer waits: a
-    /// daemon that gets the request later drops it and frees the reservation.
+    /// Unix time in milliseconds by which the daemon must take the request;
+    /// a daemon that gets it later drops it and frees the reservation, as
+    /// the router has moved on to another daemon.
+    pub accept_by_ms: u64,
+    /// Unix time in milliseconds after which the router no longer waits for
+    /// the outcome: a socket opened later is closed at once.
     pub expires_at_ms: u64,
     /// The normalized ws:// or wss:// URL.
     pub target: String,
@@ -99,14 +103,28 @@ pub struct EstablishRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "lowercase")]
 pub enum EstablishReply {
-    Open { request_id: String, fqdn: String, socket: String, protocol: String },
-    Failed { request_id: String, error: String },
+    /// The daemon took the request and is opening the upstream; the outcome follows.
+    Accepted {
+        request_id: String,
+    },
+    Open {
+        request_id: String,
+        fqdn: String,
+        socket: String,
+        protocol: String,
+    },
+    Failed {
+        request_id: String,
+        error: String,
+    },
 }
 
 impl EstablishReply {
     pub fn request_id(&self) -> &str {
         match self {
-            EstablishReply::Open { request_id, .. } | EstablishReply::Failed { request_id, .. } => request_id,
+            EstablishReply::Accepted { request_id }
+            | EstablishReply::Open { request_id, .. }
+            | EstablishReply::Failed { request_id, .. } => request_id,
         }
     }
 }

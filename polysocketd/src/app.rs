@@ -3,23 +3,28 @@
 use crate::bridge::Limits;
 use crate::config::DaemonConfig;
 use crate::daemon::Daemon;
+use crate::metrics::DaemonMetrics;
 use crate::routes;
 use crate::upstream::OpenSettings;
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, web};
 use dashmap::DashMap;
-use polysocket_common::fleet::{DaemonInfo, Fleet, FleetError, MemoryFleet, RedisFleet};
+use polysocket_common::fleet::{self, DaemonInfo, Fleet, FleetError, MemoryFleet, RedisFleet};
+use polysocket_common::metrics;
 use polysocket_common::token::{TokensFile, TokensFileError};
+use prometheus::Registry;
 use router::create::{self, CreateService};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// A bound, not yet running daemon.
 pub struct Application {
     port: u16,
     server: Server,
     daemon: Arc<Daemon>,
+    shutdown_grace: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +65,8 @@ impl Application {
     /// their own fleet).
     pub fn serve(listener: TcpListener, fleet: Arc<dyn Fleet>, config: &DaemonConfig) -> Result<Self, StartError> {
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: "?".into(), source })?;
+        let registry = Registry::new();
+        fleet::register_metrics(&registry);
         let bridge = &config.bridge;
         let daemon = Arc::new(Daemon {
             info: DaemonInfo {
@@ -85,62 +92,73 @@ impl Application {
             },
             heartbeat_interval: config.heartbeat_interval,
             registered: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            metrics: Arc::new(DaemonMetrics::new(&registry)),
         });
-        let create =
-            config.standalone.then(|| Arc::new(CreateService { fleet, timeout: config.create.create_timeout }));
+        let create = config.standalone.then(|| Arc::new(CreateService::new(fleet, config.create.clone(), &registry)));
         // Forms and base64 inflate a message by a third; leave room for that.
         let body_limit = bridge.max_message_bytes / 3 * 4 + 4096;
-        let shared = web::Data::from(daemon.clone());
+        let (shared, registry) = (web::Data::from(daemon.clone()), web::Data::new(registry));
         let server = actix_web::HttpServer::new(move || {
             let mut app = App::new()
                 .app_data(shared.clone())
+                .app_data(registry.clone())
                 .app_data(web::PayloadConfig::new(body_limit))
                 .configure(routes::configure)
                 .route("/healthz", web::get().to(HttpResponse::Ok))
-                .route("/readyz", web::get().to(ready));
+                .route("/readyz", web::get().to(ready))
+                .route("/metrics", web::get().to(render_metrics));
             if let Some(create) = &create {
                 app = app.configure(create::configure(create.clone()));
             }
             app
         })
+        // Shutdown is ours: drain first (see `run_until_stopped`), then stop.
+        .disable_signals()
+        .shutdown_timeout(1)
         .listen(listener)
         .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?
         .run();
         log::info!("polysocketd {} listening on {addr} as {}", daemon.info.id, daemon.info.fqdn);
-        Ok(Application { port: addr.port(), server, daemon })
+        Ok(Application { port: addr.port(), server, daemon, shutdown_grace: config.shutdown_grace })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// The name clients are given (before `{uniq}.`).
-    pub fn fqdn(&self) -> &str {
-        &self.daemon.info.fqdn
-    }
-
-    /// Runs until SIGTERM/SIGINT, then leaves the fleet and closes every
-    /// socket. Must run inside an actix system (the upstream client is `!Send`).
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+    /// Runs until `shutdown` resolves (in production: SIGTERM or SIGINT), then
+    /// drains: leaves the fleet, closes every socket with 1001 and gives
+    /// clients up to `--shutdown-grace` to read it. Must run inside an actix
+    /// system (the upstream client is `!Send`).
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let heartbeat = tokio::spawn(self.daemon.clone().heartbeat());
         let creates = actix_web::rt::spawn(self.daemon.clone().serve_creates());
-        let result = self.server.await;
+        let handle = self.server.handle();
+        let mut server = self.server;
+        let result = tokio::select! {
+            result = &mut server => result,
+            () = shutdown => {
+                self.daemon.drain(self.shutdown_grace).await;
+                handle.stop(true).await;
+                server.await
+            }
+        };
         heartbeat.abort();
         creates.abort();
-        if let Err(e) = self.daemon.fleet.deregister(&self.daemon.info.id).await {
-            log::warn!("could not deregister: {e}");
-        }
-        // Dropping the handles makes every owner close its upstream.
-        self.daemon.sockets.clear();
         result
     }
 }
 
-/// Ready when the fleet answers and this daemon is registered in it.
+/// Ready when the fleet answers and this daemon is registered (not draining).
 async fn ready(daemon: web::Data<Daemon>) -> HttpResponse {
     match daemon.fleet.ping().await {
         Ok(()) if daemon.registered.load(Ordering::Acquire) => HttpResponse::Ok().body("ready"),
         Ok(()) => HttpResponse::ServiceUnavailable().body("not ready: not registered"),
         Err(e) => HttpResponse::ServiceUnavailable().body(format!("not ready: {e}")),
     }
+}
+
+async fn render_metrics(registry: web::Data<Registry>) -> HttpResponse {
+    HttpResponse::Ok().content_type(metrics::CONTENT_TYPE).body(metrics::encode(&registry))
 }

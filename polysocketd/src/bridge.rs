@@ -8,6 +8,7 @@
 //! pings, reassembling fragments, validating UTF-8, and running the closing
 //! handshake.
 
+use crate::metrics::DaemonMetrics;
 use crate::upstream::Upstream;
 use actix_http::ws::{Item, ProtocolError};
 use awc::ws::{CloseCode, CloseReason, Frame, Message};
@@ -18,6 +19,7 @@ use futures_util::{SinkExt, StreamExt};
 use polysocket_common::wire::ClientMessage;
 use rand::Rng;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
@@ -157,7 +159,7 @@ pub struct Bridge<O> {
     pub upstream_ended: oneshot::Receiver<()>,
 }
 
-pub fn bridge(upstream: Upstream, limits: Limits) -> Bridge<impl Future<Output = End>> {
+pub fn bridge(upstream: Upstream, limits: Limits, metrics: Arc<DaemonMetrics>) -> Bridge<impl Future<Output = End>> {
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let (ended_tx, upstream_ended) = oneshot::channel();
     let now = Instant::now();
@@ -166,6 +168,7 @@ pub fn bridge(upstream: Upstream, limits: Limits) -> Bridge<impl Future<Output =
         upstream,
         commands,
         limits,
+        metrics,
         queue: VecDeque::new(),
         queued_bytes: 0,
         next_seq: 1,
@@ -228,6 +231,7 @@ struct Owner {
     upstream: Upstream,
     commands: mpsc::Receiver<Command>,
     limits: Limits,
+    metrics: Arc<DaemonMetrics>,
     /// Messages not yet acknowledged by the client, oldest first.
     queue: VecDeque<QueuedMessage>,
     /// Payload bytes in `queue`; reading the upstream pauses at the limit.
@@ -352,12 +356,16 @@ impl Owner {
     }
 
     async fn forward(&mut self, message: Outgoing) -> Result<(), SendFailure> {
+        let size = message.bytes().len();
         let frame = match message {
             Outgoing::Text(text) => Message::Text(text.into()),
             Outgoing::Binary(bytes) => Message::Binary(bytes),
         };
         match tokio::time::timeout(self.limits.send_timeout, self.upstream.send(frame)).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                self.metrics.to_upstream.count(size);
+                Ok(())
+            }
             Ok(Err(_)) => {
                 self.end_with(1006, "upstream write failed".into());
                 Err(SendFailure::Upstream)
@@ -431,6 +439,7 @@ impl Owner {
 
     async fn deliver(&mut self, text: bool, data: Bytes) {
         let size = data.len();
+        self.metrics.to_client.count(size);
         if !text {
             let encoded = BASE64.encode(&data);
             return self.enqueue(size, |seq| ClientMessage::Binary { seq, data: encoded });

@@ -45,6 +45,11 @@ pub struct DaemonConfig {
     #[command(flatten)]
     pub bridge: BridgeSettings,
 
+    /// On SIGTERM/SIGINT, how long to wait for clients to read the close of
+    /// their sockets before exiting.
+    #[arg(long, env = "POLYSOCKET_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
     /// How often the daemon renews its registry entry; a daemon that misses
     /// two renewals drops out of selection.
     #[arg(long, env = "POLYSOCKET_HEARTBEAT_INTERVAL", default_value = "2s", value_parser = parse_duration)]

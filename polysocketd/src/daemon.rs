@@ -1,8 +1,10 @@
 //! The daemon's shared state and its background duties: registering in the
-//! fleet and opening the sockets routers hand over.
+//! fleet, opening the sockets routers hand over, and draining on shutdown.
 
 use crate::bridge::{self, End, Limits, SocketHandle};
+use crate::metrics::DaemonMetrics;
 use crate::upstream::{OpenSettings, Opener};
+use awc::ws::{CloseCode, CloseReason};
 use dashmap::DashMap;
 use polysocket_common::fleet::{DaemonInfo, Fleet};
 use polysocket_common::wire::{EstablishReply, EstablishRequest, unix_millis};
@@ -14,6 +16,8 @@ use std::time::Duration;
 /// Pause after a fleet error before trying again, so an unreachable Redis is
 /// not hammered.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// How often a drain checks whether every socket has ended.
+const DRAIN_CHECK: Duration = Duration::from_millis(50);
 
 /// Everything request handlers and background tasks share.
 pub struct Daemon {
@@ -29,16 +33,22 @@ pub struct Daemon {
     /// Whether the last heartbeat reached the fleet: routers can pick this
     /// daemon only while it is registered, so readiness follows it.
     pub registered: AtomicBool,
+    /// Set on shutdown: no new sockets, no more heartbeats, not ready.
+    pub draining: AtomicBool,
+    pub metrics: Arc<DaemonMetrics>,
 }
 
 impl Daemon {
-    /// Keeps the registry entry alive until the process ends. The entry
+    /// Keeps the registry entry alive until the daemon drains. The entry
     /// expires after two missed beats, so a dead daemon leaves selection fast.
     pub async fn heartbeat(self: Arc<Self>) {
         let ttl = self.heartbeat_interval * 2;
         let mut ticks = tokio::time::interval(self.heartbeat_interval);
         loop {
             ticks.tick().await;
+            if self.draining.load(Ordering::Acquire) {
+                return;
+            }
             let beat = self.fleet.heartbeat(&self.info, self.sockets.len() as u32, ttl).await;
             let was_registered = self.registered.swap(beat.is_ok(), Ordering::AcqRel);
             match beat {
@@ -49,11 +59,11 @@ impl Daemon {
         }
     }
 
-    /// Takes create requests from the fleet and opens their sockets. Runs on
-    /// an actix thread because the WebSocket client is `!Send`.
+    /// Takes create requests from the fleet and opens their sockets, until
+    /// the daemon drains. Runs on an actix thread: the WebSocket client is `!Send`.
     pub async fn serve_creates(self: Arc<Self>) {
         let opener = Rc::new(Opener::new(self.open.clone()));
-        loop {
+        while !self.draining.load(Ordering::Acquire) {
             match self.fleet.next_request(&self.info.id).await {
                 Ok(Some(request)) => {
                     actix_web::rt::spawn(self.clone().open_socket(opener.clone(), request));
@@ -68,24 +78,23 @@ impl Daemon {
     }
 
     async fn open_socket(self: Arc<Self>, opener: Rc<Opener>, request: EstablishRequest) {
-        if unix_millis() > request.expires_at_ms {
-            log::warn!("dropping create request {} that expired before it was taken", request.id);
+        if unix_millis() > request.accept_by_ms || self.draining.load(Ordering::Acquire) {
+            log::warn!("dropping create request {}: taken too late", request.id);
             self.release(&request.token).await;
             return;
         }
-        let reply = match opener.open(&request).await {
+        let accepted = EstablishReply::Accepted { request_id: request.id.clone() };
+        if let Err(e) = self.fleet.reply(&request, accepted).await {
+            log::warn!("could not accept create request {}: {e}", request.id);
+        }
+        let timer = self.metrics.handshake_seconds.start_timer();
+        let opened = opener.open(&request).await;
+        timer.observe_duration();
+        let reply = match opened {
             Ok(opened) => {
                 let socket = new_socket_id();
                 let fqdn = format!("{}.{}", new_dns_label(), self.info.fqdn);
-                let bridge = bridge::bridge(opened.upstream, self.limits.clone());
-                self.sockets.insert(socket.clone(), bridge.handle);
-                let daemon = self.clone();
-                let token = request.token.clone();
-                actix_web::rt::spawn(async move {
-                    let _ = bridge.upstream_ended.await;
-                    daemon.release(&token).await;
-                });
-                actix_web::rt::spawn(self.clone().own_socket(socket.clone(), bridge.owner));
+                self.adopt(socket.clone(), &request.token, opened.upstream);
                 EstablishReply::Open { request_id: request.id.clone(), fqdn, socket, protocol: opened.protocol }
             }
             Err(e) => {
@@ -95,24 +104,66 @@ impl Daemon {
             }
         };
         let heard = self.fleet.reply(&request, reply.clone()).await;
-        if let (EstablishReply::Open { socket, .. }, false) = (&reply, matches!(heard, Ok(true))) {
+        let late = unix_millis() > request.expires_at_ms;
+        if let (EstablishReply::Open { socket, .. }, false) = (&reply, matches!(heard, Ok(true)) && !late) {
             // Nobody will ever learn this socket's id: close it at once.
-            log::warn!("socket {socket}: router gave up waiting, closing");
+            log::warn!("socket {socket}: the router gave up waiting; closing");
             self.sockets.remove(socket);
         }
     }
 
-    async fn own_socket(self: Arc<Self>, socket: String, owner: impl Future<Output = End>) {
-        log::info!("socket {socket}: open");
-        let end = owner.await;
-        self.sockets.remove(&socket);
-        log::info!("socket {socket}: ended ({end:?})");
+    /// Starts the owner task of a freshly opened upstream.
+    fn adopt(self: &Arc<Self>, socket: String, token: &str, upstream: crate::upstream::Upstream) {
+        let bridge = bridge::bridge(upstream, self.limits.clone(), self.metrics.clone());
+        self.sockets.insert(socket.clone(), bridge.handle);
+        self.metrics.sockets_open.inc();
+        let (daemon, token) = (self.clone(), token.to_owned());
+        actix_web::rt::spawn(async move {
+            // The slot is free once the upstream is gone, even while the
+            // client has yet to read the close.
+            let _ = bridge.upstream_ended.await;
+            daemon.release(&token).await;
+        });
+        let daemon = self.clone();
+        actix_web::rt::spawn(async move {
+            log::info!("socket {socket}: open");
+            let end = bridge.owner.await;
+            daemon.sockets.remove(&socket);
+            daemon.metrics.sockets_open.dec();
+            daemon.metrics.closed(match end {
+                End::Delivered { .. } => "delivered",
+                End::Idle => "idle",
+                End::Abandoned => "abandoned",
+            });
+            log::info!("socket {socket}: ended ({end:?})");
+        });
     }
 
     async fn release(&self, token: &str) {
         if let Err(e) = self.fleet.release(token, &self.info.id).await {
             log::warn!("could not release a connection slot: {e}");
         }
+    }
+
+    /// Leaves the fleet and closes every socket with 1001 "going away",
+    /// waiting up to `grace` for clients to read their close.
+    pub async fn drain(&self, grace: Duration) {
+        log::info!("draining {} socket(s)", self.sockets.len());
+        self.draining.store(true, Ordering::Release);
+        self.registered.store(false, Ordering::Release);
+        if let Err(e) = self.fleet.deregister(&self.info.id).await {
+            log::warn!("could not deregister: {e}");
+        }
+        let handles: Vec<SocketHandle> = self.sockets.iter().map(|entry| entry.value().clone()).collect();
+        let going_away = CloseReason { code: CloseCode::Away, description: Some("going away".into()) };
+        futures_util::future::join_all(handles.iter().map(|h| h.close(going_away.clone()))).await;
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.sockets.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(DRAIN_CHECK).await;
+        }
+        log::info!("drained; {} socket(s) left unread", self.sockets.len());
+        // Dropping the last handles makes the remaining owners end.
+        self.sockets.clear();
     }
 }
 

@@ -4,6 +4,7 @@
 //! - [`config`]: command-line and environment configuration;
 //! - [`daemon`]: shared state, fleet registration, opening handed-over sockets;
 //! - [`bridge`]: one owner task per socket and the handle to reach it;
+//! - [`metrics`]: what the daemon measures;
 //! - [`routes`]: `/s` (send) and `/j` (long-poll receive);
 //! - [`upstream`]: the upstream WebSocket handshake;
 //! - [`netguard`]: refusing non-public upstream addresses.
@@ -13,6 +14,7 @@ pub mod app;
 pub mod bridge;
 pub mod config;
 pub mod daemon;
+pub mod metrics;
 pub mod netguard;
 pub mod routes;
 pub mod upstream;

@@ -1,4 +1,5 @@
 use polysocket_common::cli::{init_logging, parse_or_exit, started_or_exit};
+use polysocket_common::shutdown;
 use polysocketd::app::Application;
 use polysocketd::config::DaemonConfig;
 
@@ -6,5 +7,5 @@ use polysocketd::config::DaemonConfig;
 async fn main() -> std::io::Result<()> {
     init_logging();
     let config: DaemonConfig = parse_or_exit();
-    started_or_exit(Application::build(&config).await).run_until_stopped().await
+    started_or_exit(Application::build(&config).await).run_until_stopped(shutdown::signal()).await
 }

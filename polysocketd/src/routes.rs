@@ -11,6 +11,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use polysocket_common::jsonp;
 use polysocket_common::wire::{Accepted, Failure, Messages};
+use prometheus::IntGauge;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -78,6 +79,23 @@ impl BridgeError {
             failure.expected = Some(expected);
         }
         jsonp::reply(status, cb, &failure)
+    }
+}
+
+/// Counts a poll as waiting for as long as it lives, including when its
+/// client goes away mid-wait and the handler is dropped.
+struct Waiting<'a>(&'a IntGauge);
+
+impl<'a> Waiting<'a> {
+    fn start(gauge: &'a IntGauge) -> Self {
+        gauge.inc();
+        Waiting(gauge)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -230,6 +248,7 @@ async fn poll(req: HttpRequest, socket: web::Path<String>, daemon: web::Data<Dae
             Some(seq) => Some(seq.parse::<u64>().map_err(|_| BridgeError::InvalidAck)?),
         };
         let handle = daemon.sockets.get(socket.as_str()).map(|h| h.clone()).ok_or(BridgeError::UnknownSocket)?;
+        let _waiting = Waiting::start(&daemon.metrics.polls_waiting);
         match handle.poll(ttl, ack).await {
             PollOutcome::Messages(messages) => Ok(messages),
             PollOutcome::Superseded => Err(BridgeError::Superseded),

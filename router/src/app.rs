@@ -4,10 +4,17 @@ use crate::config::RouterConfig;
 use crate::create::{self, CreateService};
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, web};
-use polysocket_common::fleet::{Fleet, RedisFleet};
-use polysocket_common::token::TokensFile;
+use polysocket_common::cli::CreateArgs;
+use polysocket_common::fleet::{self, Fleet, FleetError, RedisFleet};
+use polysocket_common::metrics;
+use polysocket_common::token::{TokenRecord, TokensFile, TokensFileError};
+use prometheus::Registry;
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the router checks that Redis still has the tokens file's records.
+const TOKENS_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A bound, not yet running router. Binding first lets tests use port 0 and
 /// ask which port they got.
@@ -19,48 +26,46 @@ pub struct Application {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Tokens(#[from] polysocket_common::token::TokensFileError),
+    Tokens(#[from] TokensFileError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
     #[error("invalid redis url: {0}")]
-    Redis(#[source] polysocket_common::fleet::FleetError),
+    Redis(#[source] FleetError),
 }
 
 impl Application {
-    /// Builds the production router: Redis fleet, tokens loaded from the file.
+    /// Builds the production router: Redis fleet, tokens from the file.
     pub async fn build(config: &RouterConfig) -> Result<Self, StartError> {
         let fleet = RedisFleet::new(&config.redis.url).map_err(StartError::Redis)?;
         fleet.listen_for_replies().await;
         if let Some(path) = &config.tokens.path {
-            let file = TokensFile::load(path)?;
-            // Redis may be briefly unreachable at start-up; the tokens are
-            // retried in the background so the router still comes up.
-            let store_fleet = fleet.clone();
-            tokio::spawn(async move {
-                while let Err(e) = store_fleet.store_tokens(&file.tokens).await {
-                    log::warn!("cannot store tokens yet, retrying: {e}");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                }
-                log::info!("stored {} token record(s)", file.tokens.len());
-            });
+            let tokens = TokensFile::load(path)?.tokens;
+            tokio::spawn(keep_tokens_stored(fleet.clone(), tokens));
         }
         let listener = TcpListener::bind(config.listen)
             .map_err(|source| StartError::Bind { addr: config.listen.to_string(), source })?;
-        let service = Arc::new(CreateService { fleet, timeout: config.create.create_timeout });
-        Self::serve(listener, service)
+        Self::serve(listener, fleet, config.create.clone())
     }
 
     /// Serves `/create` with any fleet on an already bound listener.
-    pub fn serve(listener: TcpListener, service: Arc<CreateService>) -> Result<Self, StartError> {
+    pub fn serve(listener: TcpListener, fleet: Arc<dyn Fleet>, settings: CreateArgs) -> Result<Self, StartError> {
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: "?".into(), source })?;
-        let fleet = service.fleet.clone();
+        let registry = Registry::new();
+        fleet::register_metrics(&registry);
+        // In-flight creates finish on SIGTERM; none lasts longer than this.
+        let drain = settings.create_timeout + Duration::from_secs(1);
+        let service = Arc::new(CreateService::new(fleet.clone(), settings, &registry));
+        let (fleet, registry) = (web::Data::from(fleet), web::Data::new(registry));
         let server = actix_web::HttpServer::new(move || {
             App::new()
-                .app_data(web::Data::from(fleet.clone()))
+                .app_data(fleet.clone())
+                .app_data(registry.clone())
                 .configure(create::configure(service.clone()))
                 .route("/healthz", web::get().to(HttpResponse::Ok))
                 .route("/readyz", web::get().to(ready))
+                .route("/metrics", web::get().to(render_metrics))
         })
+        .shutdown_timeout(drain.as_secs())
         .listen(listener)
         .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?
         .run();
@@ -78,9 +83,33 @@ impl Application {
     }
 }
 
+/// Stores the tokens file's records, and stores them again whenever Redis
+/// has lost them (a restart without persistence), so creates recover
+/// without restarting any router.
+async fn keep_tokens_stored(fleet: Arc<RedisFleet>, tokens: Vec<TokenRecord>) {
+    while let Err(e) = fleet.store_tokens(&tokens).await {
+        log::warn!("cannot store tokens yet, retrying: {e}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    log::info!("stored {} token record(s)", tokens.len());
+    let mut checks = tokio::time::interval(TOKENS_CHECK_INTERVAL);
+    loop {
+        checks.tick().await;
+        match fleet.restore_tokens(&tokens).await {
+            Ok(true) => log::warn!("Redis had lost the token records; stored them again"),
+            Ok(false) => {}
+            Err(e) => log::debug!("cannot check the token records: {e}"),
+        }
+    }
+}
+
 async fn ready(fleet: web::Data<dyn Fleet>) -> HttpResponse {
     match fleet.ping().await {
         Ok(()) => HttpResponse::Ok().body("ready"),
         Err(e) => HttpResponse::ServiceUnavailable().body(format!("not ready: {e}")),
     }
+}
+
+async fn render_metrics(registry: web::Data<Registry>) -> HttpResponse {
+    HttpResponse::Ok().content_type(metrics::CONTENT_TYPE).body(metrics::encode(&registry))
 }

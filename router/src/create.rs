@@ -1,13 +1,16 @@
 //! `GET /create`: validate, authorize, reserve, hand off, answer.
 
+use crate::metrics::CreateMetrics;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{ORIGIN, REFERER};
 use actix_web::{HttpRequest, HttpResponse, web};
+use polysocket_common::cli::CreateArgs;
 use polysocket_common::fleet::{Fleet, FleetError};
 use polysocket_common::jsonp;
 use polysocket_common::target::{Target, TargetError, origin_of};
 use polysocket_common::token::Refusal;
 use polysocket_common::wire::{Created, EstablishReply, EstablishRequest, Failure, unix_millis};
+use prometheus::Registry;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,11 +20,20 @@ const MAX_FROM_LEN: usize = 64;
 /// Most subprotocols a client may offer; real protocols offer a handful.
 const MAX_PROTOCOLS: usize = 16;
 
+/// How long a daemon that left a create unanswered stays out of selection.
+const SUSPECT_PERIOD: Duration = Duration::from_secs(10);
+
 /// What `/create` needs to do its work, shared by all workers.
 pub struct CreateService {
-    pub fleet: Arc<dyn Fleet>,
-    /// How long to wait for the daemon's answer, upstream handshake included.
-    pub timeout: Duration,
+    fleet: Arc<dyn Fleet>,
+    settings: CreateArgs,
+    metrics: CreateMetrics,
+}
+
+impl CreateService {
+    pub fn new(fleet: Arc<dyn Fleet>, settings: CreateArgs, registry: &Registry) -> Self {
+        CreateService { fleet, settings, metrics: CreateMetrics::new(registry) }
+    }
 }
 
 /// Mounts `/create` on an app, for the router and for standalone polysocketd.
@@ -73,9 +85,25 @@ impl CreateError {
             | CreateError::InvalidTarget(_) => StatusCode::BAD_REQUEST,
             CreateError::UnknownToken | CreateError::Refused(_) => StatusCode::FORBIDDEN,
             CreateError::Fleet(FleetError::LimitReached) => StatusCode::TOO_MANY_REQUESTS,
-            CreateError::Fleet(FleetError::NoAnswer) => StatusCode::GATEWAY_TIMEOUT,
+            CreateError::Fleet(FleetError::NoAnswer | FleetError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             CreateError::Fleet(_) => StatusCode::SERVICE_UNAVAILABLE,
             CreateError::Upstream(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The `outcome` label of `polysocket_creates_total`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            CreateError::Missing(_)
+            | CreateError::InvalidFrom
+            | CreateError::InvalidProtocols
+            | CreateError::InvalidTarget(_) => "invalid",
+            CreateError::UnknownToken | CreateError::Refused(_) => "refused",
+            CreateError::Fleet(FleetError::LimitReached) => "limit_reached",
+            CreateError::Fleet(FleetError::NoDaemon | FleetError::NoCapacity) => "no_capacity",
+            CreateError::Fleet(FleetError::NoAnswer | FleetError::Timeout) => "daemon_timeout",
+            CreateError::Fleet(FleetError::Unavailable(_)) => "fleet_unavailable",
+            CreateError::Upstream(_) => "upstream_failed",
         }
     }
 }
@@ -85,10 +113,17 @@ async fn create(req: HttpRequest, service: web::Data<CreateService>) -> HttpResp
         Ok(parsed) => parsed,
         Err(e) => return jsonp::plain_bad_request(e),
     };
-    match service.create(&req, query).await {
-        Ok(created) => jsonp::reply(StatusCode::OK, callback.as_ref(), &created),
+    let timer = service.metrics.duration.start_timer();
+    let outcome = service.create(&req, query).await;
+    timer.observe_duration();
+    match outcome {
+        Ok(created) => {
+            service.metrics.outcome("ok");
+            jsonp::reply(StatusCode::OK, callback.as_ref(), &created)
+        }
         Err(e) => {
             log::info!("create refused: {e}");
+            service.metrics.outcome(e.outcome());
             let status = if callback.is_some() { StatusCode::OK } else { e.status() };
             jsonp::reply(status, callback.as_ref(), &Failure::new(e))
         }
@@ -108,30 +143,43 @@ impl CreateService {
 
         let token = self.fleet.token(&token_name).await?.ok_or(CreateError::UnknownToken)?;
         token.authorize(origin.as_deref(), &target)?;
-        let reservation = self.fleet.reserve(&token.token, token.max_connections).await?;
 
-        let request = EstablishRequest {
-            id: uuid::Uuid::new_v4().simple().to_string(),
-            reply_to: String::new(),
-            expires_at_ms: unix_millis() + self.timeout.as_millis() as u64,
-            target: target.as_str().to_owned(),
-            origin,
-            protocols,
-            client_ip: req.peer_addr().map(|a| a.ip().to_string()),
-            token: token.token.clone(),
-        };
-        let reply = match self.fleet.establish(&reservation.daemon_id, request, self.timeout).await {
-            Ok(reply) => reply,
-            Err(e @ FleetError::Unavailable(_)) => {
-                // The request never reached the daemon, so nobody else will
-                // give the reservation back.
-                if let Err(release) = self.fleet.release(&token.token, &reservation.daemon_id).await {
-                    log::warn!("could not release reservation after failed hand-off: {release}");
+        let client_ip = req.peer_addr().map(|a| a.ip().to_string());
+        let mut attempt = 1;
+        let reply = loop {
+            let reservation = self.fleet.reserve(&token.token, token.max_connections).await?;
+            let now = unix_millis();
+            let request = EstablishRequest {
+                id: uuid::Uuid::new_v4().simple().to_string(),
+                reply_to: String::new(),
+                accept_by_ms: now + self.settings.accept_timeout.as_millis() as u64,
+                expires_at_ms: now + self.settings.create_timeout.as_millis() as u64,
+                target: target.as_str().to_owned(),
+                origin: origin.clone(),
+                protocols: protocols.clone(),
+                client_ip: client_ip.clone(),
+                token: token.token.clone(),
+            };
+            match self.fleet.establish(&reservation.daemon_id, request).await {
+                Ok(reply) => break reply,
+                Err(FleetError::NoAnswer) if attempt < self.settings.attempts => {
+                    // The daemon did not take the request: if it takes it
+                    // later it drops it (and its reservation) itself; if it
+                    // is dead, its registry entry expires with its slots.
+                    log::warn!("daemon {} did not answer a create; trying another", reservation.daemon_id);
+                    self.fleet.mark_suspect(&reservation.daemon_id, SUSPECT_PERIOD).await?;
+                    attempt += 1;
                 }
-                return Err(e.into());
+                Err(e @ FleetError::Unavailable(_)) => {
+                    // The request never reached the daemon, so nobody else
+                    // will give the reservation back.
+                    if let Err(release) = self.fleet.release(&token.token, &reservation.daemon_id).await {
+                        log::warn!("could not release a reservation after a failed hand-off: {release}");
+                    }
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e.into()),
             }
-            // A daemon that got the request late drops it and releases itself.
-            Err(e) => return Err(e.into()),
         };
         match reply {
             EstablishReply::Open { fqdn, socket, protocol, .. } => {
@@ -139,6 +187,7 @@ impl CreateService {
                 Ok(Created { ok: true, fqdn, socket, protocol })
             }
             EstablishReply::Failed { error, .. } => Err(CreateError::Upstream(error)),
+            EstablishReply::Accepted { .. } => unreachable!("Fleet::establish returns outcomes only"),
         }
     }
 }

@@ -4,9 +4,11 @@
 //!   the fleet and waits for it to open the upstream socket; also mounted by
 //!   polysocketd in standalone mode;
 //! - [`app`]: the HTTP server (`Application::build` binds, `run` serves);
-//! - [`config`]: command-line and environment configuration.
+//! - [`config`]: command-line and environment configuration;
+//! - [`metrics`]: what the router measures.
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod config;
 pub mod create;
+pub mod metrics;

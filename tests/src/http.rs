@@ -64,11 +64,21 @@ impl Http {
 
     /// GET with extra headers; `host` names a virtual host (e.g. a socket's fqdn).
     pub async fn get(&self, host: Option<&str>, path_and_query: &str, headers: &[(&str, &str)]) -> Reply {
+        self.try_get(host, path_and_query, headers).await.expect("GET failed")
+    }
+
+    /// A GET whose connection may fail, for clients that retry.
+    pub async fn try_get(
+        &self,
+        host: Option<&str>,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, awc::error::SendRequestError> {
         let mut request = self.client.get(self.url(host, path_and_query)).address(self.addr);
         for &(name, value) in headers {
             request = request.insert_header((name, value));
         }
-        read(request.send().await.expect("GET failed")).await
+        Ok(read(request.send().await?).await)
     }
 
     /// Whether `GET path` answers 200; a refused connection counts as no,
@@ -87,12 +97,24 @@ impl Http {
     }
 
     pub async fn post(&self, host: Option<&str>, path_and_query: &str, content_type: &str, body: Vec<u8>) -> Reply {
+        self.try_post(host, path_and_query, content_type, body).await.expect("POST failed")
+    }
+
+    /// A POST whose connection may legitimately fail (the server may answer
+    /// early and close while a large body is still being sent).
+    pub async fn try_post(
+        &self,
+        host: Option<&str>,
+        path_and_query: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<Reply, awc::error::SendRequestError> {
         let request = self
             .client
             .post(self.url(host, path_and_query))
             .address(self.addr)
             .insert_header(("content-type", content_type));
-        read(request.send_body(body).await.expect("POST failed")).await
+        Ok(read(request.send_body(body).await?).await)
     }
 }
 

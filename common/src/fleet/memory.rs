@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// How long [`Fleet::next_request`] waits before returning `None`.
@@ -26,13 +26,15 @@ struct State {
     daemons: HashMap<String, Daemon>,
     /// Open sockets per token, per daemon, so a dead daemon's slots vanish with it.
     slots: HashMap<String, HashMap<String, u32>>,
-    waiting: HashMap<String, oneshot::Sender<EstablishReply>>,
+    waiting: HashMap<String, mpsc::Sender<EstablishReply>>,
 }
 
 struct Daemon {
     info: DaemonInfo,
     load: u32,
     expires_at: Instant,
+    /// Left out of selection until then (it left a create unanswered).
+    suspect_until: Option<Instant>,
     inbox_tx: mpsc::Sender<EstablishRequest>,
     inbox_rx: Arc<tokio::sync::Mutex<mpsc::Receiver<EstablishRequest>>>,
 }
@@ -69,6 +71,11 @@ impl Fleet for MemoryFleet {
         Ok(())
     }
 
+    async fn restore_tokens(&self, _tokens: &[TokenRecord]) -> Result<bool, FleetError> {
+        // Memory lives as long as the process: nothing is ever lost.
+        Ok(false)
+    }
+
     async fn token(&self, token: &str) -> Result<Option<TokenRecord>, FleetError> {
         Ok(self.state().tokens.get(token).cloned())
     }
@@ -89,6 +96,7 @@ impl Fleet for MemoryFleet {
                         info: daemon.clone(),
                         load,
                         expires_at,
+                        suspect_until: None,
                         inbox_tx,
                         inbox_rx: Arc::new(tokio::sync::Mutex::new(inbox_rx)),
                     },
@@ -113,10 +121,11 @@ impl Fleet for MemoryFleet {
         if state.daemons.is_empty() {
             return Err(FleetError::NoDaemon);
         }
+        let now = Instant::now();
         let best = state
             .daemons
             .values_mut()
-            .filter(|d| d.load < d.info.capacity)
+            .filter(|d| d.load < d.info.capacity && d.suspect_until.is_none_or(|until| until <= now))
             .min_by(|a, b| {
                 // Compare load/capacity without floating point: a.load/a.cap < b.load/b.cap.
                 (u64::from(a.load) * u64::from(b.info.capacity))
@@ -149,26 +158,25 @@ impl Fleet for MemoryFleet {
         Ok(())
     }
 
-    async fn establish(
-        &self,
-        daemon_id: &str,
-        request: EstablishRequest,
-        timeout: Duration,
-    ) -> Result<EstablishReply, FleetError> {
-        let (reply_tx, reply_rx) = oneshot::channel();
+    async fn establish(&self, daemon_id: &str, request: EstablishRequest) -> Result<EstablishReply, FleetError> {
+        let (reply_tx, mut replies) = mpsc::channel(super::REPLIES_PER_CREATE);
         let request_id = request.id.clone();
         {
             let mut state = self.state();
             let inbox = state.daemons.get(daemon_id).ok_or(FleetError::NoDaemon)?.inbox_tx.clone();
-            inbox.try_send(request).map_err(|_| FleetError::NoAnswer)?;
+            inbox.try_send(request.clone()).map_err(|_| FleetError::NoAnswer)?;
             state.waiting.insert(request_id.clone(), reply_tx);
         }
-        let reply = tokio::time::timeout(timeout, reply_rx).await;
+        let outcome = super::await_outcome(&mut replies, &request).await;
         self.state().waiting.remove(&request_id);
-        match reply {
-            Ok(Ok(reply)) => Ok(reply),
-            _ => Err(FleetError::NoAnswer),
+        outcome
+    }
+
+    async fn mark_suspect(&self, daemon_id: &str, period: Duration) -> Result<(), FleetError> {
+        if let Some(daemon) = self.state().daemons.get_mut(daemon_id) {
+            daemon.suspect_until = Some(Instant::now() + period);
         }
+        Ok(())
     }
 
     async fn next_request(&self, daemon_id: &str) -> Result<Option<EstablishRequest>, FleetError> {
@@ -186,8 +194,8 @@ impl Fleet for MemoryFleet {
     }
 
     async fn reply(&self, request: &EstablishRequest, reply: EstablishReply) -> Result<bool, FleetError> {
-        let waiter = self.state().waiting.remove(&request.id);
-        Ok(waiter.is_some_and(|tx| tx.send(reply).is_ok()))
+        let waiter = self.state().waiting.get(&request.id).cloned();
+        Ok(waiter.is_some_and(|tx| tx.try_send(reply).is_ok()))
     }
 
     async fn ping(&self) -> Result<(), FleetError> {

@@ -16,6 +16,8 @@ pub use self::redis::RedisFleet;
 use crate::token::TokenRecord;
 use crate::wire::{EstablishReply, EstablishRequest};
 use async_trait::async_trait;
+use prometheus::{IntCounter, Registry};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 /// A daemon as the registry knows it.
@@ -43,20 +45,38 @@ pub enum FleetError {
     NoDaemon,
     #[error("no capacity")]
     NoCapacity,
+    /// The daemon did not take the request in time: it may be dead or stuck,
+    /// so another daemon can be tried.
     #[error("daemon did not answer")]
     NoAnswer,
+    /// The daemon took the request but gave no outcome in time.
+    #[error("create timed out")]
+    Timeout,
     #[error("fleet unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Failed Redis operations, process-wide: every Redis error becomes a
+/// [`FleetError`] through the conversions below, which count it.
+static REDIS_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
+    IntCounter::new("polysocket_redis_errors_total", "Redis operations that failed").expect("valid metric")
+});
+
+/// Adds the fleet's metrics to a service's registry.
+pub fn register_metrics(registry: &Registry) {
+    crate::metrics::register(registry, REDIS_ERRORS.clone());
+}
+
 impl From<::redis::RedisError> for FleetError {
     fn from(e: ::redis::RedisError) -> Self {
+        REDIS_ERRORS.inc();
         FleetError::Unavailable(Box::new(e))
     }
 }
 
 impl From<deadpool_redis::PoolError> for FleetError {
     fn from(e: deadpool_redis::PoolError) -> Self {
+        REDIS_ERRORS.inc();
         FleetError::Unavailable(Box::new(e))
     }
 }
@@ -65,6 +85,10 @@ impl From<deadpool_redis::PoolError> for FleetError {
 pub trait Fleet: Send + Sync + 'static {
     /// Adds or replaces token records (router start-up, admin).
     async fn store_tokens(&self, tokens: &[TokenRecord]) -> Result<(), FleetError>;
+
+    /// Stores `tokens` only if the fleet has lost every token record it was
+    /// given (a Redis that restarted empty); `Ok(true)` when it did.
+    async fn restore_tokens(&self, tokens: &[TokenRecord]) -> Result<bool, FleetError>;
 
     async fn token(&self, token: &str) -> Result<Option<TokenRecord>, FleetError>;
 
@@ -82,24 +106,48 @@ pub trait Fleet: Send + Sync + 'static {
     /// Gives back what [`Fleet::reserve`] took, when a socket ends or fails to open.
     async fn release(&self, token: &str, daemon_id: &str) -> Result<(), FleetError>;
 
-    /// Router side of the hand-off: delivers `request` to the daemon and waits
-    /// up to `timeout` for its reply.
-    async fn establish(
-        &self,
-        daemon_id: &str,
-        request: EstablishRequest,
-        timeout: Duration,
-    ) -> Result<EstablishReply, FleetError>;
+    /// Router side of the hand-off: delivers `request` to the daemon, waits
+    /// for the daemon to take it (by `request.accept_by_ms`) and then for the
+    /// outcome (by `request.expires_at_ms`). Never returns `Accepted`.
+    async fn establish(&self, daemon_id: &str, request: EstablishRequest) -> Result<EstablishReply, FleetError>;
+
+    /// Keeps `daemon_id` out of selection for `period` (it left a create
+    /// unanswered); its registry entry expiring takes it out for good.
+    async fn mark_suspect(&self, daemon_id: &str, period: Duration) -> Result<(), FleetError>;
 
     /// Daemon side of the hand-off: the next request for `daemon_id`, or
     /// `None` when none arrived within a short wait (so callers can check
     /// for shutdown between waits).
     async fn next_request(&self, daemon_id: &str) -> Result<Option<EstablishRequest>, FleetError>;
 
-    /// Answers a request. `Ok(false)` means nobody was waiting any more, so
-    /// the daemon must undo whatever it opened.
+    /// Answers a request (first `Accepted`, then the outcome). `Ok(false)`
+    /// means nobody was waiting any more, so the daemon must undo whatever
+    /// it opened.
     async fn reply(&self, request: &EstablishRequest, reply: EstablishReply) -> Result<bool, FleetError>;
 
     /// Whether the backend is reachable, for readiness probes.
     async fn ping(&self) -> Result<(), FleetError>;
+}
+
+/// Replies a router keeps for one create: the acceptance and the outcome.
+const REPLIES_PER_CREATE: usize = 2;
+
+/// Waits for a daemon's replies to `request`: the acceptance by
+/// `accept_by_ms`, then the outcome by `expires_at_ms`.
+async fn await_outcome(
+    replies: &mut tokio::sync::mpsc::Receiver<EstablishReply>,
+    request: &EstablishRequest,
+) -> Result<EstablishReply, FleetError> {
+    let until = |unix_ms: u64| {
+        let left = unix_ms.saturating_sub(crate::wire::unix_millis());
+        tokio::time::Instant::now() + Duration::from_millis(left)
+    };
+    let first = tokio::time::timeout_at(until(request.accept_by_ms), replies.recv()).await;
+    match first.ok().flatten().ok_or(FleetError::NoAnswer)? {
+        EstablishReply::Accepted { .. } => {
+            let outcome = tokio::time::timeout_at(until(request.expires_at_ms), replies.recv()).await;
+            outcome.ok().flatten().ok_or(FleetError::Timeout)
+        }
+        outcome => Ok(outcome),
+    }
 }

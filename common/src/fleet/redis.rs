@@ -1,17 +1,19 @@
 //! The production fleet, coordinated through one Redis.
 //!
 //! Keys (all under `ps:`):
-//! - `ps:tokens` hash: token -> JSON [`TokenRecord`];
+//! - `ps:tokens` hash: token -> JSON [`TokenRecord`], and `ps:tokens:stored`
+//!   telling that tokens were stored (gone when Redis lost its data);
 //! - `ps:daemons` set of daemon ids, and `ps:daemon:<id>` hash (`fqdn`,
 //!   `capacity`, `load`) that expires unless heartbeats renew it;
 //! - `ps:slots:<token>` hash: daemon id -> sockets that token holds there, so
 //!   the slots of a daemon that died go away with its registry entry;
 //! - `ps:inbox:<id>` list: create requests for a daemon (at-least-once until
-//!   popped), answered by `PUBLISH` on the router's own reply channel.
+//!   popped), answered by `PUBLISH` on the router's own reply channel;
+//! - `ps:suspect:<id>`: set for a while when a daemon left a create unanswered.
 
 use super::{DaemonInfo, Fleet, FleetError, Reservation};
 use crate::token::TokenRecord;
-use crate::wire::{EstablishReply, EstablishRequest};
+use crate::wire::{EstablishReply, EstablishRequest, unix_millis};
 use async_trait::async_trait;
 use deadpool_redis::{Pool, Runtime};
 use futures_util::StreamExt;
@@ -21,9 +23,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 
 const TOKENS_KEY: &str = "ps:tokens";
+/// Set whenever tokens are stored: its absence means Redis lost its data.
+const TOKENS_STORED_KEY: &str = "ps:tokens:stored";
 const DAEMONS_KEY: &str = "ps:daemons";
 /// How long a daemon's blocking pop waits before it re-checks for shutdown.
 const INBOX_WAIT_SECS: f64 = 1.0;
@@ -64,14 +68,14 @@ local best, best_load, best_cap
 local live = 0
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local v = redis.call('HMGET', 'ps:daemon:' .. id, 'capacity', 'load')
-  if v[1] then
+  if v[1] and redis.call('EXISTS', 'ps:suspect:' .. id) == 0 then
     live = live + 1
     local cap, load = tonumber(v[1]), tonumber(v[2] or '0')
     if load < cap and (not best or load * best_cap < best_load * cap
         or (load * best_cap == best_load * cap and load < best_load)) then
       best, best_load, best_cap = id, load, cap
     end
-  else
+  elseif not v[1] then
     redis.call('SREM', KEYS[1], id)
   end
 end
@@ -108,8 +112,8 @@ pub struct RedisFleet {
     heartbeat: redis::Script,
     /// This process's channel for establish replies.
     reply_channel: String,
-    /// Creates waiting for a daemon's reply, by request id.
-    waiting: Arc<Mutex<HashMap<String, oneshot::Sender<EstablishReply>>>>,
+    /// Creates waiting for a daemon's replies, by request id.
+    waiting: Arc<Mutex<Waiting>>,
     /// Whether the reply subscription is live; without it a reply would be
     /// published to nobody, so creates fail fast instead of timing out.
     subscribed: Arc<AtomicBool>,
@@ -191,10 +195,12 @@ impl RedisFleet {
 }
 
 /// Subscribes to `channel` and hands each reply to the create waiting for it.
+type Waiting = HashMap<String, mpsc::Sender<EstablishReply>>;
+
 async fn relay_replies(
     client: &redis::Client,
     channel: &str,
-    waiting: &Mutex<HashMap<String, oneshot::Sender<EstablishReply>>>,
+    waiting: &Mutex<Waiting>,
     subscribed: &AtomicBool,
 ) -> Result<(), redis::RedisError> {
     let mut pubsub = client.get_async_pubsub().await?;
@@ -209,9 +215,9 @@ async fn relay_replies(
                 continue;
             }
         };
-        let waiter = waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(reply.request_id());
+        let waiter = waiting.lock().unwrap_or_else(|e| e.into_inner()).get(reply.request_id()).cloned();
         if let Some(waiter) = waiter {
-            let _ = waiter.send(reply);
+            let _ = waiter.try_send(reply);
         }
     }
     Err(redis::RedisError::from((redis::ErrorKind::Io, "subscription stream ended")))
@@ -227,8 +233,21 @@ impl Fleet for RedisFleet {
             .iter()
             .map(|t| (t.token.clone(), serde_json::to_string(t).expect("token records serialize")))
             .collect();
-        let _: () = self.conn().await?.hset_multiple(TOKENS_KEY, &fields).await?;
+        let _: () = redis::pipe()
+            .hset_multiple(TOKENS_KEY, &fields)
+            .set(TOKENS_STORED_KEY, 1)
+            .query_async(&mut self.conn().await?)
+            .await?;
         Ok(())
+    }
+
+    async fn restore_tokens(&self, tokens: &[TokenRecord]) -> Result<bool, FleetError> {
+        let stored: bool = self.conn().await?.exists(TOKENS_STORED_KEY).await?;
+        if stored {
+            return Ok(false);
+        }
+        self.store_tokens(tokens).await?;
+        Ok(true)
     }
 
     async fn token(&self, token: &str) -> Result<Option<TokenRecord>, FleetError> {
@@ -283,30 +302,35 @@ impl Fleet for RedisFleet {
         Ok(())
     }
 
-    async fn establish(
-        &self,
-        daemon_id: &str,
-        mut request: EstablishRequest,
-        timeout: Duration,
-    ) -> Result<EstablishReply, FleetError> {
+    async fn establish(&self, daemon_id: &str, mut request: EstablishRequest) -> Result<EstablishReply, FleetError> {
         if !self.subscribed.load(Ordering::Acquire) {
             return Err(FleetError::Unavailable("reply subscription is not connected".into()));
         }
         request.reply_to = self.reply_channel.clone();
-        let (reply_tx, reply_rx) = oneshot::channel();
+        let (reply_tx, mut replies) = mpsc::channel(super::REPLIES_PER_CREATE);
         let request_id = request.id.clone();
         self.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(request_id.clone(), reply_tx);
         let outcome = async {
             let payload = serde_json::to_string(&request).expect("requests serialize");
-            let _: () = self.conn().await?.rpush(inbox_key(daemon_id), payload).await?;
-            tokio::time::timeout(timeout, reply_rx)
-                .await
-                .map_err(|_| FleetError::NoAnswer)?
-                .map_err(|_| FleetError::NoAnswer)
+            let inbox = inbox_key(daemon_id);
+            // The inbox expires with the request, so a dead daemon's inbox
+            // does not keep stale requests around.
+            let ttl_ms = request.expires_at_ms.saturating_sub(unix_millis()).max(1);
+            let mut conn = self.conn().await?;
+            let _: () =
+                redis::pipe().rpush(&inbox, payload).pexpire(&inbox, ttl_ms as i64).query_async(&mut conn).await?;
+            drop(conn);
+            super::await_outcome(&mut replies, &request).await
         }
         .await;
         self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&request_id);
         outcome
+    }
+
+    async fn mark_suspect(&self, daemon_id: &str, period: Duration) -> Result<(), FleetError> {
+        let millis = period.as_millis().max(1) as u64;
+        let _: () = self.conn().await?.pset_ex(format!("ps:suspect:{daemon_id}"), 1, millis).await?;
+        Ok(())
     }
 
     async fn next_request(&self, daemon_id: &str) -> Result<Option<EstablishRequest>, FleetError> {

@@ -59,6 +59,48 @@ pub fn default_tokens() -> Vec<TokenRecord> {
 pub struct Daemon {
     pub http: Http,
     pub fqdn: String,
+    /// Starts the daemon's drain, as SIGTERM would; sent on drop too.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The daemon's own thread, as if it were its own process: its sockets
+    /// never share a thread with the test's client.
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Daemon {
+    /// Starts a daemon with `args` on its own thread and actix system.
+    fn start(i: usize, fleet: Arc<dyn Fleet>, extra_args: &[&str]) -> Daemon {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let fqdn = format!("d{i}.localhost:{port}");
+        let mut args = vec!["polysocketd", "--fqdn", &fqdn, "--heartbeat-interval", "500ms", "--shutdown-grace", "2s"];
+        args.extend(extra_args);
+        let config = <polysocketd::config::DaemonConfig as clap::Parser>::try_parse_from(args).expect("daemon args");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let app = polysocketd::app::Application::serve(listener, fleet, &config).expect("daemon starts");
+                let _ = app.run_until_stopped(async { drop(stopped.await) }).await;
+            })
+        });
+        Daemon { http: Http::new(port), fqdn, stop: Some(stop), thread: Some(thread) }
+    }
+
+    /// Drains the daemon as SIGTERM would, and waits until it has stopped.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Dropping the sender starts the drain; the thread ends on its own.
+        self.stop.take();
+    }
 }
 
 pub struct Stack {
@@ -98,25 +140,16 @@ impl Stack {
         let router_fleet = fleet().await;
         router_fleet.store_tokens(&options.tokens).await.expect("store tokens");
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let service = Arc::new(router::create::CreateService { fleet: router_fleet, timeout: Duration::from_secs(10) });
-        let router_app = router::app::Application::serve(listener, service).expect("router starts");
+        let router_app =
+            router::app::Application::serve(listener, router_fleet, create_settings()).expect("router starts");
         let router = Http::new(router_app.port());
         actix_web::rt::spawn(router_app.run_until_stopped());
 
         let mut daemons = Vec::new();
         for i in 1..=options.daemons {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = listener.local_addr().unwrap().port();
-            let fqdn = format!("d{i}.localhost:{port}");
-            let mut args = vec!["polysocketd", "--fqdn", &fqdn, "--heartbeat-interval", "500ms"];
-            args.extend(&options.daemon_args);
-            let config =
-                <polysocketd::config::DaemonConfig as clap::Parser>::try_parse_from(args).expect("daemon args");
-            let app = polysocketd::app::Application::serve(listener, fleet().await, &config).expect("daemon starts");
-            let http = Http::new(port);
-            actix_web::rt::spawn(app.run_until_stopped());
-            http.wait_until_ok("/readyz", Duration::from_secs(10)).await;
-            daemons.push(Daemon { http, fqdn });
+            let daemon = Daemon::start(i, fleet().await, &options.daemon_args);
+            daemon.http.wait_until_ok("/readyz", Duration::from_secs(10)).await;
+            daemons.push(daemon);
         }
         Stack { router, daemons, upstream, _redis: redis }
     }
@@ -172,6 +205,16 @@ impl Stack {
     }
 }
 
+/// The router's create settings in tests: the production defaults.
+fn create_settings() -> polysocket_common::cli::CreateArgs {
+    #[derive(clap::Parser)]
+    struct Args {
+        #[command(flatten)]
+        create: polysocket_common::cli::CreateArgs,
+    }
+    <Args as clap::Parser>::parse_from(["router"]).create
+}
+
 impl Socket {
     /// `GET /s/<id>?...` with the callback added.
     pub async fn send_get(&self, params: &[(&str, &str)]) -> Reply {
@@ -188,8 +231,17 @@ impl Socket {
     }
 
     pub async fn post(&self, path_query: &str, content_type: &str, body: &[u8]) -> Reply {
+        self.try_post(path_query, content_type, body).await.expect("POST failed")
+    }
+
+    pub async fn try_post(
+        &self,
+        path_query: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Reply, awc::error::SendRequestError> {
         let path = format!("/s/{}{}", self.id, path_query);
-        self.http.post(Some(&self.host), &path, content_type, body.to_vec()).await
+        self.http.try_post(Some(&self.host), &path, content_type, body.to_vec()).await
     }
 
     /// A GET on this socket's host, path and query as given.
@@ -199,9 +251,19 @@ impl Socket {
 
     /// `GET /j/<id>?...` with the callback added.
     pub async fn poll_raw(&self, params: &[(&str, &str)]) -> Reply {
+        self.try_poll(params).await.expect("GET failed")
+    }
+
+    /// [`Socket::try_poll`] with owned values, for retry closures.
+    pub async fn try_poll_owned(&self, params: &[(&str, String)]) -> Result<Reply, awc::error::SendRequestError> {
+        let borrowed: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.try_poll(&borrowed).await
+    }
+
+    pub async fn try_poll(&self, params: &[(&str, &str)]) -> Result<Reply, awc::error::SendRequestError> {
         let mut all = vec![("cb", CB)];
         all.extend_from_slice(params);
-        self.http.get(Some(&self.host), &format!("/j/{}?{}", self.id, query(&all)), &[]).await
+        self.http.try_get(Some(&self.host), &format!("/j/{}?{}", self.id, query(&all)), &[]).await
     }
 
     /// Polls until `count` messages (heartbeats excepted) have arrived.

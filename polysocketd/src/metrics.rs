@@ -1,0 +1,68 @@
+//! What the daemon measures. Counters on the message path are resolved once
+//! here, so counting a message is an atomic add, not a label lookup.
+
+use polysocket_common::metrics::register;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+pub struct DaemonMetrics {
+    pub sockets_open: IntGauge,
+    pub polls_waiting: IntGauge,
+    pub handshake_seconds: Histogram,
+    /// Messages and payload bytes from clients to upstreams.
+    pub to_upstream: Traffic,
+    /// Messages and payload bytes from upstreams to clients.
+    pub to_client: Traffic,
+    closes: IntCounterVec,
+}
+
+pub struct Traffic {
+    pub messages: IntCounter,
+    pub bytes: IntCounter,
+}
+
+impl Traffic {
+    pub fn count(&self, bytes: usize) {
+        self.messages.inc();
+        self.bytes.inc_by(bytes as u64);
+    }
+}
+
+impl DaemonMetrics {
+    pub fn new(registry: &Registry) -> Self {
+        let gauge = |name: &str, help: &str| register(registry, IntGauge::new(name, help).expect("valid metric"));
+        let by_direction = |name: &str, help: &str| {
+            register(registry, IntCounterVec::new(Opts::new(name, help), &["direction"]).expect("valid metric"))
+        };
+        let messages = by_direction("polysocket_messages_total", "Messages bridged, by direction");
+        let bytes = by_direction("polysocket_bytes_total", "Payload bytes bridged, by direction");
+        let traffic = |direction: &str| Traffic {
+            messages: messages.with_label_values(&[direction]),
+            bytes: bytes.with_label_values(&[direction]),
+        };
+        DaemonMetrics {
+            sockets_open: gauge("polysocket_sockets_open", "Bridged sockets this daemon holds"),
+            polls_waiting: gauge("polysocket_polls_waiting", "Long polls waiting for messages"),
+            handshake_seconds: register(
+                registry,
+                Histogram::with_opts(
+                    HistogramOpts::new("polysocket_upstream_handshake_seconds", "Upstream connect and handshake time")
+                        .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+                )
+                .expect("valid metric"),
+            ),
+            to_upstream: traffic("upstream"),
+            to_client: traffic("client"),
+            closes: register(
+                registry,
+                IntCounterVec::new(Opts::new("polysocket_socket_closes_total", "Sockets ended, by cause"), &["cause"])
+                    .expect("valid metric"),
+            ),
+        }
+    }
+
+    /// Counts a socket's end: `delivered` (its close reached the client),
+    /// `idle`, or `abandoned` (shutdown, or a create nobody waited for).
+    pub fn closed(&self, cause: &str) {
+        self.closes.with_label_values(&[cause]).inc();
+    }
+}
