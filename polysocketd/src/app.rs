@@ -140,8 +140,9 @@ impl Application {
             result = &mut server => result,
             () = shutdown => {
                 self.daemon.drain(self.shutdown_grace).await;
-                handle.stop(true).await;
-                server.await
+                // The server future must keep running to carry out the stop.
+                let ((), result) = tokio::join!(handle.stop(true), server);
+                result
             }
         };
         heartbeat.abort();

@@ -5,12 +5,14 @@
 //!   restartable;
 //! - [`upstream`]: real WebSocket servers with scripted behaviours;
 //! - [`http`]: a small HTTP client that checks and unwraps JSONP answers;
+//! - [`process`]: the real router and polysocketd binaries as child processes;
 //! - [`eventually`]: retries an assertion until a deadline instead of sleeping.
 //!
 //! Logs are shown only when `TEST_LOG` is set.
 #![forbid(unsafe_code)]
 
 pub mod http;
+pub mod process;
 pub mod redis_server;
 pub mod upstream;
 

@@ -196,12 +196,7 @@ impl Stack {
             .iter()
             .find(|d| host.ends_with(&format!(".{}", d.fqdn)))
             .unwrap_or_else(|| panic!("{host} names no daemon of this stack"));
-        Socket {
-            id: created["socket"].as_str().unwrap().to_owned(),
-            protocol: created["protocol"].as_str().unwrap().to_owned(),
-            host,
-            http: daemon.http.clone(),
-        }
+        Socket::new(created, daemon.http.clone())
     }
 }
 
@@ -216,6 +211,17 @@ fn create_settings() -> polysocket_common::cli::CreateArgs {
 }
 
 impl Socket {
+    /// The socket a successful create answer names, on the daemon `http` reaches.
+    pub fn new(created: &Value, http: Http) -> Socket {
+        assert_eq!(created["ok"], true, "create failed: {created}");
+        Socket {
+            id: created["socket"].as_str().unwrap().to_owned(),
+            protocol: created["protocol"].as_str().unwrap().to_owned(),
+            host: created["fqdn"].as_str().unwrap().to_owned(),
+            http,
+        }
+    }
+
     /// `GET /s/<id>?...` with the callback added.
     pub async fn send_get(&self, params: &[(&str, &str)]) -> Reply {
         let mut all = vec![("cb", CB)];

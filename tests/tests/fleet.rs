@@ -1,0 +1,251 @@
+//! A fleet of real processes: routers and daemons started from the built
+//! binaries, sharing a `redis-server` that the tests kill and restart.
+
+mod support;
+
+use polysocket_tests::http::{Http, query};
+use polysocket_tests::process::Process;
+use polysocket_tests::redis_server::RedisServer;
+use polysocket_tests::upstream::UpstreamServer;
+use polysocket_tests::{eventually, free_port};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use support::{CB, Socket};
+
+struct Fleet {
+    /// The daemons' `--heartbeat-interval`.
+    heartbeat: &'static str,
+    redis: RedisServer,
+    routers: Vec<Process>,
+    daemons: Vec<Process>,
+    upstream: UpstreamServer,
+    tokens: std::path::PathBuf,
+}
+
+impl Fleet {
+    /// A Redis, `routers` routers and `daemons` daemons, all ready.
+    async fn start(routers: usize, daemons: usize) -> Fleet {
+        Self::start_with(routers, daemons, "300ms").await
+    }
+
+    async fn start_with(routers: usize, daemons: usize, heartbeat: &'static str) -> Fleet {
+        polysocket_tests::init_logs();
+        let redis = RedisServer::start();
+        let tokens = std::env::temp_dir().join(format!("polysocket-fleet-{}-{}.json", std::process::id(), free_port()));
+        std::fs::write(
+            &tokens,
+            json!({"tokens": [
+                {"token": "dev", "targets": ["ws://127.0.0.1:*/*"], "origins": ["*"], "max_connections": 1000},
+                {"token": "two", "targets": ["ws://127.0.0.1:*/*"], "origins": ["*"], "max_connections": 2},
+            ]})
+            .to_string(),
+        )
+        .unwrap();
+        let mut fleet = Fleet {
+            heartbeat,
+            redis,
+            routers: Vec::new(),
+            daemons: Vec::new(),
+            upstream: UpstreamServer::start(),
+            tokens,
+        };
+        for _ in 0..routers {
+            fleet.add_router().await;
+        }
+        for _ in 0..daemons {
+            fleet.add_daemon().await;
+        }
+        fleet
+    }
+
+    async fn add_router(&mut self) {
+        let tokens = self.tokens.to_str().unwrap().to_owned();
+        let router = Process::start("router", free_port(), &["--redis", &self.redis.url(), "--tokens", &tokens]);
+        router.http.wait_until_ok("/readyz", Duration::from_secs(20)).await;
+        self.routers.push(router);
+    }
+
+    async fn add_daemon(&mut self) {
+        let port = free_port();
+        let fqdn = format!("d{}.localhost:{port}", self.daemons.len() + 1);
+        let args = [
+            "--redis",
+            &self.redis.url(),
+            "--fqdn",
+            &fqdn,
+            "--allow-private-targets",
+            "--heartbeat-interval",
+            self.heartbeat,
+            "--shutdown-grace",
+            "5s",
+        ];
+        let daemon = Process::start("polysocketd", port, &args);
+        daemon.http.wait_until_ok("/readyz", Duration::from_secs(20)).await;
+        self.daemons.push(daemon);
+    }
+
+    /// `/create` through router `router` with `token`, to the echo server.
+    async fn create(&self, router: usize, token: &str) -> Value {
+        let target = self.upstream.url("/echo");
+        let params = query(&[("cb", CB), ("from", "fleet"), ("target", &target), ("token", token)]);
+        self.routers[router].http.get(None, &format!("/create?{params}"), &[]).await.jsonp(CB)
+    }
+
+    /// The client's socket for a successful create, on the daemon it names.
+    fn socket(&self, created: &Value) -> Socket {
+        let port = daemon_port(created);
+        let daemon = self.daemons.iter().find(|d| d.port == port).expect("a daemon of this fleet");
+        Socket::new(created, daemon.http.clone())
+    }
+}
+
+/// The port in `{uniq}.dN.localhost:<port>`, which tells the daemon.
+fn daemon_port(created: &Value) -> u16 {
+    created["fqdn"].as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap()
+}
+
+async fn round_trip(socket: &Socket, text: &str) {
+    socket.send_text(text).await;
+    assert_eq!(socket.receive(1).await[0]["data"], text);
+}
+
+#[actix_web::test]
+async fn a_killed_daemon_is_skipped_and_its_token_slots_come_back() {
+    let mut fleet = Fleet::start(1, 2).await;
+    // The "two" token's two slots, one on each daemon.
+    let first = fleet.create(0, "two").await;
+    let second = fleet.create(0, "two").await;
+    assert_ne!(daemon_port(&first), daemon_port(&second), "least-loaded placement uses both daemons");
+    assert_eq!(fleet.create(0, "two").await["error"], "connection limit reached");
+
+    let victim = fleet.daemons.iter().position(|d| d.port == daemon_port(&first)).unwrap();
+    fleet.daemons[victim].kill();
+    let survivor_port = daemon_port(&second);
+
+    // Within a few heartbeats the dead daemon's slot is free again and every
+    // create lands on the survivor.
+    let third = eventually("the dead daemon's slot to come back", Duration::from_secs(10), || async {
+        let created = fleet.create(0, "two").await;
+        (created["ok"] == true).then_some(created)
+    })
+    .await;
+    assert_eq!(daemon_port(&third), survivor_port);
+    for _ in 0..5 {
+        let created = fleet.create(0, "dev").await;
+        assert_eq!(daemon_port(&created), survivor_port, "{created}");
+        round_trip(&fleet.socket(&created), "still served").await;
+    }
+    // The socket on the survivor never noticed.
+    round_trip(&fleet.socket(&second), "unaffected").await;
+}
+
+#[actix_web::test]
+async fn a_silent_daemon_is_passed_over() {
+    // Heartbeats slow enough that a frozen daemon stays registered meanwhile.
+    let fleet = Fleet::start_with(1, 2, "10s").await;
+    fleet.daemons[0].freeze();
+    let live = fleet.daemons[1].port;
+    for _ in 0..4 {
+        let created = fleet.create(0, "dev").await;
+        assert_eq!(daemon_port(&created), live, "{created}");
+        round_trip(&fleet.socket(&created), "served by the live daemon").await;
+    }
+    // The frozen daemon, once thawed, drops the request it took too late
+    // and gives its reservation back: the "two" token has both slots.
+    fleet.daemons[0].thaw();
+    let two = eventually("the late request's slot to come back", Duration::from_secs(10), || async {
+        let first = fleet.create(0, "two").await;
+        let second = fleet.create(0, "two").await;
+        (first["ok"] == true && second["ok"] == true).then_some(())
+    });
+    two.await;
+}
+
+#[actix_web::test]
+async fn sockets_outlive_a_redis_restart_and_creates_recover_by_themselves() {
+    let mut fleet = Fleet::start(1, 1).await;
+    let socket = fleet.socket(&fleet.create(0, "dev").await);
+    round_trip(&socket, "before").await;
+
+    fleet.redis.kill();
+    // The data path does not use Redis.
+    round_trip(&socket, "during the outage").await;
+    let started = Instant::now();
+    let refused = fleet.create(0, "dev").await;
+    assert_eq!(refused["ok"], false);
+    assert!(started.elapsed() < Duration::from_secs(3), "a create during the outage took {:?}", started.elapsed());
+
+    // Redis comes back empty: the router stores its tokens again, the daemon
+    // registers again, and creates work without restarting anything.
+    fleet.redis.restart();
+    let created = eventually("creates to recover", Duration::from_secs(20), || async {
+        let created = fleet.create(0, "dev").await;
+        (created["ok"] == true).then_some(created)
+    })
+    .await;
+    round_trip(&fleet.socket(&created), "after").await;
+    round_trip(&socket, "the old socket too").await;
+}
+
+#[actix_web::test]
+async fn routers_are_interchangeable() {
+    let fleet = Fleet::start(2, 2).await;
+    let mut sockets = Vec::new();
+    for i in 0..6 {
+        let created = fleet.create(i % 2, "dev").await;
+        sockets.push(fleet.socket(&created));
+    }
+    for (i, socket) in sockets.iter().enumerate() {
+        round_trip(socket, &format!("socket {i}")).await;
+    }
+}
+
+#[actix_web::test]
+async fn a_burst_of_creates_from_two_routers_spreads_evenly() {
+    let fleet = Fleet::start(2, 3).await;
+    let creates = (0..60).map(|i| fleet.create(i % 2, "dev"));
+    let created = futures_util::future::join_all(creates).await;
+    let mut per_daemon: HashMap<u16, usize> = HashMap::new();
+    for created in &created {
+        assert_eq!(created["ok"], true, "{created}");
+        *per_daemon.entry(daemon_port(created)).or_default() += 1;
+    }
+    let (min, max) = (per_daemon.values().min().unwrap(), per_daemon.values().max().unwrap());
+    assert_eq!(per_daemon.len(), 3, "{per_daemon:?}");
+    assert!(max - min <= 2, "spread of {} over three equal daemons: {per_daemon:?}", max - min);
+}
+
+#[actix_web::test]
+async fn sigterm_drains_and_tells_every_client() {
+    let mut fleet = Fleet::start(1, 1).await;
+    let sockets: Vec<Socket> = futures_util::future::join_all((0..3).map(|_| fleet.create(0, "dev")))
+        .await
+        .iter()
+        .map(|created| fleet.socket(created))
+        .collect();
+    // One client is in the middle of a long poll when the daemon is stopped.
+    let waiting = {
+        let http = Http::new(fleet.daemons[0].port);
+        let (host, id) = (sockets[0].host.clone(), sockets[0].id.clone());
+        actix_web::rt::spawn(async move { http.get(Some(&host), &format!("/j/{id}?cb={CB}&ttl=30000"), &[]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    fleet.daemons[0].terminate();
+
+    let interrupted = waiting.await.unwrap().jsonp(CB);
+    assert_eq!(interrupted["messages"][0]["type"], "close", "{interrupted}");
+    assert_eq!(interrupted["messages"][0]["code"], 1001);
+    for socket in &sockets[1..] {
+        let close = socket.receive(1).await;
+        assert_eq!((close[0]["type"].clone(), close[0]["code"].clone()), (json!("close"), json!(1001)));
+    }
+    // Acknowledging the closes lets the daemon finish before its grace ends.
+    for socket in &sockets {
+        let _ = socket.try_poll(&[("ttl", "0")]).await;
+    }
+    let status = fleet.daemons[0].wait_exit(Duration::from_secs(10)).expect("the daemon exits after draining");
+    assert!(status.success(), "{status:?}");
+    // It left the fleet: nothing is placed on it any more.
+    assert_eq!(fleet.create(0, "dev").await["error"], "no daemon available");
+}
