@@ -322,3 +322,30 @@ async fn non_public_targets_are_refused_by_default() {
     let params = [("cb", CB), ("from", "t"), ("target", target.as_str()), ("token", "dev")];
     assert_eq!(stack.create(&params, &[]).await.jsonp(CB)["error"], "target address is not public");
 }
+
+#[actix_web::test]
+async fn metrics_count_sockets_creates_and_traffic() {
+    let stack = Stack::start(Backend::Memory, Options { daemons: 1, ..Options::default() }).await;
+    let socket = stack.open("/echo").await;
+    socket.send_text("four").await;
+    socket.receive(1).await;
+    let _ = stack.create(&[("cb", CB), ("from", "t")], &[]).await;
+
+    let metric = |text: &str, line: &str| text.lines().any(|l| l == line);
+    let daemon = stack.daemons[0].http.get(None, "/metrics", &[]).await;
+    assert!(daemon.header("content-type").starts_with("text/plain; version=0.0.4"));
+    for line in [
+        "polysocket_sockets_open 1",
+        r#"polysocket_messages_total{direction="upstream"} 1"#,
+        r#"polysocket_messages_total{direction="client"} 1"#,
+        r#"polysocket_bytes_total{direction="client"} 4"#,
+        "polysocket_upstream_handshake_seconds_count 1",
+        "polysocket_polls_waiting 0",
+    ] {
+        assert!(metric(&daemon.body, line), "daemon metrics lack {line:?}:\n{}", daemon.body);
+    }
+    let router = stack.router.get(None, "/metrics", &[]).await;
+    for line in [r#"polysocket_creates_total{outcome="ok"} 1"#, r#"polysocket_creates_total{outcome="invalid"} 1"#] {
+        assert!(metric(&router.body, line), "router metrics lack {line:?}:\n{}", router.body);
+    }
+}
