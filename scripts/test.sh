@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Runs every test, installing what the tests need when it is missing:
-# redis-server (the fleet tests start their own) and kosoku (the Autobahn
-# WebSocket cases the daemon's upstream client is checked against).
+# redis-server (the fleet tests start their own), kosoku (the Autobahn
+# WebSocket cases), Debian's chromium and the npm packages of the browser
+# tests (playwright-core drives chromium; acorn checks the client is ES3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "== installing redis-server"
+apt_install() {
+  echo "== installing $*"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq redis-server >/dev/null
-fi
+  apt-get install -y -qq "$@" >/dev/null
+}
+
+command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+[ -x /usr/bin/chromium ] || apt_install chromium
 
 if ! command -v kosoku >/dev/null 2>&1; then
   echo "== installing kosoku"
@@ -18,4 +22,13 @@ if ! command -v kosoku >/dev/null 2>&1; then
   command -v pyenv >/dev/null 2>&1 && pyenv rehash
 fi
 
+if [ ! -d tests/browser/node_modules ]; then
+  echo "== installing the browser tests' npm packages"
+  npm --prefix tests/browser ci --no-audit --no-fund --loglevel=error
+fi
+
+# The Rust tests; they also build the binaries the browser tests start.
 cargo test --workspace "$@"
+
+echo "== browser tests (headless chromium)"
+npm --prefix tests/browser test

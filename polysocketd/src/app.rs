@@ -109,7 +109,7 @@ impl Application {
                 .route("/readyz", web::get().to(ready))
                 .route("/metrics", web::get().to(render_metrics));
             if let Some(create) = &create {
-                app = app.configure(create::configure(create.clone()));
+                app = app.configure(create::configure(create.clone())).configure(router::client::configure);
             }
             app
         })

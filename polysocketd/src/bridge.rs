@@ -89,7 +89,7 @@ pub enum PollOutcome {
 
 enum Command {
     Send { send: Send, reply: oneshot::Sender<Result<(), SendFailure>> },
-    Close { reason: CloseReason, reply: oneshot::Sender<Result<(), SendFailure>> },
+    Close { reason: Option<CloseReason>, reply: oneshot::Sender<Result<(), SendFailure>> },
     Poll { ttl: Duration, ack: Option<u64>, reply: oneshot::Sender<PollOutcome> },
 }
 
@@ -110,8 +110,9 @@ impl SocketHandle {
         self.ask(|reply| Command::Send { send, reply }).await.unwrap_or(Err(SendFailure::Closed))
     }
 
-    /// Starts the closing handshake; the upstream's answer arrives on `/j`.
-    pub async fn close(&self, reason: CloseReason) -> Result<(), SendFailure> {
+    /// Starts the closing handshake (`None`: a Close without a code); the
+    /// upstream's answer arrives on `/j`.
+    pub async fn close(&self, reason: Option<CloseReason>) -> Result<(), SendFailure> {
         self.ask(|reply| Command::Close { reason, reply }).await.unwrap_or(Err(SendFailure::Closed))
     }
 
@@ -376,14 +377,14 @@ impl Owner {
 
     /// Client-initiated close: our Close goes out now, the upstream's answer
     /// (or a timeout) ends the connection.
-    async fn start_close(&mut self, reason: CloseReason) -> Result<(), SendFailure> {
+    async fn start_close(&mut self, reason: Option<CloseReason>) -> Result<(), SendFailure> {
         if self.closed.is_some() {
             return Err(SendFailure::Closed);
         }
         if self.closing_deadline.is_some() {
             return Ok(());
         }
-        if self.upstream.send(Message::Close(Some(reason))).await.is_err() {
+        if self.upstream.send(Message::Close(reason)).await.is_err() {
             self.end_with(1006, "upstream write failed".into());
             return Err(SendFailure::Upstream);
         }

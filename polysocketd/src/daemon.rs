@@ -156,7 +156,7 @@ impl Daemon {
         }
         let handles: Vec<SocketHandle> = self.sockets.iter().map(|entry| entry.value().clone()).collect();
         let going_away = CloseReason { code: CloseCode::Away, description: Some("going away".into()) };
-        futures_util::future::join_all(handles.iter().map(|h| h.close(going_away.clone()))).await;
+        futures_util::future::join_all(handles.iter().map(|h| h.close(Some(going_away.clone())))).await;
         let deadline = tokio::time::Instant::now() + grace;
         while !self.sockets.is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(DRAIN_CHECK).await;

@@ -137,7 +137,8 @@ struct PollParams {
 #[derive(Debug, PartialEq, Eq)]
 enum SendRequest {
     Message(Send),
-    Close(CloseReason),
+    /// `None`: a Close without a status code, as `WebSocket.close()` sends.
+    Close(Option<CloseReason>),
 }
 
 async fn send(req: HttpRequest, socket: web::Path<String>, body: Bytes, daemon: web::Data<Daemon>) -> HttpResponse {
@@ -195,19 +196,21 @@ fn request_from_params(params: SendParams, body: Option<Outgoing>) -> Result<Sen
 }
 
 /// A client close: 1000 or an application code (3000-4999), and a reason
-/// that fits a close frame (RFC 6455 §5.5: 125 bytes with the code).
-fn close_reason(code: Option<&str>, reason: Option<String>) -> Result<CloseReason, BridgeError> {
+/// that fits a close frame (RFC 6455 §5.5: 125 bytes with the code). No code
+/// and no reason is a Close without a status; a reason alone comes with 1000.
+fn close_reason(code: Option<&str>, reason: Option<String>) -> Result<Option<CloseReason>, BridgeError> {
+    let reason = reason.filter(|r| !r.is_empty());
+    if reason.as_ref().is_some_and(|r| r.len() > 123) {
+        return Err(BridgeError::InvalidCloseReason);
+    }
     let code = match code {
+        None | Some("") if reason.is_none() => return Ok(None),
         None | Some("") => 1000,
         Some(code) => {
             code.parse::<u16>().ok().filter(|c| matches!(c, 1000 | 3000..=4999)).ok_or(BridgeError::InvalidCloseCode)?
         }
     };
-    let reason = reason.filter(|r| !r.is_empty());
-    if reason.as_ref().is_some_and(|r| r.len() > 123) {
-        return Err(BridgeError::InvalidCloseReason);
-    }
-    Ok(CloseReason { code: CloseCode::from(code), description: reason })
+    Ok(Some(CloseReason { code: CloseCode::from(code), description: reason }))
 }
 
 /// A POST body is a form (`d`, `t`, ...), or the message itself: text/plain
@@ -296,9 +299,14 @@ mod tests {
     #[test]
     fn closes() {
         let close = |code: u16, reason: Option<&str>| {
-            SendRequest::Close(CloseReason { code: CloseCode::from(code), description: reason.map(str::to_owned) })
+            SendRequest::Close(Some(CloseReason {
+                code: CloseCode::from(code),
+                description: reason.map(str::to_owned),
+            }))
         };
-        assert_eq!(message(&[("t", "c")]).unwrap(), close(1000, None));
+        assert_eq!(message(&[("t", "c")]).unwrap(), SendRequest::Close(None));
+        assert_eq!(message(&[("t", "c"), ("reason", "why")]).unwrap(), close(1000, Some("why")));
+        assert_eq!(message(&[("t", "c"), ("code", "1000")]).unwrap(), close(1000, None));
         assert_eq!(message(&[("t", "c"), ("code", "4001"), ("reason", "done")]).unwrap(), close(4001, Some("done")));
         for bad in ["999", "1001", "1005", "2999", "5000", "x"] {
             assert!(matches!(message(&[("t", "c"), ("code", bad)]), Err(BridgeError::InvalidCloseCode)), "{bad}");

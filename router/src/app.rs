@@ -1,5 +1,6 @@
 //! The router's HTTP server.
 
+use crate::client;
 use crate::config::RouterConfig;
 use crate::create::{self, CreateService};
 use actix_web::dev::Server;
@@ -61,6 +62,7 @@ impl Application {
                 .app_data(fleet.clone())
                 .app_data(registry.clone())
                 .configure(create::configure(service.clone()))
+                .configure(client::configure)
                 .route("/healthz", web::get().to(HttpResponse::Ok))
                 .route("/readyz", web::get().to(ready))
                 .route("/metrics", web::get().to(render_metrics))

@@ -1,0 +1,414 @@
+/*
+ * polysocket.js: a WebSocket for browsers that have none.
+ *
+ *   <script src="https://router.example.com/polysocket.js"></script>
+ *   <script>PolySocket.install({router: "//router.example.com", token: "..."});</script>
+ *   var ws = new WebSocket("wss://chat.example.com/socket");   // unchanged code
+ *
+ * Everything travels as JSONP script tags (no XMLHttpRequest, no CORS), so it
+ * works wherever a page can load a script. Written in ES3: no JSON, no
+ * Promise, no Array.prototype.forEach, no getters, no trailing commas.
+ *
+ * Delivery: polls carry `ack` (the last sequence number received), so a poll
+ * whose answer is lost is simply repeated and returns the same messages;
+ * sends carry `seq`, so a repeated send is not delivered twice. Long messages
+ * are split with `more=1` so that no URL exceeds MAX_URL characters.
+ */
+(function (global) {
+  var CONNECTING = 0, OPEN = 1, CLOSING = 2, CLOSED = 3;
+  /* Longest request URL: old IE refuses more than 2083 characters. */
+  var MAX_URL = 2000;
+  /* How long the daemon may hold a poll, and how much longer we wait for it. */
+  var POLL_TTL = 25000, POLL_SLACK = 10000;
+  var CREATE_TIMEOUT = 30000, SEND_TIMEOUT = 30000;
+  /* A failing request is retried this many times, with growing pauses,
+     before the connection is declared lost (1006). */
+  var RETRIES = 6, FIRST_BACKOFF = 250, MAX_BACKOFF = 4000;
+  var CLIENT = "polysocket.js-0.1.0";
+  var BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+  var callbacks = {}, nextCallback = 0;
+
+  function error(name, message) {
+    if (typeof DOMException === "function") {
+      try { return new DOMException(message, name); } catch (e) { /* old engines */ }
+    }
+    var err = new Error(message);
+    err.name = name;
+    return err;
+  }
+
+  function isArray(value) {
+    return Object.prototype.toString.call(value) === "[object Array]";
+  }
+
+  function utf8Length(text) {
+    var bytes = 0, i, c;
+    for (i = 0; i < text.length; i++) {
+      c = text.charCodeAt(i);
+      if (c < 0x80) { bytes += 1; }
+      else if (c < 0x800) { bytes += 2; }
+      else if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) { bytes += 4; i++; }
+      else { bytes += 3; }
+    }
+    return bytes;
+  }
+
+  function encodeBase64(bytes) {
+    var out = [], i, n;
+    for (i = 0; i < bytes.length; i += 3) {
+      n = (bytes[i] << 16) | ((i + 1 < bytes.length ? bytes[i + 1] : 0) << 8) | (i + 2 < bytes.length ? bytes[i + 2] : 0);
+      out.push(BASE64.charAt((n >> 18) & 63) + BASE64.charAt((n >> 12) & 63) +
+        (i + 1 < bytes.length ? BASE64.charAt((n >> 6) & 63) : "=") +
+        (i + 2 < bytes.length ? BASE64.charAt(n & 63) : "="));
+    }
+    return out.join("");
+  }
+
+  function decodeBase64(text) {
+    var clean = text.replace(/=+$/, ""), bytes = new Uint8Array(Math.floor(clean.length * 3 / 4));
+    var i, j = 0, n = 0, bits = 0;
+    for (i = 0; i < clean.length; i++) {
+      n = (n << 6) | BASE64.indexOf(clean.charAt(i));
+      bits += 6;
+      if (bits >= 8) { bits -= 8; bytes[j++] = (n >> bits) & 255; }
+    }
+    return bytes;
+  }
+
+  function query(params) {
+    var parts = [], key;
+    for (key in params) {
+      if (params.hasOwnProperty(key) && params[key] !== undefined && params[key] !== null) {
+        parts.push(encodeURIComponent(key) + "=" + encodeURIComponent(params[key]));
+      }
+    }
+    return parts.join("&");
+  }
+
+  /* One JSONP request. `done(failure, answer)`: failure is a string when the
+     request failed (network, HTTP error, timeout, or a script that never
+     called back), else answer is the JSON the server sent. */
+  function jsonp(url, params, timeout, done) {
+    var name = "c" + (nextCallback++), finished = false;
+    var head = document.getElementsByTagName("head")[0] || document.documentElement;
+    var script = document.createElement("script");
+    var timer = setTimeout(function () { finish("timeout"); }, timeout);
+    function finish(failure, answer) {
+      if (finished) { return; }
+      finished = true;
+      clearTimeout(timer);
+      /* A late answer must find a function, not an error. */
+      callbacks[name] = function () {};
+      script.onload = script.onerror = script.onreadystatechange = null;
+      if (script.parentNode) { script.parentNode.removeChild(script); }
+      done(failure, answer);
+    }
+    callbacks[name] = function (answer) { finish(null, answer); };
+    /* Browsers run a script's onload right after the script itself: a script
+       that loaded without calling back was not our answer. Old IE has no
+       onerror for scripts, only readyState. */
+    script.onload = function () { setTimeout(function () { finish("no answer"); }, 0); };
+    script.onerror = function () { finish("failed"); };
+    script.onreadystatechange = function () {
+      if (script.readyState === "loaded" || script.readyState === "complete") {
+        setTimeout(function () { finish("no answer"); }, 0);
+      }
+    };
+    params.cb = "PolySocket._callbacks." + name;
+    script.async = true;
+    script.src = url + "?" + query(params);
+    head.appendChild(script);
+  }
+
+  /* Repeats a JSONP request while it fails, with exponential backoff. */
+  function persistent(socket, url, params, timeout, done) {
+    var attempt = 0;
+    function run() {
+      jsonp(url, params, timeout, function (failure, answer) {
+        if (socket._gone) { return; }
+        if (!failure) { return done(null, answer); }
+        if (++attempt > RETRIES) { return done(failure); }
+        setTimeout(run, Math.min(FIRST_BACKOFF * Math.pow(2, attempt - 1), MAX_BACKOFF));
+      });
+    }
+    run();
+  }
+
+  function parseProtocols(protocols) {
+    var list = protocols === undefined ? [] : (isArray(protocols) ? protocols : [protocols]);
+    var seen = {}, i, p;
+    for (i = 0; i < list.length; i++) {
+      p = String(list[i]);
+      if (!/^[!#$%&'*+\-.\^_`|~0-9A-Za-z]+$/.test(p) || seen.hasOwnProperty(p)) {
+        throw error("SyntaxError", "invalid or duplicate subprotocol: " + p);
+      }
+      seen[p] = true;
+    }
+    return list;
+  }
+
+  function PolySocket(url, protocols, options) {
+    var self = this, config = options || PolySocket.defaults;
+    url = String(url);
+    if (!/^wss?:\/\/[^\/?#]+/i.test(url) || url.indexOf("#") >= 0) {
+      throw error("SyntaxError", "not a ws:// or wss:// URL without a fragment: " + url);
+    }
+    if (!config.router || !config.token) {
+      throw error("SyntaxError", "PolySocket needs {router, token} options (or PolySocket.install(options))");
+    }
+    this.url = url;
+    this.readyState = CONNECTING;
+    this.protocol = "";
+    this.extensions = "";
+    this.bufferedAmount = 0;
+    this.binaryType = typeof Blob === "function" ? "blob" : "arraybuffer";
+    this.onopen = this.onmessage = this.onerror = this.onclose = null;
+    this._listeners = {};
+    this._outbox = [];
+    this._sending = false;
+    this._seq = 0;
+    this._acked = 0;
+    this._gone = false;
+    this._router = config.router.replace(/\/+$/, "");
+    var list = parseProtocols(protocols);
+    persistent(this, this._router + "/create",
+      {from: CLIENT, target: url, token: config.token, protocols: list.join(",")},
+      CREATE_TIMEOUT, function (failure, answer) {
+        if (failure || !answer.ok) { return self._lost(); }
+        var scheme = /^https?:/i.exec(self._router);
+        self._base = (scheme ? scheme[0] : global.location.protocol) + "//" + answer.fqdn;
+        self._socket = answer.socket;
+        self.protocol = answer.protocol || "";
+        if (self.readyState === CONNECTING) {
+          self.readyState = OPEN;
+          self._fire({type: "open"});
+        }
+        self._poll();
+        self._pump();
+      });
+  }
+
+  PolySocket.CONNECTING = CONNECTING;
+  PolySocket.OPEN = OPEN;
+  PolySocket.CLOSING = CLOSING;
+  PolySocket.CLOSED = CLOSED;
+  PolySocket.defaults = {};
+  PolySocket._callbacks = callbacks;
+
+  /* Puts PolySocket in place of window.WebSocket where the browser has none
+     (or when options.force is true), so existing code runs unchanged. */
+  PolySocket.install = function (options) {
+    PolySocket.defaults = options;
+    if (options.force || typeof global.WebSocket !== "function") {
+      global.WebSocket = PolySocket;
+    }
+    return global.WebSocket;
+  };
+
+  var proto = PolySocket.prototype;
+  proto.CONNECTING = CONNECTING;
+  proto.OPEN = OPEN;
+  proto.CLOSING = CLOSING;
+  proto.CLOSED = CLOSED;
+
+  proto.addEventListener = function (type, listener) {
+    var list = this._listeners[type] || (this._listeners[type] = []), i;
+    for (i = 0; i < list.length; i++) { if (list[i] === listener) { return; } }
+    list.push(listener);
+  };
+
+  proto.removeEventListener = function (type, listener) {
+    var list = this._listeners[type] || [], i;
+    for (i = 0; i < list.length; i++) {
+      if (list[i] === listener) { list.splice(i, 1); return; }
+    }
+  };
+
+  /* Listeners run before the on<type> handler: ES3 cannot see when the
+     handler was assigned, and libraries usually add listeners first. */
+  proto.dispatchEvent = function (event) {
+    var handler = this["on" + event.type], list = (this._listeners[event.type] || []).slice(0), i;
+    event.target = event.currentTarget = this;
+    for (i = 0; i < list.length; i++) {
+      if (typeof list[i] === "function") { list[i].call(this, event); }
+      else if (list[i] && typeof list[i].handleEvent === "function") { list[i].handleEvent(event); }
+    }
+    if (typeof handler === "function") { handler.call(this, event); }
+    return true;
+  };
+
+  /* Events are delivered from a fresh task, as the standard queues them,
+     so an exception in a handler cannot break the transport. */
+  proto._fire = function (event) {
+    var self = this;
+    setTimeout(function () { self.dispatchEvent(event); }, 0);
+  };
+
+  proto.send = function (data) {
+    if (this.readyState === CONNECTING) {
+      throw error("InvalidStateError", "still connecting");
+    }
+    var item = {seq: 0, parts: null, size: 0, ready: true};
+    if (typeof ArrayBuffer === "function" && data instanceof ArrayBuffer) {
+      item.size = data.byteLength;
+      item.t = "b";
+      item.d = encodeBase64(new Uint8Array(data));
+    } else if (typeof ArrayBuffer === "function" && ArrayBuffer.isView && ArrayBuffer.isView(data)) {
+      item.size = data.byteLength;
+      item.t = "b";
+      item.d = encodeBase64(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    } else if (typeof Blob === "function" && data instanceof Blob) {
+      item.size = data.size;
+      item.t = "b";
+      item.ready = false;
+      this._readBlob(item, data);
+    } else {
+      data = String(data);
+      item.size = utf8Length(data);
+      item.t = "t";
+      item.d = data;
+    }
+    this.bufferedAmount += item.size;
+    /* After close(), data is counted but not sent, as the standard says. */
+    if (this.readyState !== OPEN) { return; }
+    this._outbox.push(item);
+    this._pump();
+  };
+
+  proto._readBlob = function (item, blob) {
+    var self = this, reader = new FileReader();
+    reader.onload = function () {
+      item.d = encodeBase64(new Uint8Array(reader.result));
+      item.ready = true;
+      self._pump();
+    };
+    reader.onerror = function () { self._lost(); };
+    reader.readAsArrayBuffer(blob);
+  };
+
+  proto.close = function (code, reason) {
+    if (code !== undefined && code !== 1000 && !(code >= 3000 && code <= 4999)) {
+      throw error("InvalidAccessError", "close code must be 1000 or 3000-4999");
+    }
+    reason = reason === undefined ? "" : String(reason);
+    if (utf8Length(reason) > 123) {
+      throw error("SyntaxError", "close reason longer than 123 bytes");
+    }
+    if (this.readyState === CLOSING || this.readyState === CLOSED) { return; }
+    this.readyState = CLOSING;
+    /* The close goes out after everything already sent; before the socket
+       exists, it goes out as soon as it does. */
+    /* As the standard: no code and no reason sends a Close without a code;
+       a reason alone goes with 1000. */
+    if (code === undefined && reason !== "") { code = 1000; }
+    this._outbox.push({close: true, code: code, reason: reason, ready: true, size: 0});
+    this._pump();
+  };
+
+  /* Splits a message so that each request URL stays under MAX_URL. Base64
+     pieces keep whole 4-character groups; text pieces never split a
+     surrogate pair (each piece must be valid UTF-8 on its own). */
+  proto._split = function (item) {
+    var overhead = (this._base + "/s/" + this._socket).length + 120;
+    var budget = MAX_URL - overhead, parts = [], d = item.d, start = 0, end, cost, c;
+    if (item.t === "b") {
+      /* "+", "/" and "=" take three characters each once URL-encoded. */
+      var size = Math.max(4, Math.floor(budget / 12) * 4);
+      for (start = 0; start < d.length; start += size) { parts.push(d.substring(start, start + size)); }
+    } else {
+      while (start < d.length) {
+        cost = 0;
+        end = start;
+        while (end < d.length) {
+          c = d.charCodeAt(end);
+          var width = (c >= 0xd800 && c <= 0xdbff && end + 1 < d.length) ? 2 : 1;
+          var encoded = encodeURIComponent(d.substring(end, end + width)).length;
+          if (cost + encoded > budget && end > start) { break; }
+          cost += encoded;
+          end += width;
+        }
+        parts.push(d.substring(start, end));
+        start = end;
+      }
+    }
+    if (parts.length === 0) { parts.push(""); }
+    return parts;
+  };
+
+  /* Sends the outbox in order, one request at a time. */
+  proto._pump = function () {
+    var self = this, item = this._outbox[0];
+    if (this._sending || !this._socket || !item || !item.ready || this._gone) { return; }
+    this._sending = true;
+    var params;
+    if (item.close) {
+      params = {t: "c", code: item.code === undefined ? null : item.code, reason: item.reason || null};
+    } else {
+      if (!item.parts) { item.parts = this._split(item); }
+      var last = item.parts.length === 1;
+      params = {t: item.t, d: item.parts[0], more: last ? null : 1};
+    }
+    if (!item.close) {
+      if (!item.seq) { item.seq = ++this._seq; }
+      params.seq = item.seq;
+    }
+    persistent(this, this._base + "/s/" + this._socket, params, SEND_TIMEOUT, function (failure) {
+      self._sending = false;
+      if (failure) { return self._lost(); }
+      if (item.close) {
+        self._outbox.shift();
+        return;
+      }
+      item.parts.shift();
+      item.seq = 0;
+      if (item.parts.length === 0) {
+        self._outbox.shift();
+        self.bufferedAmount -= item.size;
+      }
+      self._pump();
+    });
+  };
+
+  proto._poll = function () {
+    var self = this;
+    persistent(this, this._base + "/j/" + this._socket, {ttl: POLL_TTL, ack: this._acked},
+      POLL_TTL + POLL_SLACK, function (failure, answer) {
+        if (failure || !answer.ok) { return self._lost(); }
+        var messages = answer.messages, i, m;
+        for (i = 0; i < messages.length; i++) {
+          m = messages[i];
+          if (m.type === "heartbeat" || m.seq <= self._acked) { continue; }
+          self._acked = m.seq;
+          if (m.type === "close") { return self._closed(m.code, m.reason, m.code !== 1006); }
+          self._fire({type: "message", data: m.type === "text" ? m.data : self._binary(m.data), origin: "", lastEventId: ""});
+        }
+        self._poll();
+      });
+  };
+
+  proto._binary = function (base64) {
+    var bytes = decodeBase64(base64);
+    return this.binaryType === "blob" && typeof Blob === "function" ? new Blob([bytes]) : bytes.buffer;
+  };
+
+  proto._closed = function (code, reason, wasClean) {
+    if (this.readyState === CLOSED) { return; }
+    var acked = this._acked;
+    this.readyState = CLOSED;
+    this._gone = true;
+    if (!wasClean) { this._fire({type: "error"}); }
+    this._fire({type: "close", code: code, reason: reason || "", wasClean: wasClean});
+    if (this._socket && wasClean) {
+      /* Acknowledge the close so the daemon lets the socket go at once. */
+      jsonp(this._base + "/j/" + this._socket, {ttl: 0, ack: acked}, POLL_SLACK, function () {});
+    }
+  };
+
+  proto._lost = function () {
+    this._closed(1006, "", false);
+  };
+
+  PolySocket.prototype.constructor = PolySocket;
+  global.PolySocket = PolySocket;
+}(this));
