@@ -1,7 +1,10 @@
 //! Command-line arguments shared by the router and polysocketd. Every flag
 //! also reads an environment variable, so containers configure by env alone.
 
+use crate::fleet::FleetError;
+use crate::token::TokensFileError;
 use clap::{Args, Parser};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -30,6 +33,39 @@ pub fn started_or_exit<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
         log::error!("{e}");
         std::process::exit(EXIT_BAD_CONFIG)
     })
+}
+
+/// Why a service could not start; `main` logs it and exits with
+/// [`EXIT_BAD_CONFIG`].
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tokens(#[from] TokensFileError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("invalid redis url: {0}")]
+    Redis(#[source] FleetError),
+    #[error("{0}")]
+    Conflict(&'static str),
+}
+
+/// Binds the service's listener, saying where it could not listen.
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Flags of every service that can answer `/create`: the router, and
+/// polysocketd in standalone mode.
+#[derive(Debug, Clone, Args)]
+pub struct ServiceArgs {
+    #[command(flatten)]
+    pub redis: RedisArgs,
+
+    #[command(flatten)]
+    pub tokens: TokensArgs,
+
+    #[command(flatten)]
+    pub create: CreateArgs,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -9,9 +9,10 @@ use crate::upstream::OpenSettings;
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, web};
 use dashmap::DashMap;
-use polysocket_common::fleet::{self, DaemonInfo, Fleet, FleetError, MemoryFleet, RedisFleet};
+use polysocket_common::cli::{self, StartError};
+use polysocket_common::fleet::{self, DaemonInfo, Fleet, MemoryFleet, RedisFleet};
 use polysocket_common::metrics;
-use polysocket_common::token::{TokensFile, TokensFileError};
+use polysocket_common::token::TokensFile;
 use prometheus::Registry;
 use router::create::{self, CreateService};
 use std::net::TcpListener;
@@ -27,36 +28,24 @@ pub struct Application {
     shutdown_grace: Duration,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Tokens(#[from] TokensFileError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
-    #[error("invalid redis url: {0}")]
-    Redis(#[source] FleetError),
-    #[error("--tokens is only read in standalone mode; give it to the router")]
-    TokensWithoutStandalone,
-}
-
 impl Application {
     /// Builds the daemon the configuration describes: a fleet member on
     /// Redis, or (with `--standalone`) a single process with its own fleet.
     pub async fn build(config: &DaemonConfig) -> Result<Self, StartError> {
-        let listener = TcpListener::bind(config.listen)
-            .map_err(|source| StartError::Bind { addr: config.listen.to_string(), source })?;
+        let listener = cli::bind(config.listen)?;
+        let service = &config.service;
         let fleet: Arc<dyn Fleet> = if config.standalone {
             let fleet = MemoryFleet::new();
-            if let Some(path) = &config.tokens.path {
+            if let Some(path) = &service.tokens.path {
                 let file = TokensFile::load(path)?;
                 fleet.store_tokens(&file.tokens).await.expect("the memory fleet cannot fail");
             }
             fleet
         } else {
-            if config.tokens.path.is_some() {
-                return Err(StartError::TokensWithoutStandalone);
+            if service.tokens.path.is_some() {
+                return Err(StartError::Conflict("--tokens is only read in standalone mode; give it to the router"));
             }
-            RedisFleet::new(&config.redis.url).map_err(StartError::Redis)?
+            RedisFleet::new(&service.redis.url).map_err(StartError::Redis)?
         };
         Self::serve(listener, fleet, config)
     }
@@ -64,7 +53,7 @@ impl Application {
     /// Serves on a bound listener with any fleet (tests pass port 0 and
     /// their own fleet).
     pub fn serve(listener: TcpListener, fleet: Arc<dyn Fleet>, config: &DaemonConfig) -> Result<Self, StartError> {
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: "?".into(), source })?;
+        let addr = listener.local_addr().expect("a bound listener has an address");
         let registry = Registry::new();
         fleet::register_metrics(&registry);
         let bridge = &config.bridge;
@@ -95,7 +84,8 @@ impl Application {
             draining: AtomicBool::new(false),
             metrics: Arc::new(DaemonMetrics::new(&registry)),
         });
-        let create = config.standalone.then(|| Arc::new(CreateService::new(fleet, config.create.clone(), &registry)));
+        let create =
+            config.standalone.then(|| Arc::new(CreateService::new(fleet, config.service.create.clone(), &registry)));
         // Forms and base64 inflate a message by a third; leave room for that.
         let body_limit = bridge.max_message_bytes / 3 * 4 + 4096;
         let (shared, registry) = (web::Data::from(daemon.clone()), web::Data::new(registry));
@@ -117,7 +107,7 @@ impl Application {
         .disable_signals()
         .shutdown_timeout(1)
         .listen(listener)
-        .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?
+        .map_err(|source| StartError::Bind { addr, source })?
         .run();
         log::info!("polysocketd {} listening on {addr} as {}", daemon.info.id, daemon.info.fqdn);
         Ok(Application { port: addr.port(), server, daemon, shutdown_grace: config.shutdown_grace })

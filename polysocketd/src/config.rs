@@ -2,7 +2,7 @@
 //! shown in `polysocketd --help`.
 
 use clap::Parser;
-use polysocket_common::cli::{CreateArgs, RedisArgs, TokensArgs, parse_duration};
+use polysocket_common::cli::{ServiceArgs, parse_duration};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -32,15 +32,10 @@ pub struct DaemonConfig {
     #[arg(long, env = "POLYSOCKET_STANDALONE")]
     pub standalone: bool,
 
+    /// Redis (fleet mode); tokens and create settings (standalone mode only:
+    /// otherwise the router has them).
     #[command(flatten)]
-    pub redis: RedisArgs,
-
-    /// Tokens (standalone mode only; otherwise the router loads them).
-    #[command(flatten)]
-    pub tokens: TokensArgs,
-
-    #[command(flatten)]
-    pub create: CreateArgs,
+    pub service: ServiceArgs,
 
     #[command(flatten)]
     pub bridge: BridgeSettings,

@@ -5,10 +5,10 @@ use crate::config::RouterConfig;
 use crate::create::{self, CreateService};
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, web};
-use polysocket_common::cli::CreateArgs;
-use polysocket_common::fleet::{self, Fleet, FleetError, RedisFleet};
+use polysocket_common::cli::{self, CreateArgs, StartError};
+use polysocket_common::fleet::{self, Fleet, RedisFleet};
 use polysocket_common::metrics;
-use polysocket_common::token::{TokenRecord, TokensFile, TokensFileError};
+use polysocket_common::token::{TokenRecord, TokensFile};
 use prometheus::Registry;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -24,33 +24,22 @@ pub struct Application {
     server: Server,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Tokens(#[from] TokensFileError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
-    #[error("invalid redis url: {0}")]
-    Redis(#[source] FleetError),
-}
-
 impl Application {
     /// Builds the production router: Redis fleet, tokens from the file.
     pub async fn build(config: &RouterConfig) -> Result<Self, StartError> {
-        let fleet = RedisFleet::new(&config.redis.url).map_err(StartError::Redis)?;
+        let service = &config.service;
+        let fleet = RedisFleet::new(&service.redis.url).map_err(StartError::Redis)?;
         fleet.listen_for_replies().await;
-        if let Some(path) = &config.tokens.path {
+        if let Some(path) = &service.tokens.path {
             let tokens = TokensFile::load(path)?.tokens;
             tokio::spawn(keep_tokens_stored(fleet.clone(), tokens));
         }
-        let listener = TcpListener::bind(config.listen)
-            .map_err(|source| StartError::Bind { addr: config.listen.to_string(), source })?;
-        Self::serve(listener, fleet, config.create.clone())
+        Self::serve(cli::bind(config.listen)?, fleet, service.create.clone())
     }
 
     /// Serves `/create` with any fleet on an already bound listener.
     pub fn serve(listener: TcpListener, fleet: Arc<dyn Fleet>, settings: CreateArgs) -> Result<Self, StartError> {
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: "?".into(), source })?;
+        let addr = listener.local_addr().expect("a bound listener has an address");
         let registry = Registry::new();
         fleet::register_metrics(&registry);
         // In-flight creates finish on SIGTERM; none lasts longer than this.
@@ -69,7 +58,7 @@ impl Application {
         })
         .shutdown_timeout(drain.as_secs())
         .listen(listener)
-        .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?
+        .map_err(|source| StartError::Bind { addr, source })?
         .run();
         log::info!("router listening on {addr}");
         Ok(Application { port: addr.port(), server })

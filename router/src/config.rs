@@ -2,7 +2,7 @@
 //! in `router --help`.
 
 use clap::Parser;
-use polysocket_common::cli::{CreateArgs, RedisArgs, TokensArgs};
+use polysocket_common::cli::ServiceArgs;
 use std::net::SocketAddr;
 
 #[derive(Debug, Clone, Parser)]
@@ -13,11 +13,5 @@ pub struct RouterConfig {
     pub listen: SocketAddr,
 
     #[command(flatten)]
-    pub redis: RedisArgs,
-
-    #[command(flatten)]
-    pub tokens: TokensArgs,
-
-    #[command(flatten)]
-    pub create: CreateArgs,
+    pub service: ServiceArgs,
 }
