@@ -66,6 +66,9 @@ pub struct ServiceArgs {
 
     #[command(flatten)]
     pub create: CreateArgs,
+
+    #[command(flatten)]
+    pub client: crate::limits::ClientArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -93,6 +96,15 @@ pub struct CreateArgs {
     /// the silent one is kept out of selection for a while).
     #[arg(long, env = "POLYSOCKET_ACCEPT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub accept_timeout: Duration,
+
+    /// Creates per second one client address may make (0: no limit); a
+    /// burst of twice that is allowed.
+    #[arg(long, env = "POLYSOCKET_CREATE_RATE_PER_IP", default_value_t = 20)]
+    pub create_rate_per_ip: u32,
+
+    /// Creates per second one token may make, from all its clients (0: no limit).
+    #[arg(long, env = "POLYSOCKET_CREATE_RATE_PER_TOKEN", default_value_t = 200)]
+    pub create_rate_per_token: u32,
 
     /// Daemons tried per create when they do not answer.
     #[arg(long = "create-attempts", env = "POLYSOCKET_CREATE_ATTEMPTS", default_value_t = 3,

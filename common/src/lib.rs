@@ -6,6 +6,7 @@
 //! - [`token`]: token records and the origin/target authorization rules;
 //! - [`fleet`]: the [`fleet::Fleet`] both services coordinate through, with
 //!   Redis and in-memory backends;
+//! - [`limits`]: client addresses behind proxies, and rate limits;
 //! - [`metrics`]: Prometheus encoding;
 //! - [`cli`]: command-line arguments both services share;
 //! - [`shutdown`]: the SIGTERM/SIGINT future.
@@ -14,6 +15,7 @@
 pub mod cli;
 pub mod fleet;
 pub mod jsonp;
+pub mod limits;
 pub mod metrics;
 pub mod shutdown;
 pub mod target;

@@ -84,8 +84,12 @@ impl Application {
             draining: AtomicBool::new(false),
             metrics: Arc::new(DaemonMetrics::new(&registry)),
         });
-        let create =
-            config.standalone.then(|| Arc::new(CreateService::new(fleet, config.service.create.clone(), &registry)));
+        let create = config.standalone.then(|| {
+            let service = &config.service;
+            let create = Arc::new(CreateService::new(fleet, service.create.clone(), service.client.clone(), &registry));
+            create::forget_idle_callers(&create);
+            create
+        });
         // Forms and base64 inflate a message by a third; leave room for that.
         let body_limit = bridge.max_message_bytes / 3 * 4 + 4096;
         let (shared, registry) = (web::Data::from(daemon.clone()), web::Data::new(registry));

@@ -7,6 +7,7 @@ use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, web};
 use polysocket_common::cli::{self, CreateArgs, StartError};
 use polysocket_common::fleet::{self, Fleet, RedisFleet};
+use polysocket_common::limits::ClientArgs;
 use polysocket_common::metrics;
 use polysocket_common::token::{TokenRecord, TokensFile};
 use prometheus::Registry;
@@ -34,17 +35,23 @@ impl Application {
             let tokens = TokensFile::load(path)?.tokens;
             tokio::spawn(keep_tokens_stored(fleet.clone(), tokens));
         }
-        Self::serve(cli::bind(config.listen)?, fleet, service.create.clone())
+        Self::serve(cli::bind(config.listen)?, fleet, service.create.clone(), service.client.clone())
     }
 
     /// Serves `/create` with any fleet on an already bound listener.
-    pub fn serve(listener: TcpListener, fleet: Arc<dyn Fleet>, settings: CreateArgs) -> Result<Self, StartError> {
+    pub fn serve(
+        listener: TcpListener,
+        fleet: Arc<dyn Fleet>,
+        settings: CreateArgs,
+        clients: ClientArgs,
+    ) -> Result<Self, StartError> {
         let addr = listener.local_addr().expect("a bound listener has an address");
         let registry = Registry::new();
         fleet::register_metrics(&registry);
         // In-flight creates finish on SIGTERM; none lasts longer than this.
         let drain = settings.create_timeout + Duration::from_secs(1);
-        let service = Arc::new(CreateService::new(fleet.clone(), settings, &registry));
+        let service = Arc::new(CreateService::new(fleet.clone(), settings, clients, &registry));
+        create::forget_idle_callers(&service);
         let (fleet, registry) = (web::Data::from(fleet), web::Data::new(registry));
         let server = actix_web::HttpServer::new(move || {
             App::new()

@@ -2,16 +2,18 @@
 
 use crate::metrics::CreateMetrics;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{ORIGIN, REFERER};
+use actix_web::http::header::{HeaderValue, ORIGIN, REFERER, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, web};
 use polysocket_common::cli::CreateArgs;
 use polysocket_common::fleet::{Fleet, FleetError};
 use polysocket_common::jsonp;
+use polysocket_common::limits::{ClientArgs, KeyedLimit, retry_after_secs};
 use polysocket_common::target::{Target, TargetError, origin_of};
 use polysocket_common::token::Refusal;
 use polysocket_common::wire::{Created, EstablishReply, EstablishRequest, Failure, unix_millis};
 use prometheus::Registry;
 use serde::Deserialize;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,12 +29,29 @@ const SUSPECT_PERIOD: Duration = Duration::from_secs(10);
 pub struct CreateService {
     fleet: Arc<dyn Fleet>,
     settings: CreateArgs,
+    clients: ClientArgs,
     metrics: CreateMetrics,
+    per_ip: KeyedLimit<IpAddr>,
+    per_token: KeyedLimit<String>,
 }
 
 impl CreateService {
-    pub fn new(fleet: Arc<dyn Fleet>, settings: CreateArgs, registry: &Registry) -> Self {
-        CreateService { fleet, settings, metrics: CreateMetrics::new(registry) }
+    pub fn new(fleet: Arc<dyn Fleet>, settings: CreateArgs, clients: ClientArgs, registry: &Registry) -> Self {
+        CreateService {
+            per_ip: KeyedLimit::per_second(settings.create_rate_per_ip),
+            per_token: KeyedLimit::per_second(settings.create_rate_per_token),
+            fleet,
+            settings,
+            clients,
+            metrics: CreateMetrics::new(registry),
+        }
+    }
+
+    /// Forgets the rate-limit state of quiet clients and tokens; call it
+    /// now and then so that state stays proportional to active callers.
+    pub fn forget_idle(&self) {
+        self.per_ip.forget_idle();
+        self.per_token.forget_idle();
     }
 }
 
@@ -63,6 +82,8 @@ pub enum CreateError {
     InvalidProtocols,
     #[error(transparent)]
     InvalidTarget(#[from] TargetError),
+    #[error("rate limited: retry in {}s", retry_after_secs(*.0))]
+    RateLimited(Duration),
     #[error("unknown token")]
     UnknownToken,
     #[error(transparent)]
@@ -84,6 +105,7 @@ impl CreateError {
             | CreateError::InvalidProtocols
             | CreateError::InvalidTarget(_) => StatusCode::BAD_REQUEST,
             CreateError::UnknownToken | CreateError::Refused(_) => StatusCode::FORBIDDEN,
+            CreateError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             CreateError::Fleet(FleetError::LimitReached) => StatusCode::TOO_MANY_REQUESTS,
             CreateError::Fleet(FleetError::NoAnswer | FleetError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             CreateError::Fleet(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -99,6 +121,7 @@ impl CreateError {
             | CreateError::InvalidProtocols
             | CreateError::InvalidTarget(_) => "invalid",
             CreateError::UnknownToken | CreateError::Refused(_) => "refused",
+            CreateError::RateLimited(_) => "rate_limited",
             CreateError::Fleet(FleetError::LimitReached) => "limit_reached",
             CreateError::Fleet(FleetError::NoDaemon | FleetError::NoCapacity) => "no_capacity",
             CreateError::Fleet(FleetError::NoAnswer | FleetError::Timeout) => "daemon_timeout",
@@ -125,7 +148,15 @@ async fn create(req: HttpRequest, service: web::Data<CreateService>) -> HttpResp
             log::info!("create refused: {e}");
             service.metrics.outcome(e.outcome());
             let status = if callback.is_some() { StatusCode::OK } else { e.status() };
-            jsonp::reply(status, callback.as_ref(), &Failure::new(e))
+            let retry_after = match e {
+                CreateError::RateLimited(wait) => Some(retry_after_secs(wait)),
+                _ => None,
+            };
+            let mut response = jsonp::reply(status, callback.as_ref(), &Failure::new(e));
+            if let Some(secs) = retry_after {
+                response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+            }
+            response
         }
     }
 }
@@ -140,11 +171,18 @@ impl CreateService {
         let token_name = query.token.ok_or(CreateError::Missing("token"))?;
         let protocols = parse_protocols(query.protocols.as_deref())?;
         let origin = page_origin(req);
+        let client_ip = req.peer_addr().map(|peer| {
+            let forwarded_for = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+            self.clients.client_ip(peer.ip(), forwarded_for)
+        });
+        if let Some(ip) = client_ip {
+            self.per_ip.check(&ip).map_err(CreateError::RateLimited)?;
+        }
 
         let token = self.fleet.token(&token_name).await?.ok_or(CreateError::UnknownToken)?;
+        self.per_token.check(&token.token).map_err(CreateError::RateLimited)?;
         token.authorize(origin.as_deref(), &target)?;
-
-        let client_ip = req.peer_addr().map(|a| a.ip().to_string());
+        let client_ip = client_ip.map(|ip| ip.to_string());
         let mut attempt = 1;
         let reply = loop {
             let reservation = self.fleet.reserve(&token.token, token.max_connections).await?;
@@ -190,6 +228,25 @@ impl CreateService {
             EstablishReply::Accepted { .. } => unreachable!("Fleet::establish returns outcomes only"),
         }
     }
+}
+
+/// How often quiet callers' rate-limit state is dropped.
+const FORGET_IDLE_EVERY: Duration = Duration::from_secs(60);
+
+/// Drops quiet callers' rate-limit state now and then, for as long as the
+/// service lives.
+pub fn forget_idle_callers(service: &Arc<CreateService>) {
+    let service = Arc::downgrade(service);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(FORGET_IDLE_EVERY);
+        loop {
+            ticks.tick().await;
+            match service.upgrade() {
+                Some(service) => service.forget_idle(),
+                None => return,
+            }
+        }
+    });
 }
 
 /// The page that asked: the `Origin` header, else the origin of `Referer`.

@@ -349,3 +349,39 @@ async fn metrics_count_sockets_creates_and_traffic() {
         assert!(metric(&router.body, line), "router metrics lack {line:?}:\n{}", router.body);
     }
 }
+
+#[actix_web::test]
+async fn creates_are_rate_limited_per_client() {
+    let options = Options { daemons: 1, router_args: vec!["--create-rate-per-ip", "1"], ..Options::default() };
+    let stack = Stack::start(Backend::Memory, options).await;
+    let target = stack.upstream.url("/echo");
+    let jsonp = [("cb", CB), ("from", "t"), ("target", target.as_str()), ("token", "dev")];
+    // A burst of two, then the limit (a slow machine may refill one now and then).
+    let mut answers = Vec::new();
+    for _ in 0..10 {
+        let reply = stack.create(&jsonp, &[]).await;
+        assert_eq!(reply.status, 200, "JSONP callers still get their callback");
+        answers.push(reply.jsonp(CB));
+    }
+    assert!(answers[..2].iter().all(|a| a["ok"] == true), "{answers:?}");
+    let limited: Vec<&Value> = answers.iter().filter(|a| a["ok"] == false).collect();
+    assert!(!limited.is_empty(), "ten creates at once from one client: {answers:?}");
+    assert!(limited.iter().all(|a| a["error"] == "rate limited: retry in 1s"), "{limited:?}");
+    let curl = stack.create(&jsonp[1..], &[]).await;
+    assert_eq!((curl.status, curl.header("retry-after")), (429, "1"));
+}
+
+#[actix_web::test]
+async fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    let seen_through = |router_args: Vec<&'static str>| async move {
+        let stack = Stack::start(Backend::Memory, Options { daemons: 1, router_args, ..Options::default() }).await;
+        let target = stack.upstream.url("/headers");
+        let params = [("cb", CB), ("from", "t"), ("target", target.as_str()), ("token", "dev")];
+        let created = stack.create(&params, &[("x-forwarded-for", "203.0.113.9")]).await.jsonp(CB);
+        let socket = stack.socket_from(&created);
+        let seen: Value = serde_json::from_str(socket.receive(1).await[0]["data"].as_str().unwrap()).unwrap();
+        seen["x-forwarded-for"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(seen_through(vec![]).await, "127.0.0.1", "a forged header from anyone is ignored");
+    assert_eq!(seen_through(vec!["--trusted-proxies", "127.0.0.1/32"]).await, "203.0.113.9");
+}

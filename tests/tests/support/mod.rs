@@ -29,11 +29,19 @@ pub struct Options {
     pub daemons: usize,
     pub tokens: Vec<TokenRecord>,
     pub daemon_args: Vec<&'static str>,
+    /// Router flags, after the test defaults (which lift the per-client
+    /// create limit: every test client is 127.0.0.1).
+    pub router_args: Vec<&'static str>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { daemons: 2, tokens: default_tokens(), daemon_args: vec!["--allow-private-targets"] }
+        Options {
+            daemons: 2,
+            tokens: default_tokens(),
+            daemon_args: vec!["--allow-private-targets"],
+            router_args: vec![],
+        }
     }
 }
 
@@ -140,8 +148,9 @@ impl Stack {
         let router_fleet = fleet().await;
         router_fleet.store_tokens(&options.tokens).await.expect("store tokens");
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (create, clients) = create_settings(&options.router_args);
         let router_app =
-            router::app::Application::serve(listener, router_fleet, create_settings()).expect("router starts");
+            router::app::Application::serve(listener, router_fleet, create, clients).expect("router starts");
         let router = Http::new(router_app.port());
         actix_web::rt::spawn(router_app.run_until_stopped());
 
@@ -200,14 +209,19 @@ impl Stack {
     }
 }
 
-/// The router's create settings in tests: the production defaults.
-fn create_settings() -> polysocket_common::cli::CreateArgs {
+/// The router's create settings in tests: the production defaults, without
+/// the per-client rate limit, then `extra`.
+fn create_settings(extra: &[&str]) -> (polysocket_common::cli::CreateArgs, polysocket_common::limits::ClientArgs) {
     #[derive(clap::Parser)]
+    #[command(args_override_self = true)]
     struct Args {
         #[command(flatten)]
-        create: polysocket_common::cli::CreateArgs,
+        service: polysocket_common::cli::ServiceArgs,
     }
-    <Args as clap::Parser>::parse_from(["router"]).create
+    let mut args = vec!["router", "--create-rate-per-ip", "0"];
+    args.extend_from_slice(extra);
+    let args = <Args as clap::Parser>::try_parse_from(args).expect("router args");
+    (args.service.create, args.service.client)
 }
 
 impl Socket {

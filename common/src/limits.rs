@@ -1,0 +1,137 @@
+//! Who is asking, and how often they may.
+//!
+//! A bridge that opens connections for strangers must bound what any one of
+//! them can make it do: these are the building blocks both services use to
+//! answer `429 Too Many Requests` instead of doing the work.
+
+use clap::Args;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use ipnet::IpNet;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+/// Proxies whose `X-Forwarded-For` is believed.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Comma-separated addresses or CIDR blocks of reverse proxies (ingress,
+    /// load balancer) whose X-Forwarded-For names the real client. From
+    /// anyone else the header is ignored, so it cannot be forged.
+    #[arg(long, env = "POLYSOCKET_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+fn parse_net(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{text:?} is not an address or CIDR block"))
+}
+
+impl ClientArgs {
+    /// The client's address: the peer, or, when the peer is a trusted
+    /// proxy, the nearest address in `X-Forwarded-For` that is not one.
+    pub fn client_ip(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
+        let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|net| net.contains(ip));
+        if !trusted(&peer) {
+            return peer;
+        }
+        let Some(forwarded_for) = forwarded_for else { return peer };
+        let mut client = peer;
+        // Each proxy appends the address it got the request from: walk back
+        // from the nearest hop while the hops are our own proxies.
+        for hop in forwarded_for.rsplit(',') {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) => {
+                    client = ip;
+                    if !trusted(&ip) {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        client
+    }
+}
+
+/// A rate limit per key (client address, token, ...), with a burst of twice
+/// the rate. Keys that have been quiet are forgotten by [`KeyedLimit::forget_idle`].
+pub struct KeyedLimit<K: Hash + Eq + Clone> {
+    limiter: Option<DefaultKeyedRateLimiter<K>>,
+}
+
+impl<K: Hash + Eq + Clone> KeyedLimit<K> {
+    /// `per_second` of 0 means no limit.
+    pub fn per_second(per_second: u32) -> Self {
+        let limiter = NonZeroU32::new(per_second).map(|rate| {
+            let burst = rate.saturating_mul(NonZeroU32::new(2).expect("2 is not zero"));
+            RateLimiter::dashmap(Quota::per_second(rate).allow_burst(burst))
+        });
+        KeyedLimit { limiter }
+    }
+
+    /// Takes one unit for `key`, or says how long until one is free.
+    pub fn check(&self, key: &K) -> Result<(), Duration> {
+        let Some(limiter) = &self.limiter else { return Ok(()) };
+        limiter.check_key(key).map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    /// Drops the state of keys back at their full allowance, so memory
+    /// follows the number of active clients, not of all clients ever seen.
+    pub fn forget_idle(&self) {
+        if let Some(limiter) = &self.limiter {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+}
+
+/// `Retry-After` in whole seconds, at least one.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(trusted: &[&str]) -> ClientArgs {
+        ClientArgs { trusted_proxies: trusted.iter().map(|t| parse_net(t).unwrap()).collect() }
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let peer: IpAddr = "10.0.0.5".parse().unwrap();
+        assert_eq!(args(&[]).client_ip(peer, Some("1.2.3.4")), peer);
+        let proxies = args(&["10.0.0.0/8"]);
+        assert_eq!(proxies.client_ip(peer, Some("1.2.3.4")), "1.2.3.4".parse::<IpAddr>().unwrap());
+        // A forged first hop is skipped: the nearest untrusted hop counts.
+        assert_eq!(proxies.client_ip(peer, Some("6.6.6.6, 1.2.3.4, 10.0.0.9")), "1.2.3.4".parse::<IpAddr>().unwrap());
+        assert_eq!(proxies.client_ip(peer, None), peer);
+        assert_eq!(proxies.client_ip(peer, Some("garbage")), peer);
+        assert_eq!(args(&["192.168.1.1"]).client_ip(peer, Some("1.2.3.4")), peer);
+    }
+
+    #[test]
+    fn keyed_limits() {
+        let limit = KeyedLimit::per_second(1);
+        assert_eq!(limit.check(&"a"), Ok(()));
+        assert_eq!(limit.check(&"a"), Ok(()), "burst of two");
+        let wait = limit.check(&"a").unwrap_err();
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1));
+        assert_eq!(limit.check(&"b"), Ok(()), "keys are independent");
+        let unlimited = KeyedLimit::per_second(0);
+        assert!((0..1000).all(|_| unlimited.check(&"a").is_ok()));
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1000)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+    }
+}
