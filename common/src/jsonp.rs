@@ -113,13 +113,34 @@ pub fn reply<T: Serialize>(status: StatusCode, callback: Option<&Callback>, valu
     }
 }
 
+/// Longest query string accepted. A legacy browser's URLs stay under about
+/// 2 KB (long messages go in `more=1` pieces, or in a POST body).
+pub const MAX_QUERY_BYTES: usize = 16 * 1024;
+
 /// Why a request's query cannot even be answered in JSONP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
+    #[error("query string too long: at most 16 KiB; send long messages in pieces or in a POST body")]
+    TooLong,
     #[error("malformed query string")]
     Malformed,
     #[error(transparent)]
     Callback(#[from] CallbackError),
+}
+
+impl QueryError {
+    /// The plain-text answer: nothing the client sent is echoed.
+    pub fn response(&self) -> HttpResponse {
+        let status = match self {
+            QueryError::TooLong => StatusCode::URI_TOO_LONG,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        HttpResponseBuilder::new(status)
+            .insert_header((X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+            .insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")))
+            .content_type("text/plain; charset=utf-8")
+            .body(self.to_string())
+    }
 }
 
 /// Parses a query string and its `cb` parameter: the two things that must be
@@ -128,19 +149,12 @@ pub fn parse_query<T: DeserializeOwned>(
     query: &str,
     callback_of: impl Fn(&T) -> Option<&str>,
 ) -> Result<(T, Option<Callback>), QueryError> {
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(QueryError::TooLong);
+    }
     let params: T = serde_urlencoded::from_str(query).map_err(|_| QueryError::Malformed)?;
     let callback = Callback::parse_optional(callback_of(&params))?;
     Ok((params, callback))
-}
-
-/// The answer for a request whose callback (or query string) is unusable:
-/// plain text, so nothing the client sent is ever executed or echoed.
-pub fn plain_bad_request(reason: impl fmt::Display) -> HttpResponse {
-    HttpResponse::BadRequest()
-        .insert_header((X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
-        .insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .content_type("text/plain; charset=utf-8")
-        .body(reason.to_string())
 }
 
 #[cfg(test)]
@@ -177,6 +191,15 @@ mod tests {
         assert_eq!(json, r#"{"d":"a\u2028b\u2029\u003c/script>"}"#);
         let back: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(back["d"], "a\u{2028}b\u{2029}</script>");
+    }
+
+    #[test]
+    fn queries_are_bounded() {
+        let long = format!("d={}", "x".repeat(MAX_QUERY_BYTES));
+        let parsed = parse_query::<std::collections::HashMap<String, String>>(&long, |_| None);
+        assert_eq!(parsed.unwrap_err(), QueryError::TooLong);
+        assert_eq!(QueryError::TooLong.response().status(), StatusCode::URI_TOO_LONG);
+        assert_eq!(QueryError::Malformed.response().status(), StatusCode::BAD_REQUEST);
     }
 
     #[test]

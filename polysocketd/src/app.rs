@@ -3,6 +3,7 @@
 use crate::bridge::Limits;
 use crate::config::DaemonConfig;
 use crate::daemon::Daemon;
+use crate::guard::ClientGuard;
 use crate::metrics::DaemonMetrics;
 use crate::routes;
 use crate::upstream::OpenSettings;
@@ -71,6 +72,7 @@ impl Application {
                 max_queue_bytes: bridge.max_queue_bytes,
                 send_timeout: bridge.send_timeout,
                 ping_interval: bridge.ping_interval,
+                max_sends_per_second: bridge.max_sends_per_second,
             },
             max_poll_ttl: bridge.max_poll_ttl,
             open: OpenSettings {
@@ -83,6 +85,7 @@ impl Application {
             registered: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             metrics: Arc::new(DaemonMetrics::new(&registry)),
+            guard: ClientGuard::new(config.service.client.clone(), bridge.unknown_socket_rate, bridge.max_polls_per_ip),
         });
         let create = config.standalone.then(|| {
             let service = &config.service;
@@ -127,6 +130,7 @@ impl Application {
     /// system (the upstream client is `!Send`).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let heartbeat = tokio::spawn(self.daemon.clone().heartbeat());
+        let forget = tokio::spawn(self.daemon.clone().forget_idle_clients());
         let creates = actix_web::rt::spawn(self.daemon.clone().serve_creates());
         let handle = self.server.handle();
         let mut server = self.server;
@@ -140,6 +144,7 @@ impl Application {
             }
         };
         heartbeat.abort();
+        forget.abort();
         creates.abort();
         result
     }

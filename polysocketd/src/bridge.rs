@@ -16,6 +16,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
+use polysocket_common::limits::KeyedLimit;
 use polysocket_common::wire::ClientMessage;
 use rand::Rng;
 use std::collections::VecDeque;
@@ -75,6 +76,8 @@ pub enum SendFailure {
     TooBig,
     #[error("fragments of one message must all have the same t")]
     MixedFragments,
+    #[error("too many sends on this socket: retry in {}s", polysocket_common::limits::retry_after_secs(*.0))]
+    RateLimited(Duration),
 }
 
 /// What a poll gets.
@@ -132,6 +135,8 @@ pub struct Limits {
     pub send_timeout: Duration,
     /// Longest time between pings to the upstream.
     pub ping_interval: Duration,
+    /// Sends per second one socket may make (0: no limit).
+    pub max_sends_per_second: u32,
 }
 
 /// How a socket ended, for logs and metrics.
@@ -165,6 +170,7 @@ pub fn bridge(upstream: Upstream, limits: Limits, metrics: Arc<DaemonMetrics>) -
     let (ended_tx, upstream_ended) = oneshot::channel();
     let now = Instant::now();
     let owner = Owner {
+        sends: KeyedLimit::per_second(limits.max_sends_per_second),
         ping_at: now + random_ping_interval(limits.ping_interval),
         upstream,
         commands,
@@ -233,6 +239,8 @@ struct Owner {
     commands: mpsc::Receiver<Command>,
     limits: Limits,
     metrics: Arc<DaemonMetrics>,
+    /// This socket's send rate (one key: the socket itself).
+    sends: KeyedLimit<()>,
     /// Messages not yet acknowledged by the client, oldest first.
     queue: VecDeque<QueuedMessage>,
     /// Payload bytes in `queue`; reading the upstream pauses at the limit.
@@ -310,6 +318,7 @@ impl Owner {
         if self.closed.is_some() || self.closing_deadline.is_some() {
             return Err(SendFailure::Closed);
         }
+        self.sends.check(&()).map_err(SendFailure::RateLimited)?;
         if let Some(seq) = send.seq {
             if seq <= self.client_seq {
                 // A retry of a send that was accepted: accepted again, not repeated.

@@ -86,6 +86,19 @@ pub struct BridgeSettings {
     #[arg(long, env = "POLYSOCKET_MAX_HANDSHAKES_PER_HOST", default_value_t = 32)]
     pub max_handshakes_per_host: usize,
 
+    /// Lookups of unknown sockets per second one client address may make
+    /// before it is refused for a while (socket-id guessing; 0: no limit).
+    #[arg(long, env = "POLYSOCKET_UNKNOWN_SOCKET_RATE", default_value_t = 5)]
+    pub unknown_socket_rate: u32,
+
+    /// Polls one client address may have waiting at once.
+    #[arg(long, env = "POLYSOCKET_MAX_POLLS_PER_IP", default_value_t = 64)]
+    pub max_polls_per_ip: usize,
+
+    /// Sends per second one socket may make (a burst of twice that; 0: no limit).
+    #[arg(long, env = "POLYSOCKET_MAX_SENDS_PER_SECOND", default_value_t = 500)]
+    pub max_sends_per_second: u32,
+
     /// Longest a send may wait for a slow upstream to take the message.
     #[arg(long, env = "POLYSOCKET_SEND_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub send_timeout: Duration,

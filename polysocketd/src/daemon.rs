@@ -2,7 +2,9 @@
 //! fleet, opening the sockets routers hand over, and draining on shutdown.
 
 use crate::bridge::{self, End, Limits, SocketHandle};
+use crate::guard::ClientGuard;
 use crate::metrics::DaemonMetrics;
+use crate::routes::BridgeError;
 use crate::upstream::{OpenSettings, Opener};
 use awc::ws::{CloseCode, CloseReason};
 use dashmap::DashMap;
@@ -16,6 +18,8 @@ use std::time::Duration;
 /// Pause after a fleet error before trying again, so an unreachable Redis is
 /// not hammered.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// How often quiet clients' rate-limit state is dropped.
+const FORGET_IDLE_EVERY: Duration = Duration::from_secs(60);
 /// How often a drain checks whether every socket has ended.
 const DRAIN_CHECK: Duration = Duration::from_millis(50);
 
@@ -36,9 +40,17 @@ pub struct Daemon {
     /// Set on shutdown: no new sockets, no more heartbeats, not ready.
     pub draining: AtomicBool,
     pub metrics: Arc<DaemonMetrics>,
+    pub guard: ClientGuard,
 }
 
 impl Daemon {
+    /// The socket a request names, as long as its client is not guessing.
+    pub fn socket(&self, req: &actix_web::HttpRequest, id: &str) -> Result<SocketHandle, BridgeError> {
+        let ip = self.guard.client_ip(req);
+        self.guard.admit(ip)?;
+        self.sockets.get(id).map(|h| h.clone()).ok_or_else(|| self.guard.unknown_socket(ip))
+    }
+
     /// Keeps the registry entry alive until the daemon drains. The entry
     /// expires after two missed beats, so a dead daemon leaves selection fast.
     pub async fn heartbeat(self: Arc<Self>) {
@@ -56,6 +68,15 @@ impl Daemon {
                 Err(e) if was_registered => log::warn!("heartbeat failed, retrying: {e}"),
                 _ => {}
             }
+        }
+    }
+
+    /// Drops per-client state of quiet addresses now and then.
+    pub async fn forget_idle_clients(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval(FORGET_IDLE_EVERY);
+        loop {
+            ticks.tick().await;
+            self.guard.forget_idle();
         }
     }
 

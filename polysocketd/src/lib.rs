@@ -6,6 +6,7 @@
 //! - [`bridge`]: one owner task per socket and the handle to reach it;
 //! - [`metrics`]: what the daemon measures;
 //! - [`routes`]: `/s` (send) and `/j` (long-poll receive);
+//! - [`guard`]: per-client bounds (socket-id guessing, open polls);
 //! - [`upstream`]: the upstream WebSocket handshake;
 //! - [`netguard`]: refusing non-public upstream addresses.
 #![forbid(unsafe_code)]
@@ -14,6 +15,7 @@ pub mod app;
 pub mod bridge;
 pub mod config;
 pub mod daemon;
+pub mod guard;
 pub mod metrics;
 pub mod netguard;
 pub mod routes;

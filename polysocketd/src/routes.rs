@@ -3,13 +3,14 @@
 use crate::bridge::{Outgoing, PollOutcome, Send, SendFailure};
 use crate::daemon::Daemon;
 use actix_web::http::StatusCode;
-use actix_web::http::header::CONTENT_TYPE;
+use actix_web::http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, web};
 use awc::ws::{CloseCode, CloseReason};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use polysocket_common::jsonp;
+use polysocket_common::limits::retry_after_secs;
 use polysocket_common::wire::{Accepted, Failure, Messages};
 use prometheus::IntGauge;
 use serde::Deserialize;
@@ -53,6 +54,10 @@ pub enum BridgeError {
     UnsupportedContentType,
     #[error("unknown socket")]
     UnknownSocket,
+    #[error("too many requests: retry in {}s", retry_after_secs(*.0))]
+    RateLimited(Duration),
+    #[error("too many polls from this address")]
+    TooManyPolls,
     #[error("superseded by a newer poll")]
     Superseded,
     #[error(transparent)]
@@ -66,6 +71,9 @@ impl BridgeError {
             BridgeError::UnsupportedContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             BridgeError::Send(SendFailure::TooBig) => StatusCode::PAYLOAD_TOO_LARGE,
             BridgeError::Superseded | BridgeError::Send(SendFailure::OutOfOrder { .. }) => StatusCode::CONFLICT,
+            BridgeError::RateLimited(_)
+            | BridgeError::TooManyPolls
+            | BridgeError::Send(SendFailure::RateLimited(_)) => StatusCode::TOO_MANY_REQUESTS,
             BridgeError::Send(SendFailure::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             BridgeError::Send(SendFailure::Upstream) => StatusCode::BAD_GATEWAY,
             _ => StatusCode::BAD_REQUEST,
@@ -78,7 +86,11 @@ impl BridgeError {
         if let BridgeError::Send(SendFailure::OutOfOrder { expected }) = self {
             failure.expected = Some(expected);
         }
-        jsonp::reply(status, cb, &failure)
+        let mut response = jsonp::reply(status, cb, &failure);
+        if let BridgeError::RateLimited(wait) | BridgeError::Send(SendFailure::RateLimited(wait)) = self {
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
+        }
+        response
     }
 }
 
@@ -144,7 +156,7 @@ enum SendRequest {
 async fn send(req: HttpRequest, socket: web::Path<String>, body: Bytes, daemon: web::Data<Daemon>) -> HttpResponse {
     let (params, cb) = match jsonp::parse_query::<SendParams>(req.query_string(), |p| p.cb.as_deref()) {
         Ok(parsed) => parsed,
-        Err(e) => return jsonp::plain_bad_request(e),
+        Err(e) => return e.response(),
     };
     let outcome = async {
         let request = if req.method() == actix_web::http::Method::POST {
@@ -152,7 +164,7 @@ async fn send(req: HttpRequest, socket: web::Path<String>, body: Bytes, daemon: 
         } else {
             request_from_params(params, None)?
         };
-        let handle = daemon.sockets.get(socket.as_str()).map(|h| h.clone()).ok_or(BridgeError::UnknownSocket)?;
+        let handle = daemon.socket(&req, &socket)?;
         let sent = match request {
             SendRequest::Message(send) => handle.send(send).await,
             SendRequest::Close(reason) => handle.close(reason).await,
@@ -238,7 +250,7 @@ fn request_from_body(req: &HttpRequest, query: SendParams, body: Bytes) -> Resul
 async fn poll(req: HttpRequest, socket: web::Path<String>, daemon: web::Data<Daemon>) -> HttpResponse {
     let (params, cb) = match jsonp::parse_query::<PollParams>(req.query_string(), |p| p.cb.as_deref()) {
         Ok(parsed) => parsed,
-        Err(e) => return jsonp::plain_bad_request(e),
+        Err(e) => return e.response(),
     };
     let outcome = async {
         let ttl = match params.ttl.as_deref() {
@@ -250,7 +262,8 @@ async fn poll(req: HttpRequest, socket: web::Path<String>, daemon: web::Data<Dae
             None | Some("") => None,
             Some(seq) => Some(seq.parse::<u64>().map_err(|_| BridgeError::InvalidAck)?),
         };
-        let handle = daemon.sockets.get(socket.as_str()).map(|h| h.clone()).ok_or(BridgeError::UnknownSocket)?;
+        let handle = daemon.socket(&req, &socket)?;
+        let _slot = daemon.guard.poll_slot(daemon.guard.client_ip(&req))?;
         let _waiting = Waiting::start(&daemon.metrics.polls_waiting);
         match handle.poll(ttl, ack).await {
             PollOutcome::Messages(messages) => Ok(messages),

@@ -134,7 +134,7 @@ impl CreateError {
 async fn create(req: HttpRequest, service: web::Data<CreateService>) -> HttpResponse {
     let (query, callback) = match jsonp::parse_query::<CreateQuery>(req.query_string(), |q| q.cb.as_deref()) {
         Ok(parsed) => parsed,
-        Err(e) => return jsonp::plain_bad_request(e),
+        Err(e) => return e.response(),
     };
     let timer = service.metrics.duration.start_timer();
     let outcome = service.create(&req, query).await;

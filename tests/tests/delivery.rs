@@ -175,3 +175,53 @@ async fn one_handshake_at_a_time_per_client_and_upstream_address() {
     let stats = Http::new(stack.upstream.port()).get(None, "/slow-stats", &[]).await;
     assert_eq!(serde_json::from_str::<Value>(&stats.body).unwrap(), json!({"max_in_progress": 1}));
 }
+
+#[actix_web::test]
+async fn guessing_socket_ids_gets_an_address_refused_for_a_while() {
+    let stack = Stack::start(Backend::Memory, options(&["--unknown-socket-rate", "1"])).await;
+    let socket = stack.open("/echo").await;
+    let guess = |n: usize| format!("/j/{:032x}?ttl=0", n);
+    let mut statuses = Vec::new();
+    for n in 0..6 {
+        statuses.push(socket.http_get(&guess(n)).await.status);
+    }
+    assert_eq!(statuses[..2], [403, 403], "a burst of two honest mistakes");
+    assert!(statuses[2..].contains(&429), "then the address is refused: {statuses:?}");
+    let refused = socket.http_get(&guess(99)).await;
+    assert_eq!(refused.status, 429);
+    assert!(refused.header("retry-after").parse::<u64>().is_ok_and(|s| s >= 1));
+    // Even its real socket waits until the refusal ends.
+    assert_eq!(socket.http_get(&format!("/j/{}?ttl=0", socket.id)).await.status, 429);
+}
+
+#[actix_web::test]
+async fn sends_per_socket_are_rate_limited() {
+    let stack = Stack::start(Backend::Memory, options(&["--max-sends-per-second", "2"])).await;
+    let socket = stack.open("/echo").await;
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        statuses.push(socket.send_get(&[("d", &i.to_string())]).await.status);
+    }
+    assert_eq!(statuses[..4], [201; 4], "a burst of twice the rate");
+    assert!(statuses.contains(&429), "{statuses:?}");
+}
+
+#[actix_web::test]
+async fn polls_per_address_are_bounded() {
+    let stack = Stack::start(Backend::Memory, options(&["--max-polls-per-ip", "2"])).await;
+    let sockets = [stack.open("/echo").await, stack.open("/echo").await, stack.open("/echo").await];
+    let sockets = std::rc::Rc::new(sockets);
+    let waiting: Vec<_> = (0..2)
+        .map(|i| {
+            let sockets = sockets.clone();
+            actix_web::rt::spawn(async move { sockets[i].poll_raw(&[("ttl", "1500")]).await.status })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let third = sockets[2].poll_raw(&[("ttl", "100")]).await;
+    assert_eq!((third.status, third.jsonp(CB)["error"].clone()), (429, json!("too many polls from this address")));
+    for poll in waiting {
+        assert_eq!(poll.await.unwrap(), 200);
+    }
+    assert_eq!(sockets[2].poll_raw(&[("ttl", "100")]).await.status, 200, "slots are given back");
+}
