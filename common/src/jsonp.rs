@@ -117,6 +117,16 @@ pub fn reply<T: Serialize>(status: StatusCode, callback: Option<&Callback>, valu
 /// 2 KB (long messages go in `more=1` pieces, or in a POST body).
 pub const MAX_QUERY_BYTES: usize = 16 * 1024;
 
+/// Whether every name and value of a urlencoded form (or query string) is
+/// UTF-8 once decoded. The form parser replaces invalid bytes with U+FFFD,
+/// which would turn a client's bad text into different text instead of an error.
+pub fn form_is_utf8(form: &[u8]) -> bool {
+    form.split(|&b| b == b'&' || b == b'=').all(|part| {
+        let part: Vec<u8> = part.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
+        percent_encoding::percent_decode(&part).decode_utf8().is_ok()
+    })
+}
+
 /// Why a request's query cannot even be answered in JSONP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
@@ -124,6 +134,8 @@ pub enum QueryError {
     TooLong,
     #[error("malformed query string")]
     Malformed,
+    #[error("malformed query string: not UTF-8")]
+    NotUtf8,
     #[error(transparent)]
     Callback(#[from] CallbackError),
 }
@@ -151,6 +163,9 @@ pub fn parse_query<T: DeserializeOwned>(
 ) -> Result<(T, Option<Callback>), QueryError> {
     if query.len() > MAX_QUERY_BYTES {
         return Err(QueryError::TooLong);
+    }
+    if !form_is_utf8(query.as_bytes()) {
+        return Err(QueryError::NotUtf8);
     }
     let params: T = serde_urlencoded::from_str(query).map_err(|_| QueryError::Malformed)?;
     let callback = Callback::parse_optional(callback_of(&params))?;
@@ -191,6 +206,15 @@ mod tests {
         assert_eq!(json, r#"{"d":"a\u2028b\u2029\u003c/script>"}"#);
         let back: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(back["d"], "a\u{2028}b\u{2029}</script>");
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused_not_replaced() {
+        assert!(form_is_utf8(b"t=t&d=h%C3%A9llo+world"));
+        assert!(!form_is_utf8(b"t=t&d=%ff"));
+        assert!(!form_is_utf8(b"d=%C3"));
+        let parsed = parse_query::<std::collections::HashMap<String, String>>("d=%ff", |_| None);
+        assert_eq!(parsed.unwrap_err(), QueryError::NotUtf8);
     }
 
     #[test]

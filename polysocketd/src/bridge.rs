@@ -350,6 +350,8 @@ impl Owner {
         }
         let mut fragments = pending.unwrap_or_else(|| Fragments::new(text));
         if fragments.text != text {
+            // Only this piece is refused; the message so far stays.
+            self.outgoing = Some(fragments);
             return Err(SendFailure::MixedFragments);
         }
         fragments.data.extend_from_slice(message.bytes());

@@ -233,6 +233,9 @@ fn request_from_body(req: &HttpRequest, query: SendParams, body: Bytes) -> Resul
     let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match mime.as_str() {
         "application/x-www-form-urlencoded" => {
+            if !jsonp::form_is_utf8(&body) {
+                return Err(BridgeError::InvalidUtf8);
+            }
             let form: SendParams = serde_urlencoded::from_bytes(&body).map_err(|_| BridgeError::MalformedForm)?;
             request_from_params(form.or(query), None)
         }

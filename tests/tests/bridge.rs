@@ -178,6 +178,12 @@ async fn send_and_poll_errors(backend: Backend) {
     assert_eq!(error(socket.poll_raw(&[("ttl", "soon")]).await, 400), "invalid ttl: must be milliseconds");
     assert_eq!(error(socket.poll_raw(&[("ack", "-1")]).await, 400), "invalid ack: must be a sequence number");
 
+    // Invalid UTF-8 is refused, never turned into U+FFFD.
+    let not_utf8 = socket.http_get(&format!("/s/{}?cb=c&d=%ff", socket.id)).await;
+    assert_eq!((not_utf8.status, not_utf8.body.as_str()), (400, "malformed query string: not UTF-8"));
+    let form = socket.post("", "application/x-www-form-urlencoded", b"t=t&d=%ff").await;
+    assert_eq!((form.status, form.json()["error"].clone()), (400, json!("invalid d: text must be UTF-8")));
+
     let bad_cb = socket.http_get(&format!("/s/{}?cb=a(b)&d=x", socket.id)).await;
     assert_eq!((bad_cb.status, bad_cb.header("content-type")), (400, "text/plain; charset=utf-8"));
     let bad_cb = socket.http_get(&format!("/j/{}?cb=1x", socket.id)).await;

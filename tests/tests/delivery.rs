@@ -81,6 +81,12 @@ async fn a_long_message_sent_in_fragments_arrives_whole() {
     assert_eq!(received[0]["data"].as_str().unwrap().len(), 200_000);
     assert_eq!(received[0]["data"], message);
 
+    // A piece of another type is refused; the message so far stays.
+    assert_eq!(socket.send_get(&[("d", "kept-"), ("more", "1")]).await.status, 201);
+    assert_eq!(socket.send_get(&[("t", "b"), ("d", "AAE="), ("more", "1")]).await.status, 400);
+    assert_eq!(socket.send_get(&[("d", "whole")]).await.status, 201);
+    assert_eq!(socket.receive(1).await[0]["data"], "kept-whole");
+
     // Over --max-message-bytes: 413 and nothing of it reaches the upstream.
     let big = vec![1u8; 600 * 1024];
     assert_eq!(socket.post("?more=1", "application/octet-stream", &big).await.status, 201);
@@ -88,7 +94,7 @@ async fn a_long_message_sent_in_fragments_arrives_whole() {
     assert_eq!((over.status, over.json()["error"].clone()), (413, json!("message too big")));
     socket.send_text("after").await;
     let after = socket.receive(1).await;
-    assert_eq!(after, [json!({"type": "text", "seq": 2, "data": "after"})]);
+    assert_eq!(after, [json!({"type": "text", "seq": 3, "data": "after"})]);
 }
 
 #[actix_web::test]

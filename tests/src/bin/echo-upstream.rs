@@ -8,7 +8,11 @@ use polysocket_tests::upstream::UpstreamServer;
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
-    let port: u16 = match std::env::args().nth(1) {
+    let port: u16 = match std::env::args().nth(1).as_deref() {
+        Some("-h" | "--help") => {
+            println!("usage: echo-upstream [PORT]   (default 9001; serves ws://127.0.0.1:PORT/echo)");
+            return Ok(());
+        }
         Some(port) => port.parse().map_err(|_| std::io::Error::other(format!("invalid port {port:?}")))?,
         None => 9001,
     };
