@@ -129,6 +129,12 @@ impl Application {
     /// clients up to `--shutdown-grace` to read it. Must run inside an actix
     /// system (the upstream client is `!Send`).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let daemon = Arc::downgrade(&self.daemon);
+        self.daemon.fleet.watch_revocations(Box::new(move |token| {
+            if let Some(daemon) = daemon.upgrade() {
+                daemon.close_sockets_of(&token);
+            }
+        }));
         let heartbeat = tokio::spawn(self.daemon.clone().heartbeat());
         let forget = tokio::spawn(self.daemon.clone().forget_idle_clients());
         let creates = actix_web::rt::spawn(self.daemon.clone().serve_creates());

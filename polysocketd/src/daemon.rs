@@ -23,13 +23,20 @@ const FORGET_IDLE_EVERY: Duration = Duration::from_secs(60);
 /// How often a drain checks whether every socket has ended.
 const DRAIN_CHECK: Duration = Duration::from_millis(50);
 
+/// A socket as the daemon keeps it.
+pub struct OpenSocket {
+    pub handle: SocketHandle,
+    /// The token whose slot it holds, to close it if the token is revoked.
+    pub token: String,
+}
+
 /// Everything request handlers and background tasks share.
 pub struct Daemon {
     pub info: DaemonInfo,
     pub fleet: Arc<dyn Fleet>,
     /// Open sockets by id. Removing an entry drops the last handle, which
     /// tells the owner task to close the upstream and end.
-    pub sockets: DashMap<String, SocketHandle>,
+    pub sockets: DashMap<String, OpenSocket>,
     pub limits: Limits,
     pub max_poll_ttl: Duration,
     pub open: OpenSettings,
@@ -48,7 +55,7 @@ impl Daemon {
     pub fn socket(&self, req: &actix_web::HttpRequest, id: &str) -> Result<SocketHandle, BridgeError> {
         let ip = self.guard.client_ip(req);
         self.guard.admit(ip)?;
-        self.sockets.get(id).map(|h| h.clone()).ok_or_else(|| self.guard.unknown_socket(ip))
+        self.sockets.get(id).map(|s| s.handle.clone()).ok_or_else(|| self.guard.unknown_socket(ip))
     }
 
     /// Keeps the registry entry alive until the daemon drains. The entry
@@ -136,7 +143,7 @@ impl Daemon {
     /// Starts the owner task of a freshly opened upstream.
     fn adopt(self: &Arc<Self>, socket: String, token: &str, upstream: crate::upstream::Upstream) {
         let bridge = bridge::bridge(upstream, self.limits.clone(), self.metrics.clone());
-        self.sockets.insert(socket.clone(), bridge.handle);
+        self.sockets.insert(socket.clone(), OpenSocket { handle: bridge.handle, token: token.to_owned() });
         self.metrics.sockets_open.inc();
         let (daemon, token) = (self.clone(), token.to_owned());
         actix_web::rt::spawn(async move {
@@ -166,6 +173,17 @@ impl Daemon {
         }
     }
 
+    /// Closes the sockets of a token that was revoked with `--close-sockets`
+    /// (1008, policy violation: the upstream and the client are told why).
+    pub fn close_sockets_of(&self, token: &str) {
+        let revoked = CloseReason { code: CloseCode::Policy, description: Some("token revoked".into()) };
+        for entry in self.sockets.iter().filter(|entry| entry.token == token) {
+            log::info!("socket {}: closing, its token was revoked", entry.key());
+            let (handle, reason) = (entry.handle.clone(), revoked.clone());
+            tokio::spawn(async move { handle.close(Some(reason)).await });
+        }
+    }
+
     /// Leaves the fleet and closes every socket with 1001 "going away",
     /// waiting up to `grace` for clients to read their close.
     pub async fn drain(&self, grace: Duration) {
@@ -175,7 +193,7 @@ impl Daemon {
         if let Err(e) = self.fleet.deregister(&self.info.id).await {
             log::warn!("could not deregister: {e}");
         }
-        let handles: Vec<SocketHandle> = self.sockets.iter().map(|entry| entry.value().clone()).collect();
+        let handles: Vec<SocketHandle> = self.sockets.iter().map(|entry| entry.handle.clone()).collect();
         let going_away = CloseReason { code: CloseCode::Away, description: Some("going away".into()) };
         futures_util::future::join_all(handles.iter().map(|h| h.close(Some(going_away.clone())))).await;
         let deadline = tokio::time::Instant::now() + grace;

@@ -1,7 +1,7 @@
 //! Router configuration: every flag also reads the environment variable shown
 //! in `router --help`.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use polysocket_common::cli::ServiceArgs;
 use std::net::SocketAddr;
 
@@ -14,4 +14,48 @@ pub struct RouterConfig {
 
     #[command(flatten)]
     pub service: ServiceArgs,
+
+    /// Without a command, the router serves /create.
+    #[command(subcommand)]
+    pub command: Option<RouterCommand>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum RouterCommand {
+    /// Manages token records in Redis while the fleet runs: changes take
+    /// effect at the next create, on every router.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokenCommand {
+    /// Adds a token (fails if it exists).
+    Add(TokenFields),
+    /// Replaces an existing token's record (fails if it does not exist).
+    Update(TokenFields),
+    /// Prints every token record as JSON, one per line.
+    List,
+    /// Removes a token: creates with it fail from now on.
+    Revoke {
+        token: String,
+        /// Also close the sockets the token holds open (close code 1008).
+        #[arg(long)]
+        close_sockets: bool,
+    },
+}
+
+/// A token record on the command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenFields {
+    pub token: String,
+    /// Comma-separated target patterns, e.g. `wss://*.example.com/*`.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub targets: Vec<String>,
+    /// Comma-separated page origins, or `*` for any.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub origins: Vec<String>,
+    /// Sockets the token may hold open at once, fleet-wide.
+    #[arg(long)]
+    pub max_connections: u32,
 }

@@ -1,10 +1,21 @@
-use polysocket_common::cli::{init_logging, parse_or_exit, started_or_exit};
+use polysocket_common::cli::{EXIT_BAD_CONFIG, StartError, init_logging, parse_or_exit, started_or_exit};
+use polysocket_common::fleet::RedisFleet;
 use router::app::Application;
-use router::config::RouterConfig;
+use router::config::{RouterCommand, RouterConfig};
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     init_logging();
     let config: RouterConfig = parse_or_exit();
-    started_or_exit(Application::build(&config).await).run_until_stopped().await
+    match config.command {
+        None => started_or_exit(Application::build(&config).await).run_until_stopped().await,
+        Some(RouterCommand::Token(command)) => {
+            let fleet = started_or_exit(RedisFleet::new(&config.service.redis.url).map_err(StartError::Redis));
+            if let Err(e) = router::admin::run(fleet.as_ref(), command, &mut std::io::stdout()).await {
+                eprintln!("{e}");
+                std::process::exit(EXIT_BAD_CONFIG);
+            }
+            Ok(())
+        }
+    }
 }

@@ -249,3 +249,45 @@ async fn sigterm_drains_and_tells_every_client() {
     // It left the fleet: nothing is placed on it any more.
     assert_eq!(fleet.create(0, "dev").await["error"], "no daemon available");
 }
+
+#[actix_web::test]
+async fn tokens_are_managed_at_runtime_and_revocation_can_close_sockets() {
+    let fleet = Fleet::start(1, 1).await;
+    let redis = fleet.redis.url();
+    let token = |args: &[&str]| {
+        let output = std::process::Command::new(polysocket_tests::process::binary("router"))
+            .args(["--redis", &redis, "token"])
+            .args(args)
+            .output()
+            .expect("router token runs");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let add = ["add", "live", "--targets", "ws://127.0.0.1:*/*", "--origins", "*", "--max-connections", "5"];
+    let (code, out, _) = token(&add);
+    assert_eq!(code, Some(0));
+    assert!(out.contains(r#""token":"live""#), "{out}");
+    let (code, _, err) = token(&add);
+    assert_eq!(code, Some(64));
+    assert!(err.contains("already exists"), "{err}");
+    let (code, _, err) = token(&["update", "nope", "--targets", "*", "--origins", "*", "--max-connections", "1"]);
+    assert_eq!((code, err.trim()), (Some(64), "no token \"nope\""));
+
+    let socket = fleet.socket(&fleet.create(0, "live").await);
+    round_trip(&socket, "with a token added at runtime").await;
+    let (_, listed, _) = token(&["list"]);
+    let names: Vec<String> = listed
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap()["token"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["dev", "live", "two"]);
+
+    let (code, out, _) = token(&["revoke", "live", "--close-sockets"]);
+    assert_eq!((code, out.trim()), (Some(0), "revoked live; its sockets are being closed"));
+    let close = socket.receive(1).await;
+    assert_eq!(close[0], json!({"type": "close", "seq": 2, "code": 1008, "reason": "token revoked"}));
+    assert_eq!(fleet.create(0, "live").await["error"], "unknown token");
+}

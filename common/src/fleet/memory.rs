@@ -76,6 +76,18 @@ impl Fleet for MemoryFleet {
         Ok(false)
     }
 
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, FleetError> {
+        let mut tokens: Vec<TokenRecord> = self.state().tokens.values().cloned().collect();
+        tokens.sort_by(|a, b| a.token.cmp(&b.token));
+        Ok(tokens)
+    }
+
+    /// Standalone mode has no admin path to ask for closing sockets; the
+    /// token is removed all the same.
+    async fn revoke_token(&self, token: &str, _close_sockets: bool) -> Result<bool, FleetError> {
+        Ok(self.state().tokens.remove(token).is_some())
+    }
+
     async fn token(&self, token: &str) -> Result<Option<TokenRecord>, FleetError> {
         Ok(self.state().tokens.get(token).cloned())
     }
@@ -197,6 +209,9 @@ impl Fleet for MemoryFleet {
         let waiter = self.state().waiting.get(&request.id).cloned();
         Ok(waiter.is_some_and(|tx| tx.try_send(reply).is_ok()))
     }
+
+    /// Nothing announces revocations in a single process.
+    fn watch_revocations(&self, _revoked: Box<dyn Fn(String) + Send + Sync>) {}
 
     async fn ping(&self) -> Result<(), FleetError> {
         Ok(())

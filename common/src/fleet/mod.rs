@@ -92,6 +92,14 @@ pub trait Fleet: Send + Sync + 'static {
 
     async fn token(&self, token: &str) -> Result<Option<TokenRecord>, FleetError>;
 
+    /// Every token record, sorted by token.
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, FleetError>;
+
+    /// Removes a token: no new creates from this moment. With
+    /// `close_sockets`, daemons also close the sockets it holds (1008).
+    /// `Ok(false)` when there was no such token.
+    async fn revoke_token(&self, token: &str, close_sockets: bool) -> Result<bool, FleetError>;
+
     /// Registers the daemon or renews its entry for `ttl`. `load` is only
     /// used when the entry has to be created afresh (first start, or a Redis
     /// that lost its data); otherwise reservations and releases keep it exact.
@@ -124,6 +132,10 @@ pub trait Fleet: Send + Sync + 'static {
     /// means nobody was waiting any more, so the daemon must undo whatever
     /// it opened.
     async fn reply(&self, request: &EstablishRequest, reply: EstablishReply) -> Result<bool, FleetError>;
+
+    /// Calls `revoked` with every token revoked with `close_sockets` from now
+    /// on (daemons, to close that token's sockets).
+    fn watch_revocations(&self, revoked: Box<dyn Fn(String) + Send + Sync>);
 
     /// Whether the backend is reachable, for readiness probes.
     async fn ping(&self) -> Result<(), FleetError>;

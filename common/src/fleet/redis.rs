@@ -26,6 +26,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 const TOKENS_KEY: &str = "ps:tokens";
+/// Where revocations that close sockets are announced to the daemons.
+const REVOCATIONS_CHANNEL: &str = "ps:revocations";
 /// Set whenever tokens are stored: its absence means Redis lost its data.
 const TOKENS_STORED_KEY: &str = "ps:tokens:stored";
 const DAEMONS_KEY: &str = "ps:daemons";
@@ -154,27 +156,46 @@ impl RedisFleet {
 
     /// Starts listening for establish replies (routers call this once) and
     /// waits up to about a second for the subscription, so the first creates
-    /// do not fail while it comes up. Listening goes on until the fleet is
-    /// dropped, resubscribing after Redis failures.
-    pub async fn listen_for_replies(self: &Arc<Self>) {
-        let weak = Arc::downgrade(self);
+    /// do not fail while it comes up. Listening goes on for the life of the
+    /// process, resubscribing after Redis failures.
+    pub async fn listen_for_replies(&self) {
+        let waiting = self.waiting.clone();
+        let deliver = move |payload: &[u8]| {
+            let reply: EstablishReply = match serde_json::from_slice(payload) {
+                Ok(reply) => reply,
+                Err(e) => return log::warn!("ignoring malformed establish reply: {e}"),
+            };
+            let waiter = waiting.lock().unwrap_or_else(|e| e.into_inner()).get(reply.request_id()).cloned();
+            if let Some(waiter) = waiter {
+                let _ = waiter.try_send(reply);
+            }
+        };
+        self.subscribe(self.reply_channel.clone(), self.subscribed.clone(), deliver);
+        let deadline = tokio::time::Instant::now() + REDIS_TIMEOUT;
+        while !self.subscribed.load(Ordering::Acquire) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Keeps a subscription to `channel` alive for the life of the process,
+    /// handing every message to `on_message`; `subscribed` tells whether it
+    /// is live right now.
+    fn subscribe(
+        &self,
+        channel: String,
+        subscribed: Arc<AtomicBool>,
+        on_message: impl Fn(&[u8]) + Send + Sync + 'static,
+    ) {
+        let client = self.client.clone();
         tokio::spawn(async move {
             loop {
-                let Some(fleet) = weak.upgrade() else { return };
-                let (client, channel) = (fleet.client.clone(), fleet.reply_channel.clone());
-                let (waiting, subscribed) = (fleet.waiting.clone(), fleet.subscribed.clone());
-                drop(fleet);
-                if let Err(e) = relay_replies(&client, &channel, &waiting, &subscribed).await {
-                    log::warn!("reply subscription lost: {e}");
+                if let Err(e) = relay(&client, &channel, &subscribed, &on_message).await {
+                    log::warn!("subscription to {channel} lost: {e}");
                 }
                 subscribed.store(false, Ordering::Release);
                 tokio::time::sleep(RESUBSCRIBE_DELAY).await;
             }
         });
-        let deadline = tokio::time::Instant::now() + REDIS_TIMEOUT;
-        while !self.subscribed.load(Ordering::Acquire) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
     }
 
     async fn conn(&self) -> Result<deadpool_redis::Connection, FleetError> {
@@ -197,28 +218,19 @@ impl RedisFleet {
 /// Subscribes to `channel` and hands each reply to the create waiting for it.
 type Waiting = HashMap<String, mpsc::Sender<EstablishReply>>;
 
-async fn relay_replies(
+/// One subscription's life: subscribe, hand over messages until it breaks.
+async fn relay(
     client: &redis::Client,
     channel: &str,
-    waiting: &Mutex<Waiting>,
     subscribed: &AtomicBool,
+    on_message: &(impl Fn(&[u8]) + Send + Sync),
 ) -> Result<(), redis::RedisError> {
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     subscribed.store(true, Ordering::Release);
     let mut messages = pubsub.on_message();
     while let Some(message) = messages.next().await {
-        let reply: EstablishReply = match serde_json::from_slice(message.get_payload_bytes()) {
-            Ok(reply) => reply,
-            Err(e) => {
-                log::warn!("ignoring malformed establish reply: {e}");
-                continue;
-            }
-        };
-        let waiter = waiting.lock().unwrap_or_else(|e| e.into_inner()).get(reply.request_id()).cloned();
-        if let Some(waiter) = waiter {
-            let _ = waiter.try_send(reply);
-        }
+        on_message(message.get_payload_bytes());
     }
     Err(redis::RedisError::from((redis::ErrorKind::Io, "subscription stream ended")))
 }
@@ -248,6 +260,22 @@ impl Fleet for RedisFleet {
         }
         self.store_tokens(tokens).await?;
         Ok(true)
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, FleetError> {
+        let all: HashMap<String, String> = self.conn().await?.hgetall(TOKENS_KEY).await?;
+        let mut tokens: Vec<TokenRecord> = all.values().filter_map(|json| serde_json::from_str(json).ok()).collect();
+        tokens.sort_by(|a, b| a.token.cmp(&b.token));
+        Ok(tokens)
+    }
+
+    async fn revoke_token(&self, token: &str, close_sockets: bool) -> Result<bool, FleetError> {
+        let mut conn = self.conn().await?;
+        let removed: u32 = conn.hdel(TOKENS_KEY, token).await?;
+        if close_sockets {
+            let _: u64 = conn.publish(REVOCATIONS_CHANNEL, token).await?;
+        }
+        Ok(removed > 0)
     }
 
     async fn token(&self, token: &str) -> Result<Option<TokenRecord>, FleetError> {
@@ -357,6 +385,12 @@ impl Fleet for RedisFleet {
         let payload = serde_json::to_string(&reply).expect("replies serialize");
         let receivers: u64 = self.conn().await?.publish(&request.reply_to, payload).await?;
         Ok(receivers > 0)
+    }
+
+    fn watch_revocations(&self, revoked: Box<dyn Fn(String) + Send + Sync>) {
+        self.subscribe(REVOCATIONS_CHANNEL.to_owned(), Arc::default(), move |payload: &[u8]| {
+            revoked(String::from_utf8_lossy(payload).into_owned())
+        });
     }
 
     async fn ping(&self) -> Result<(), FleetError> {

@@ -1,0 +1,59 @@
+//! `router token ...`: token records managed at runtime, in Redis.
+
+use crate::config::{TokenCommand, TokenFields};
+use polysocket_common::fleet::{Fleet, FleetError};
+use polysocket_common::token::TokenRecord;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("token {0:?} already exists (use `token update`)")]
+    Exists(String),
+    #[error("no token {0:?}")]
+    Missing(String),
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
+}
+
+/// Carries out one token command; what it prints goes to `out`.
+pub async fn run(fleet: &dyn Fleet, command: TokenCommand, out: &mut dyn std::io::Write) -> Result<(), AdminError> {
+    match command {
+        TokenCommand::Add(fields) => {
+            if fleet.token(&fields.token).await?.is_some() {
+                return Err(AdminError::Exists(fields.token));
+            }
+            store(fleet, fields, out).await
+        }
+        TokenCommand::Update(fields) => {
+            if fleet.token(&fields.token).await?.is_none() {
+                return Err(AdminError::Missing(fields.token));
+            }
+            store(fleet, fields, out).await
+        }
+        TokenCommand::List => {
+            for record in fleet.tokens().await? {
+                let _ = writeln!(out, "{}", serde_json::to_string(&record).expect("records serialize"));
+            }
+            Ok(())
+        }
+        TokenCommand::Revoke { token, close_sockets } => {
+            if !fleet.revoke_token(&token, close_sockets).await? {
+                return Err(AdminError::Missing(token));
+            }
+            let closing = if close_sockets { "; its sockets are being closed" } else { "" };
+            let _ = writeln!(out, "revoked {token}{closing}");
+            Ok(())
+        }
+    }
+}
+
+async fn store(fleet: &dyn Fleet, fields: TokenFields, out: &mut dyn std::io::Write) -> Result<(), AdminError> {
+    let record = TokenRecord {
+        token: fields.token,
+        targets: fields.targets,
+        origins: fields.origins,
+        max_connections: fields.max_connections,
+    };
+    fleet.store_tokens(std::slice::from_ref(&record)).await?;
+    let _ = writeln!(out, "{}", serde_json::to_string(&record).expect("records serialize"));
+    Ok(())
+}
