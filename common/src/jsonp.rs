@@ -232,3 +232,77 @@ mod tests {
         assert_eq!(jsonp_body(&cb, r#"{"ok":true}"#), r#"/**/my.cb({"ok":true});"#);
     }
 }
+
+/// The encoding checked by a real JavaScript engine: for arbitrary strings,
+/// evaluating the JSONP body in node hands the callback the exact original.
+#[cfg(test)]
+mod javascript_engine {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    /// Evaluates every body in node, each as a separate script, with a
+    /// callback that records its argument; returns what each call received.
+    fn evaluate_in_node(bodies: &[String]) -> Vec<String> {
+        let program = r#"
+            const vm = require("vm");
+            const bodies = JSON.parse(require("fs").readFileSync(0, "utf8"));
+            const seen = bodies.map((body) => {
+                let got = null;
+                vm.runInNewContext(body, { ps: { cb: (value) => { got = value; } } });
+                return got.messages[0].data;
+            });
+            // Lone surrogates cannot occur (the input is UTF-8), so JSON output is exact.
+            process.stdout.write(JSON.stringify(seen));
+        "#;
+        let mut node = Command::new("node")
+            .args(["-e", program])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("node is needed for this test");
+        node.stdin.take().unwrap().write_all(serde_json::to_string(bodies).unwrap().as_bytes()).unwrap();
+        let output = node.wait_with_output().unwrap();
+        assert!(output.status.success(), "node failed: {}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice(&output.stdout).expect("node printed JSON")
+    }
+
+    fn body_for(data: &str) -> String {
+        let message = serde_json::json!({"ok": true, "messages": [{"type": "text", "seq": 1, "data": data}]});
+        jsonp_body(&Callback::parse("ps.cb").unwrap(), &to_script_safe_json(&message))
+    }
+
+    /// Strings rich in what breaks naive JSONP: line separators, script end
+    /// tags, quotes, backslashes, NUL and other controls, astral characters.
+    fn hostile_text() -> impl Strategy<Value = String> {
+        let pieces = prop_oneof![
+            Just("\u{2028}".to_owned()),
+            Just("\u{2029}".to_owned()),
+            Just("</script>".to_owned()),
+            Just("<!--".to_owned()),
+            Just("\"".to_owned()),
+            Just("\\".to_owned()),
+            Just("\u{0}".to_owned()),
+            Just("\\u2028".to_owned()),
+            Just("😀".to_owned()),
+            any::<char>().prop_map(String::from),
+            "[\\x00-\\x1f]".prop_map(String::from),
+        ];
+        prop::collection::vec(pieces, 0..24).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn node_sees_exactly_what_was_sent(texts in prop::collection::vec(hostile_text(), 1..8)) {
+            let bodies: Vec<String> = texts.iter().map(|t| body_for(t)).collect();
+            for body in &bodies {
+                // Nothing that ends a script or a line in old engines survives raw.
+                let raw = body.contains(['\u{2028}', '\u{2029}', '<']);
+                prop_assert!(!raw, "unescaped separator or '<' in {:?}", body);
+            }
+            prop_assert_eq!(evaluate_in_node(&bodies), texts);
+        }
+    }
+}
