@@ -1,6 +1,7 @@
 //! Token records: who may open sockets, from which pages, to which targets.
 
 use crate::target::{Target, glob_match, normalize_pattern};
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -17,6 +18,10 @@ pub struct TokenRecord {
     pub origins: Vec<String>,
     /// Sockets the token may hold open at once, fleet-wide.
     pub max_connections: u32,
+    /// Non-public networks this token may reach on purpose (e.g. an internal
+    /// WebSocket service), although daemons refuse non-public addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_private: Vec<IpNet>,
 }
 
 /// The tokens file: `{"tokens":[...]}`.
@@ -87,6 +92,7 @@ mod tests {
             targets: vec!["ws://127.0.0.1:*/*".into(), "wss://*.example.com/*".into()],
             origins: origins.iter().map(|s| s.to_string()).collect(),
             max_connections: 1,
+            allow_private: Vec::new(),
         }
     }
 
@@ -108,6 +114,16 @@ mod tests {
         let refused = Target::parse("ws://10.0.0.1/").unwrap();
         assert_eq!(token.authorize(None, &allowed), Ok(()));
         assert_eq!(token.authorize(None, &refused), Err(Refusal::Target));
+    }
+
+    #[test]
+    fn private_networks_are_optional() {
+        let lan: TokenRecord = serde_json::from_str(
+            r#"{"token":"lan","targets":["ws://*"],"origins":["*"],"max_connections":1,"allow_private":["10.1.0.0/16"]}"#,
+        )
+        .unwrap();
+        assert!(lan.allow_private[0].contains(&"10.1.2.3".parse::<std::net::IpAddr>().unwrap()));
+        assert!(!serde_json::to_string(&record(&["*"])).unwrap().contains("allow_private"));
     }
 
     #[test]

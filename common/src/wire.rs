@@ -97,6 +97,9 @@ pub struct EstablishRequest {
     /// The token whose connection slot this socket holds; released when the
     /// socket ends.
     pub token: String,
+    /// Non-public networks the token may reach (see `TokenRecord::allow_private`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_private: Vec<ipnet::IpNet>,
 }
 
 /// How a daemon answers an [`EstablishRequest`].

@@ -5,6 +5,7 @@
 //! connection goes to the checked address: a DNS server that answers
 //! differently the second time (rebinding) gets no second chance.
 
+use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -15,12 +16,31 @@ pub enum GuardError {
     NotPublic,
 }
 
-/// Resolves `host:port` and returns the address to connect to.
-pub async fn resolve_checked(host: &str, port: u16, allow_private: bool) -> Result<SocketAddr, GuardError> {
+/// Which non-public addresses may be reached.
+#[derive(Debug, Clone, Copy)]
+pub enum Private<'a> {
+    /// Any (`--allow-private-targets`).
+    All,
+    /// Only these networks (a token's `allow_private`).
+    Only(&'a [IpNet]),
+}
+
+impl Private<'_> {
+    fn allows(&self, ip: IpAddr) -> bool {
+        match self {
+            Private::All => true,
+            Private::Only(nets) => is_public(ip) || nets.iter().any(|net| net.contains(&ip)),
+        }
+    }
+}
+
+/// Resolves `host:port` once, checks every answer, and returns the address
+/// to connect to.
+pub async fn resolve_checked(host: &str, port: u16, private: Private<'_>) -> Result<SocketAddr, GuardError> {
     let addrs: Vec<SocketAddr> =
         tokio::net::lookup_host((host, port)).await.map_err(|_| GuardError::Unresolvable)?.collect();
     let first = *addrs.first().ok_or(GuardError::Unresolvable)?;
-    if !allow_private && !addrs.iter().all(|a| is_public(a.ip())) {
+    if !addrs.iter().all(|a| private.allows(a.ip())) {
         return Err(GuardError::NotPublic);
     }
     Ok(first)
@@ -151,8 +171,14 @@ mod tests {
 
     #[tokio::test]
     async fn resolution_refuses_loopback_unless_allowed() {
-        assert_eq!(resolve_checked("127.0.0.1", 80, false).await, Err(GuardError::NotPublic));
-        assert_eq!(resolve_checked("localhost", 80, false).await, Err(GuardError::NotPublic));
-        assert_eq!(resolve_checked("127.0.0.1", 80, true).await, Ok(SocketAddr::from(([127, 0, 0, 1], 80))));
+        let none = Private::Only(&[]);
+        assert_eq!(resolve_checked("127.0.0.1", 80, none).await, Err(GuardError::NotPublic));
+        assert_eq!(resolve_checked("localhost", 80, none).await, Err(GuardError::NotPublic));
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 80));
+        assert_eq!(resolve_checked("127.0.0.1", 80, Private::All).await, Ok(loopback));
+        let nets = ["127.0.0.0/8".parse().unwrap()];
+        assert_eq!(resolve_checked("127.0.0.1", 80, Private::Only(&nets)).await, Ok(loopback));
+        let other = ["10.0.0.0/8".parse().unwrap()];
+        assert_eq!(resolve_checked("127.0.0.1", 80, Private::Only(&other)).await, Err(GuardError::NotPublic));
     }
 }

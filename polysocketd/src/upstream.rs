@@ -1,6 +1,6 @@
 //! Opening the upstream WebSocket for a create request.
 
-use crate::netguard::{self, GuardError};
+use crate::netguard::{self, GuardError, Private};
 use actix_web::http::header::{SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL};
 use awc::error::{ConnectError, SendRequestError, WsClientError};
 use awc::{BoxedSocket, Client};
@@ -79,7 +79,8 @@ impl Opener {
 
     async fn handshake(&self, target: &Target, request: &EstablishRequest) -> Result<Opened, OpenError> {
         let settings = &self.settings;
-        let addr = netguard::resolve_checked(target.host_for_lookup(), target.port(), settings.allow_private).await?;
+        let private = if settings.allow_private { Private::All } else { Private::Only(&request.allow_private) };
+        let addr = netguard::resolve_checked(target.host_for_lookup(), target.port(), private).await?;
         let _permits = self
             .gates
             .enter(request.client_ip.as_deref().unwrap_or(""), addr, target.host(), settings.max_handshakes_per_host)

@@ -58,4 +58,7 @@ pub struct TokenFields {
     /// Sockets the token may hold open at once, fleet-wide.
     #[arg(long)]
     pub max_connections: u32,
+    /// Comma-separated non-public networks (CIDR) the token may reach on purpose.
+    #[arg(long, value_delimiter = ',')]
+    pub allow_private: Vec<ipnet::IpNet>,
 }

@@ -197,6 +197,7 @@ impl CreateService {
                 protocols: protocols.clone(),
                 client_ip: client_ip.clone(),
                 token: token.token.clone(),
+                allow_private: token.allow_private.clone(),
             };
             match self.fleet.establish(&reservation.daemon_id, request).await {
                 Ok(reply) => break reply,

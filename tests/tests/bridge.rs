@@ -327,6 +327,11 @@ async fn non_public_targets_are_refused_by_default() {
     let target = stack.upstream.url("/echo");
     let params = [("cb", CB), ("from", "t"), ("target", target.as_str()), ("token", "dev")];
     assert_eq!(stack.create(&params, &[]).await.jsonp(CB)["error"], "target address is not public");
+    // A token may name the private networks it reaches on purpose.
+    let lan = [("cb", CB), ("from", "t"), ("target", target.as_str()), ("token", "lan")];
+    let socket = stack.socket_from(&stack.create(&lan, &[]).await.jsonp(CB));
+    socket.send_text("inside").await;
+    assert_eq!(socket.receive(1).await[0]["data"], "inside");
 }
 
 #[actix_web::test]

@@ -47,6 +47,7 @@ impl Default for Options {
 
 /// `dev`: any origin, any loopback target, 100 sockets.
 /// `strict`: only https://app.test, only `/echo`, one socket.
+/// `lan`: like `dev`, and allowed to reach loopback on purpose.
 pub fn default_tokens() -> Vec<TokenRecord> {
     vec![
         TokenRecord {
@@ -54,12 +55,21 @@ pub fn default_tokens() -> Vec<TokenRecord> {
             targets: vec!["ws://127.0.0.1:*/*".into()],
             origins: vec!["*".into()],
             max_connections: 100,
+            allow_private: vec![],
         },
         TokenRecord {
             token: "strict".into(),
             targets: vec!["ws://127.0.0.1:*/echo".into()],
             origins: vec!["https://app.test".into()],
             max_connections: 1,
+            allow_private: vec![],
+        },
+        TokenRecord {
+            token: "lan".into(),
+            targets: vec!["ws://127.0.0.1:*/*".into()],
+            origins: vec!["*".into()],
+            max_connections: 100,
+            allow_private: vec!["127.0.0.0/8".parse().unwrap()],
         },
     ]
 }
