@@ -69,6 +69,26 @@ pub struct ServiceArgs {
 
     #[command(flatten)]
     pub client: crate::limits::ClientArgs,
+
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+/// Bounds on HTTP connections, so slow or idle clients cannot hold them.
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// How long a client has to send a request's headers once connected
+    /// (slowloris); late ones get 408 and the connection is closed.
+    #[arg(long, env = "POLYSOCKET_HEADER_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// How long an idle keep-alive connection stays open.
+    #[arg(long, env = "POLYSOCKET_KEEP_ALIVE", default_value = "5s", value_parser = parse_duration)]
+    pub keep_alive: Duration,
+
+    /// Most connections each worker thread serves at once.
+    #[arg(long, env = "POLYSOCKET_MAX_CONNECTIONS_PER_WORKER", default_value_t = 25_000)]
+    pub max_connections_per_worker: usize,
 }
 
 #[derive(Debug, Clone, Args)]

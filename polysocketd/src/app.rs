@@ -95,6 +95,7 @@ impl Application {
         });
         // Forms and base64 inflate a message by a third; leave room for that.
         let body_limit = bridge.max_message_bytes / 3 * 4 + 4096;
+        let http = &config.service.http;
         let (shared, registry) = (web::Data::from(daemon.clone()), web::Data::new(registry));
         let server = actix_web::HttpServer::new(move || {
             let mut app = App::new()
@@ -113,6 +114,9 @@ impl Application {
         // Shutdown is ours: drain first (see `run_until_stopped`), then stop.
         .disable_signals()
         .shutdown_timeout(1)
+        .client_request_timeout(http.header_timeout)
+        .keep_alive(http.keep_alive)
+        .max_connections(http.max_connections_per_worker)
         .listen(listener)
         .map_err(|source| StartError::Bind { addr, source })?
         .run();

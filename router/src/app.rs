@@ -5,9 +5,8 @@ use crate::config::RouterConfig;
 use crate::create::{self, CreateService};
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, web};
-use polysocket_common::cli::{self, CreateArgs, StartError};
+use polysocket_common::cli::{self, ServiceArgs, StartError};
 use polysocket_common::fleet::{self, Fleet, RedisFleet};
-use polysocket_common::limits::ClientArgs;
 use polysocket_common::metrics;
 use polysocket_common::token::{TokenRecord, TokensFile};
 use prometheus::Registry;
@@ -35,22 +34,19 @@ impl Application {
             let tokens = TokensFile::load(path)?.tokens;
             tokio::spawn(keep_tokens_stored(fleet.clone(), tokens));
         }
-        Self::serve(cli::bind(config.listen)?, fleet, service.create.clone(), service.client.clone())
+        Self::serve(cli::bind(config.listen)?, fleet, service)
     }
 
     /// Serves `/create` with any fleet on an already bound listener.
-    pub fn serve(
-        listener: TcpListener,
-        fleet: Arc<dyn Fleet>,
-        settings: CreateArgs,
-        clients: ClientArgs,
-    ) -> Result<Self, StartError> {
+    pub fn serve(listener: TcpListener, fleet: Arc<dyn Fleet>, settings: &ServiceArgs) -> Result<Self, StartError> {
         let addr = listener.local_addr().expect("a bound listener has an address");
         let registry = Registry::new();
         fleet::register_metrics(&registry);
         // In-flight creates finish on SIGTERM; none lasts longer than this.
-        let drain = settings.create_timeout + Duration::from_secs(1);
-        let service = Arc::new(CreateService::new(fleet.clone(), settings, clients, &registry));
+        let drain = settings.create.create_timeout + Duration::from_secs(1);
+        let http = &settings.http;
+        let service =
+            Arc::new(CreateService::new(fleet.clone(), settings.create.clone(), settings.client.clone(), &registry));
         create::forget_idle_callers(&service);
         let (fleet, registry) = (web::Data::from(fleet), web::Data::new(registry));
         let server = actix_web::HttpServer::new(move || {
@@ -64,6 +60,9 @@ impl Application {
                 .route("/metrics", web::get().to(render_metrics))
         })
         .shutdown_timeout(drain.as_secs())
+        .client_request_timeout(http.header_timeout)
+        .keep_alive(http.keep_alive)
+        .max_connections(http.max_connections_per_worker)
         .listen(listener)
         .map_err(|source| StartError::Bind { addr, source })?
         .run();

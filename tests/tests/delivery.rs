@@ -231,3 +231,28 @@ async fn polls_per_address_are_bounded() {
     }
     assert_eq!(sockets[2].poll_raw(&[("ttl", "100")]).await.status, 200, "slots are given back");
 }
+
+#[actix_web::test]
+async fn slow_clients_cannot_hold_the_daemon() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start(Backend::Memory, options(&["--header-timeout", "1s"])).await;
+    let port = stack.daemons[0].port();
+    // Many clients connect and send half a request head, then nothing (slowloris).
+    let mut slow = Vec::new();
+    for _ in 0..300 {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        stream.write_all(b"GET /j/0123 HTTP/1.1\r\nHost: s1.localhost\r\nX-Slow: ").await.unwrap();
+        slow.push(stream);
+    }
+    // Meanwhile everyone else is served.
+    let socket = stack.open("/echo").await;
+    socket.send_text("served anyway").await;
+    assert_eq!(socket.receive(1).await[0]["data"], "served anyway");
+    // And the slow ones are cut off: 408, then the connection is closed.
+    for stream in &mut slow {
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+        assert!(read.is_ok_and(|r| r.is_ok()), "a half-open connection was left open");
+        assert!(answer.is_empty() || answer.starts_with(b"HTTP/1.1 408"), "{}", String::from_utf8_lossy(&answer));
+    }
+}

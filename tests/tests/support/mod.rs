@@ -77,6 +77,7 @@ pub fn default_tokens() -> Vec<TokenRecord> {
 pub struct Daemon {
     pub http: Http,
     pub fqdn: String,
+    port: u16,
     /// Starts the daemon's drain, as SIGTERM would; sent on drop too.
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     /// The daemon's own thread, as if it were its own process: its sockets
@@ -85,6 +86,10 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Starts a daemon with `args` on its own thread and actix system.
     fn start(i: usize, fleet: Arc<dyn Fleet>, extra_args: &[&str]) -> Daemon {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -100,7 +105,7 @@ impl Daemon {
                 let _ = app.run_until_stopped(async { drop(stopped.await) }).await;
             })
         });
-        Daemon { http: Http::new(port), fqdn, stop: Some(stop), thread: Some(thread) }
+        Daemon { http: Http::new(port), fqdn, port, stop: Some(stop), thread: Some(thread) }
     }
 
     /// Drains the daemon as SIGTERM would, and waits until it has stopped.
@@ -158,9 +163,8 @@ impl Stack {
         let router_fleet = fleet().await;
         router_fleet.store_tokens(&options.tokens).await.expect("store tokens");
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let (create, clients) = create_settings(&options.router_args);
-        let router_app =
-            router::app::Application::serve(listener, router_fleet, create, clients).expect("router starts");
+        let settings = router_settings(&options.router_args);
+        let router_app = router::app::Application::serve(listener, router_fleet, &settings).expect("router starts");
         let router = Http::new(router_app.port());
         actix_web::rt::spawn(router_app.run_until_stopped());
 
@@ -219,9 +223,9 @@ impl Stack {
     }
 }
 
-/// The router's create settings in tests: the production defaults, without
-/// the per-client rate limit, then `extra`.
-fn create_settings(extra: &[&str]) -> (polysocket_common::cli::CreateArgs, polysocket_common::limits::ClientArgs) {
+/// The router's settings in tests: the production defaults, without the
+/// per-client rate limit, then `extra`.
+fn router_settings(extra: &[&str]) -> polysocket_common::cli::ServiceArgs {
     #[derive(clap::Parser)]
     #[command(args_override_self = true)]
     struct Args {
@@ -230,8 +234,7 @@ fn create_settings(extra: &[&str]) -> (polysocket_common::cli::CreateArgs, polys
     }
     let mut args = vec!["router", "--create-rate-per-ip", "0"];
     args.extend_from_slice(extra);
-    let args = <Args as clap::Parser>::try_parse_from(args).expect("router args");
-    (args.service.create, args.service.client)
+    <Args as clap::Parser>::try_parse_from(args).expect("router args").service
 }
 
 impl Socket {
