@@ -30,13 +30,27 @@ impl Process {
     /// Starts `binary` with `args`, listening on `port`. Logs go to the
     /// test's output when `TEST_LOG` is set.
     pub fn start(name: &str, port: u16, args: &[&str]) -> Process {
-        let mut command = Command::new(binary(name));
-        command.args(["--listen", &format!("127.0.0.1:{port}")]).args(args).stdout(Stdio::null());
         match std::env::var("TEST_LOG") {
-            Ok(level) => command.env("RUST_LOG", level).stderr(Stdio::inherit()),
-            Err(_) => command.env_remove("RUST_LOG").stderr(Stdio::null()),
-        };
-        let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+            Ok(level) => Self::spawn(name, port, args, &level, Stdio::inherit()),
+            Err(_) => Self::spawn(name, port, args, "off", Stdio::null()),
+        }
+    }
+
+    /// Starts `binary` logging everything (`RUST_LOG=debug`) to `log`.
+    pub fn start_logging_to(name: &str, port: u16, args: &[&str], log: &std::path::Path) -> Process {
+        let file = std::fs::File::create(log).expect("log file");
+        Self::spawn(name, port, args, "debug", Stdio::from(file))
+    }
+
+    fn spawn(name: &str, port: u16, args: &[&str], level: &str, stderr: Stdio) -> Process {
+        let child = Command::new(binary(name))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .env("RUST_LOG", level)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         Process { child, http: Http::new(port), port }
     }
 

@@ -291,3 +291,54 @@ async fn tokens_are_managed_at_runtime_and_revocation_can_close_sockets() {
     assert_eq!(close[0], json!({"type": "close", "seq": 2, "code": 1008, "reason": "token revoked"}));
     assert_eq!(fleet.create(0, "live").await["error"], "unknown token");
 }
+
+#[actix_web::test]
+async fn tokens_never_reach_logs_or_metrics() {
+    const SECRET: &str = "s3cr3t-t0ken-value";
+    let redis = RedisServer::start();
+    let upstream = UpstreamServer::start();
+    let dir = std::env::temp_dir().join(format!("polysocket-secrets-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens = dir.join("tokens.json");
+    std::fs::write(
+        &tokens,
+        json!({"tokens": [{"token": SECRET, "targets": ["ws://127.0.0.1:*/*"], "origins": ["https://app.test"], "max_connections": 1}]})
+            .to_string(),
+    )
+    .unwrap();
+    let (router_log, daemon_log) = (dir.join("router.log"), dir.join("daemon.log"));
+    let router = Process::start_logging_to(
+        "router",
+        free_port(),
+        &["--redis", &redis.url(), "--tokens", tokens.to_str().unwrap()],
+        &router_log,
+    );
+    let daemon_port = free_port();
+    let fqdn = format!("d1.localhost:{daemon_port}");
+    let daemon_args =
+        ["--redis", &redis.url(), "--fqdn", &fqdn, "--allow-private-targets", "--heartbeat-interval", "300ms"];
+    let daemon = Process::start_logging_to("polysocketd", daemon_port, &daemon_args, &daemon_log);
+    router.http.wait_until_ok("/readyz", Duration::from_secs(20)).await;
+    daemon.http.wait_until_ok("/readyz", Duration::from_secs(20)).await;
+
+    // Every path a token takes: success, refusals, limit, traffic, close.
+    let target = upstream.url("/echo");
+    let create = |origin: &'static str| {
+        let params = query(&[("cb", CB), ("from", "t"), ("target", &target), ("token", SECRET)]);
+        let http = router.http.clone();
+        async move { http.get(None, &format!("/create?{params}"), &[("origin", origin)]).await.jsonp(CB) }
+    };
+    let created = create("https://app.test").await;
+    assert_eq!(create("https://evil.test").await["error"], "origin not allowed");
+    assert_eq!(create("https://app.test").await["error"], "connection limit reached");
+    let socket = Socket::new(&created, daemon.http.clone());
+    round_trip(&socket, "hello").await;
+    assert_eq!(socket.send_get(&[("t", "c")]).await.status, 201);
+
+    let mut everything = std::fs::read_to_string(&router_log).unwrap() + &std::fs::read_to_string(&daemon_log).unwrap();
+    everything += &router.http.get(None, "/metrics", &[]).await.body;
+    everything += &daemon.http.get(None, "/metrics", &[]).await.body;
+    assert!(everything.contains("created socket"), "the logs were captured");
+    assert!(!everything.contains(SECRET), "a token leaked into logs or metrics");
+    let _ = std::fs::remove_dir_all(&dir);
+}
