@@ -46,7 +46,7 @@ pub enum StartError {
     #[error("invalid redis url: {0}")]
     Redis(#[source] FleetError),
     #[error("{0}")]
-    Conflict(&'static str),
+    Invalid(String),
 }
 
 /// Binds the service's listener, saying where it could not listen.

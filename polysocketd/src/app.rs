@@ -6,7 +6,7 @@ use crate::daemon::Daemon;
 use crate::guard::ClientGuard;
 use crate::metrics::DaemonMetrics;
 use crate::routes;
-use crate::upstream::OpenSettings;
+use crate::upstream::{self, OpenSettings};
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, web};
 use dashmap::DashMap;
@@ -44,7 +44,9 @@ impl Application {
             fleet
         } else {
             if service.tokens.path.is_some() {
-                return Err(StartError::Conflict("--tokens is only read in standalone mode; give it to the router"));
+                return Err(StartError::Invalid(
+                    "--tokens is only read in standalone mode; give it to the router".into(),
+                ));
             }
             RedisFleet::new(&service.redis.url).map_err(StartError::Redis)?
         };
@@ -80,6 +82,10 @@ impl Application {
                 handshake_timeout: bridge.handshake_timeout,
                 max_frame_bytes: bridge.max_message_bytes,
                 max_handshakes_per_host: bridge.max_handshakes_per_host,
+                extra_roots: match &bridge.ca_file {
+                    Some(path) => upstream::load_roots(path).map_err(StartError::Invalid)?,
+                    None => Vec::new(),
+                },
             },
             heartbeat_interval: config.heartbeat_interval,
             registered: AtomicBool::new(false),

@@ -99,6 +99,11 @@ pub struct BridgeSettings {
     #[arg(long, env = "POLYSOCKET_MAX_SENDS_PER_SECOND", default_value_t = 500)]
     pub max_sends_per_second: u32,
 
+    /// PEM file of extra certificate authorities trusted for wss://
+    /// upstreams (a private CA), on top of the public roots.
+    #[arg(long, env = "POLYSOCKET_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+
     /// Longest a send may wait for a slow upstream to take the message.
     #[arg(long, env = "POLYSOCKET_SEND_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub send_timeout: Duration,

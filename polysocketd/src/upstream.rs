@@ -6,6 +6,8 @@ use awc::error::{ConnectError, SendRequestError, WsClientError};
 use awc::{BoxedSocket, Client};
 use polysocket_common::target::Target;
 use polysocket_common::wire::EstablishRequest;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -51,6 +53,34 @@ pub struct OpenSettings {
     pub max_frame_bytes: usize,
     /// Most handshakes in progress to one upstream host at a time.
     pub max_handshakes_per_host: usize,
+    /// Certificate authorities trusted for wss:// besides the public roots.
+    pub extra_roots: Vec<CertificateDer<'static>>,
+}
+
+/// Reads the PEM certificates of `--ca-file`.
+pub fn load_roots(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let shown = path.display();
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read CA file {shown}: {e}"))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("invalid CA file {shown}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate in CA file {shown}"));
+    }
+    Ok(certs)
+}
+
+/// TLS for wss:// upstreams: the public (webpki) roots plus `extra`, and
+/// HTTP/1.1 only, which the WebSocket handshake needs.
+fn tls_config(extra: &[CertificateDer<'static>]) -> Arc<rustls::ClientConfig> {
+    let mut roots = actix_tls::connect::rustls_0_23::webpki_roots_cert_store();
+    let (added, ignored) = roots.add_parsable_certificates(extra.iter().cloned());
+    if ignored > 0 {
+        log::warn!("{ignored} of the CA file's certificates could not be used ({added} were)");
+    }
+    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
 }
 
 /// Opens upstream WebSockets for one thread: awc clients are `!Send`, so each
@@ -65,7 +95,7 @@ impl Opener {
     pub fn new(settings: OpenSettings) -> Self {
         // The daemon's own capacity bounds upstream connections; awc's default
         // pool limit (100) would otherwise cap them far below it.
-        let connector = awc::Connector::new().limit(0);
+        let connector = awc::Connector::new().rustls_0_23(tls_config(&settings.extra_roots)).limit(0);
         let client = Client::builder().connector(connector).disable_timeout().finish();
         Opener { client, gates: HandshakeGates::default(), settings }
     }

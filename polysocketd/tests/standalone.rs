@@ -82,4 +82,9 @@ fn bad_configuration_exits_64_with_a_reason() {
 
     let bad_duration = run_to_exit(daemon().args(["--standalone", "--idle-timeout", "soon"]));
     assert_eq!(bad_duration.status.code(), Some(64));
+
+    let no_ca =
+        run_to_exit(daemon().args(["--standalone", "--listen", "127.0.0.1:0", "--ca-file", "/nonexistent/ca.pem"]));
+    assert_eq!(no_ca.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&no_ca.stderr).contains("cannot read CA file"), "{no_ca:?}");
 }

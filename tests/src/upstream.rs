@@ -35,7 +35,36 @@ impl UpstreamServer {
 
     /// Starts the server on `127.0.0.1:<port>` (0 for any free port).
     pub fn start_on(port: u16) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(("127.0.0.1", port))?;
+        Self::serve(TcpListener::bind(("127.0.0.1", port))?, None)
+    }
+
+    /// Starts a wss:// server for `localhost`, with a certificate from a
+    /// certificate authority made up on the spot; returns the server and
+    /// that authority's certificate (PEM), which nothing trusts by default.
+    pub fn start_tls() -> (Self, String) {
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "polysocket test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf_key = rcgen::KeyPair::generate().expect("server key");
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("server params")
+            .signed_by(&leaf_key, &issuer)
+            .expect("server certificate");
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).expect("server key DER"),
+            )
+            .expect("server TLS config");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        (Self::serve(listener, Some(config)).expect("start TLS upstream"), ca_cert.pem())
+    }
+
+    fn serve(listener: TcpListener, tls: Option<rustls::ServerConfig>) -> std::io::Result<Self> {
         let port = listener.local_addr()?.port();
         let stats = web::Data::new(HandshakeStats::default());
         let server = HttpServer::new(move || {
@@ -47,10 +76,12 @@ impl UpstreamServer {
                 .default_service(web::get().to(websocket))
         })
         .workers(1)
-        .disable_signals()
-        .listen(listener)?
-        .run();
-        actix_web::rt::spawn(server);
+        .disable_signals();
+        let server = match tls {
+            Some(config) => server.listen_rustls_0_23(listener, config)?,
+            None => server.listen(listener)?,
+        };
+        actix_web::rt::spawn(server.run());
         Ok(UpstreamServer { port })
     }
 

@@ -396,3 +396,32 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     assert_eq!(seen_through(vec![]).await, "127.0.0.1", "a forged header from anyone is ignored");
     assert_eq!(seen_through(vec!["--trusted-proxies", "127.0.0.1/32"]).await, "203.0.113.9");
 }
+
+#[actix_web::test]
+async fn wss_upstreams_are_verified_and_a_private_ca_can_be_trusted() {
+    let (upstream, ca_pem) = polysocket_tests::upstream::UpstreamServer::start_tls();
+    let ca_file = std::env::temp_dir().join(format!("polysocket-ca-{}-{}.pem", std::process::id(), upstream.port()));
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let mut tokens = support::default_tokens();
+    tokens[0].targets.push("wss://localhost:*/*".into());
+    let target = format!("wss://localhost:{}/echo", upstream.port());
+    let params = [("cb", CB), ("from", "t"), ("target", target.as_str()), ("token", "dev")];
+
+    // The made-up CA is nobody's root: the handshake fails on the certificate.
+    let untrusting =
+        Stack::start(Backend::Memory, Options { daemons: 1, tokens: tokens.clone(), ..Options::default() }).await;
+    let refused = untrusting.create(&params, &[]).await.jsonp(CB);
+    let error = refused["error"].as_str().unwrap();
+    assert!(error.starts_with("upstream handshake failed") && error.contains("certificate"), "{error}");
+
+    // Trusted through --ca-file, the same upstream bridges normally.
+    // The path must outlive the stack's configuration: leaking it is fine in a test.
+    let ca_arg: &'static str = ca_file.to_str().unwrap().to_owned().leak();
+    let daemon_args = vec!["--allow-private-targets", "--ca-file", ca_arg];
+    let trusting =
+        Stack::start(Backend::Memory, Options { daemons: 1, tokens, daemon_args, ..Options::default() }).await;
+    let socket = trusting.socket_from(&trusting.create(&params, &[]).await.jsonp(CB));
+    socket.send_text("over TLS").await;
+    assert_eq!(socket.receive(1).await[0]["data"], "over TLS");
+    let _ = std::fs::remove_file(&ca_file);
+}
