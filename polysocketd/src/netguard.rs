@@ -5,8 +5,10 @@
 //! connection goes to the checked address: a DNS server that answers
 //! differently the second time (rebinding) gets no second chance.
 
+use futures_util::future::LocalBoxFuture;
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::rc::Rc;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GuardError {
@@ -34,11 +36,25 @@ impl Private<'_> {
     }
 }
 
+/// Turns a host and port into addresses. The system resolver in production;
+/// tests use one whose answers change between calls, as a rebinding DNS
+/// server's would.
+pub type Resolver = Rc<dyn Fn(String, u16) -> LocalBoxFuture<'static, std::io::Result<Vec<SocketAddr>>>>;
+
+/// The operating system's resolver.
+pub fn system_resolver() -> Resolver {
+    Rc::new(|host, port| Box::pin(async move { Ok(tokio::net::lookup_host((host.as_str(), port)).await?.collect()) }))
+}
+
 /// Resolves `host:port` once, checks every answer, and returns the address
 /// to connect to.
-pub async fn resolve_checked(host: &str, port: u16, private: Private<'_>) -> Result<SocketAddr, GuardError> {
-    let addrs: Vec<SocketAddr> =
-        tokio::net::lookup_host((host, port)).await.map_err(|_| GuardError::Unresolvable)?.collect();
+pub async fn resolve_checked(
+    resolver: &Resolver,
+    host: &str,
+    port: u16,
+    private: Private<'_>,
+) -> Result<SocketAddr, GuardError> {
+    let addrs = resolver(host.to_owned(), port).await.map_err(|_| GuardError::Unresolvable)?;
     let first = *addrs.first().ok_or(GuardError::Unresolvable)?;
     if !addrs.iter().all(|a| private.allows(a.ip())) {
         return Err(GuardError::NotPublic);
@@ -170,15 +186,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_answer_is_checked() {
+        let mixed: Resolver = Rc::new(|_, port| {
+            Box::pin(async move {
+                Ok(vec![SocketAddr::from(([127, 0, 0, 1], port)), SocketAddr::from(([8, 8, 8, 8], port))])
+            })
+        });
+        let loopback_only = ["127.0.0.0/8".parse().unwrap()];
+        // A public answer does not excuse a private one beside it, in either order.
+        assert_eq!(resolve_checked(&mixed, "x", 1, Private::Only(&[])).await, Err(GuardError::NotPublic));
+        let private_last: Resolver = Rc::new(|_, port| {
+            Box::pin(async move {
+                Ok(vec![SocketAddr::from(([8, 8, 8, 8], port)), SocketAddr::from(([10, 0, 0, 1], port))])
+            })
+        });
+        assert_eq!(
+            resolve_checked(&private_last, "x", 1, Private::Only(&loopback_only)).await,
+            Err(GuardError::NotPublic)
+        );
+    }
+
+    #[tokio::test]
     async fn resolution_refuses_loopback_unless_allowed() {
+        let system = system_resolver();
         let none = Private::Only(&[]);
-        assert_eq!(resolve_checked("127.0.0.1", 80, none).await, Err(GuardError::NotPublic));
-        assert_eq!(resolve_checked("localhost", 80, none).await, Err(GuardError::NotPublic));
+        assert_eq!(resolve_checked(&system, "127.0.0.1", 80, none).await, Err(GuardError::NotPublic));
+        assert_eq!(resolve_checked(&system, "localhost", 80, none).await, Err(GuardError::NotPublic));
         let loopback = SocketAddr::from(([127, 0, 0, 1], 80));
-        assert_eq!(resolve_checked("127.0.0.1", 80, Private::All).await, Ok(loopback));
+        assert_eq!(resolve_checked(&system, "127.0.0.1", 80, Private::All).await, Ok(loopback));
         let nets = ["127.0.0.0/8".parse().unwrap()];
-        assert_eq!(resolve_checked("127.0.0.1", 80, Private::Only(&nets)).await, Ok(loopback));
+        assert_eq!(resolve_checked(&system, "127.0.0.1", 80, Private::Only(&nets)).await, Ok(loopback));
         let other = ["10.0.0.0/8".parse().unwrap()];
-        assert_eq!(resolve_checked("127.0.0.1", 80, Private::Only(&other)).await, Err(GuardError::NotPublic));
+        assert_eq!(resolve_checked(&system, "127.0.0.1", 80, Private::Only(&other)).await, Err(GuardError::NotPublic));
     }
 }

@@ -1,6 +1,6 @@
 //! Opening the upstream WebSocket for a create request.
 
-use crate::netguard::{self, GuardError, Private};
+use crate::netguard::{self, GuardError, Private, Resolver};
 use actix_web::http::header::{SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL};
 use awc::error::{ConnectError, SendRequestError, WsClientError};
 use awc::{BoxedSocket, Client};
@@ -89,15 +89,20 @@ pub struct Opener {
     client: Client,
     gates: HandshakeGates,
     settings: OpenSettings,
+    resolver: Resolver,
 }
 
 impl Opener {
     pub fn new(settings: OpenSettings) -> Self {
+        Self::with_resolver(settings, netguard::system_resolver())
+    }
+
+    pub fn with_resolver(settings: OpenSettings, resolver: Resolver) -> Self {
         // The daemon's own capacity bounds upstream connections; awc's default
         // pool limit (100) would otherwise cap them far below it.
         let connector = awc::Connector::new().rustls_0_23(tls_config(&settings.extra_roots)).limit(0);
         let client = Client::builder().connector(connector).disable_timeout().finish();
-        Opener { client, gates: HandshakeGates::default(), settings }
+        Opener { client, gates: HandshakeGates::default(), settings, resolver }
     }
 
     pub async fn open(&self, request: &EstablishRequest) -> Result<Opened, OpenError> {
@@ -110,7 +115,7 @@ impl Opener {
     async fn handshake(&self, target: &Target, request: &EstablishRequest) -> Result<Opened, OpenError> {
         let settings = &self.settings;
         let private = if settings.allow_private { Private::All } else { Private::Only(&request.allow_private) };
-        let addr = netguard::resolve_checked(target.host_for_lookup(), target.port(), private).await?;
+        let addr = netguard::resolve_checked(&self.resolver, target.host_for_lookup(), target.port(), private).await?;
         let _permits = self
             .gates
             .enter(request.client_ip.as_deref().unwrap_or(""), addr, target.host(), settings.max_handshakes_per_host)
@@ -190,5 +195,56 @@ fn describe(error: WsClientError) -> OpenError {
         WsClientError::SendRequest(SendRequestError::Timeout)
         | WsClientError::SendRequest(SendRequestError::Connect(ConnectError::Timeout)) => OpenError::Timeout,
         other => OpenError::Other(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polysocket_tests::upstream::UpstreamServer;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    fn request(target: String) -> EstablishRequest {
+        EstablishRequest {
+            id: "r".into(),
+            reply_to: String::new(),
+            accept_by_ms: u64::MAX,
+            expires_at_ms: u64::MAX,
+            target,
+            origin: None,
+            protocols: Vec::new(),
+            client_ip: None,
+            token: "t".into(),
+            allow_private: vec!["127.0.0.0/8".parse().unwrap()],
+        }
+    }
+
+    /// A rebinding DNS server: loopback (allowed) at the first lookup, then a
+    /// private address the token may not reach. The daemon must look up once
+    /// and connect to the address it checked.
+    #[actix_web::test]
+    async fn connects_to_the_address_it_checked_without_a_second_lookup() {
+        let upstream = UpstreamServer::start();
+        let lookups = Rc::new(Cell::new(0));
+        let counted = lookups.clone();
+        let rebinding: Resolver = Rc::new(move |_, port| {
+            counted.set(counted.get() + 1);
+            let ip = if counted.get() == 1 { [127, 0, 0, 1] } else { [10, 9, 9, 9] };
+            Box::pin(async move { Ok(vec![SocketAddr::from((ip, port))]) })
+        });
+        let settings = OpenSettings {
+            allow_private: false,
+            handshake_timeout: Duration::from_secs(5),
+            max_frame_bytes: 1 << 20,
+            max_handshakes_per_host: 4,
+            extra_roots: Vec::new(),
+        };
+        let opener = Opener::with_resolver(settings, rebinding);
+        let target = format!("ws://rebind.test:{}/echo", upstream.port());
+        assert!(opener.open(&request(target.clone())).await.is_ok(), "the checked loopback address was used");
+        assert_eq!(lookups.get(), 1, "one lookup per open");
+        // The next open sees the rebound answer and refuses it.
+        assert!(matches!(opener.open(&request(target)).await, Err(OpenError::Guard(GuardError::NotPublic))));
     }
 }
