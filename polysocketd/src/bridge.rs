@@ -8,13 +8,14 @@
 //! pings, reassembling fragments, validating UTF-8, and running the closing
 //! handshake.
 
+use crate::fragments::{Assembly, AssemblyError};
 use crate::metrics::DaemonMetrics;
 use crate::upstream::Upstream;
 use actix_http::ws::{Item, ProtocolError};
 use awc::ws::{CloseCode, CloseReason, Frame, Message};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use polysocket_common::limits::KeyedLimit;
 use polysocket_common::wire::ClientMessage;
@@ -198,36 +199,6 @@ struct WaitingPoll {
     deadline: Instant,
 }
 
-/// A fragmented message being reassembled.
-struct Fragments {
-    text: bool,
-    data: BytesMut,
-    /// How much of a text message's `data` is known to be valid UTF-8, so
-    /// each fragment is checked once and invalid text fails fast.
-    checked: usize,
-}
-
-impl Fragments {
-    fn new(text: bool) -> Self {
-        Fragments { text, data: BytesMut::new(), checked: 0 }
-    }
-
-    /// Whether the text so far is UTF-8, allowing a character cut in two at
-    /// the end (its rest comes in the next fragment).
-    fn utf8_so_far(&mut self, last: bool) -> bool {
-        match std::str::from_utf8(&self.data[self.checked..]) {
-            Ok(_) => {
-                self.checked = self.data.len();
-                true
-            }
-            Err(e) => {
-                self.checked += e.valid_up_to();
-                e.error_len().is_none() && !last
-            }
-        }
-    }
-}
-
 struct QueuedMessage {
     seq: u64,
     size: usize,
@@ -251,9 +222,9 @@ struct Owner {
     returned_upto: u64,
     waiting: Option<WaitingPoll>,
     /// An upstream message arriving in continuation frames.
-    incoming: Option<Fragments>,
+    incoming: Option<Assembly>,
     /// A client message arriving in `more=1` requests.
-    outgoing: Option<Fragments>,
+    outgoing: Option<Assembly>,
     /// The last client `seq` accepted.
     client_seq: u64,
     /// Set while our Close awaits the upstream's answer.
@@ -339,29 +310,26 @@ impl Owner {
 
     /// Appends a `more=1` fragment, or returns the message that is complete.
     fn assemble(&mut self, message: Outgoing, more: bool) -> Result<Option<Outgoing>, SendFailure> {
-        let text = message.is_text();
-        let pending = self.outgoing.take();
-        let pending_len = pending.as_ref().map_or(0, |p| p.data.len());
-        if pending_len + message.bytes().len() > self.limits.max_message_bytes {
-            return Err(SendFailure::TooBig);
-        }
-        if pending.is_none() && !more {
-            return Ok(Some(message));
-        }
-        let mut fragments = pending.unwrap_or_else(|| Fragments::new(text));
-        if fragments.text != text {
+        let max = self.limits.max_message_bytes;
+        let Some(mut assembly) = self.outgoing.take().or_else(|| more.then(|| Assembly::new(message.is_text(), max)))
+        else {
+            return if message.bytes().len() > max { Err(SendFailure::TooBig) } else { Ok(Some(message)) };
+        };
+        if assembly.is_text() != message.is_text() {
             // Only this piece is refused; the message so far stays.
-            self.outgoing = Some(fragments);
+            self.outgoing = Some(assembly);
             return Err(SendFailure::MixedFragments);
         }
-        fragments.data.extend_from_slice(message.bytes());
+        // Over the limit, the pieces so far are dropped with the assembly.
+        assembly.push(message.bytes(), !more).map_err(|_| SendFailure::TooBig)?;
         if more {
-            self.outgoing = Some(fragments);
+            self.outgoing = Some(assembly);
             return Ok(None);
         }
-        let data = fragments.data.freeze();
+        let text = assembly.is_text();
+        let data = assembly.finish();
         Ok(Some(if text {
-            Outgoing::Text(String::from_utf8(data.to_vec()).expect("fragments are each UTF-8 strings"))
+            Outgoing::Text(String::from_utf8(data.into()).expect("pieces are each UTF-8 strings"))
         } else {
             Outgoing::Binary(data)
         }))
@@ -497,30 +465,29 @@ impl Owner {
     }
 
     async fn on_fragment(&mut self, item: Item) {
+        let max = self.limits.max_message_bytes;
         let (data, last) = match item {
             Item::FirstText(data) => {
-                self.incoming = Some(Fragments::new(true));
+                self.incoming = Some(Assembly::new(true, max));
                 (data, false)
             }
             Item::FirstBinary(data) => {
-                self.incoming = Some(Fragments::new(false));
+                self.incoming = Some(Assembly::new(false, max));
                 (data, false)
             }
             Item::Continue(data) => (data, false),
             Item::Last(data) => (data, true),
         };
         // The codec rejects continuations without a start; this cannot be None.
-        let Some(fragments) = self.incoming.as_mut() else { return };
-        if fragments.data.len() + data.len() > self.limits.max_message_bytes {
-            return self.fail(CloseCode::Size, "message too big").await;
-        }
-        fragments.data.extend_from_slice(&data);
-        if fragments.text && !fragments.utf8_so_far(last) {
-            return self.fail(CloseCode::Invalid, "invalid UTF-8 in text message").await;
+        let Some(assembly) = self.incoming.as_mut() else { return };
+        match assembly.push(&data, last) {
+            Err(AssemblyError::TooBig) => return self.fail(CloseCode::Size, "message too big").await,
+            Err(AssemblyError::NotUtf8) => return self.fail(CloseCode::Invalid, "invalid UTF-8 in text message").await,
+            Ok(()) => {}
         }
         if last {
-            let Fragments { text, data, .. } = self.incoming.take().expect("checked above");
-            self.deliver(text, data.freeze()).await;
+            let assembly = self.incoming.take().expect("checked above");
+            self.deliver(assembly.is_text(), assembly.finish()).await;
         }
     }
 
@@ -588,31 +555,4 @@ impl Owner {
 fn random_ping_interval(max: Duration) -> Duration {
     let max_ms = max.as_millis().max(1) as u64;
     Duration::from_millis(rand::rng().random_range(max_ms * 7 / 10..=max_ms))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn feed(pieces: &[&[u8]]) -> Vec<bool> {
-        let mut fragments = Fragments::new(true);
-        pieces
-            .iter()
-            .enumerate()
-            .map(|(i, piece)| {
-                fragments.data.extend_from_slice(piece);
-                fragments.utf8_so_far(i + 1 == pieces.len())
-            })
-            .collect()
-    }
-
-    #[test]
-    fn utf8_is_checked_across_fragment_boundaries() {
-        let euro = "€".as_bytes();
-        assert_eq!(feed(&[b"ab", &euro[..1], &euro[1..]]), [true, true, true]);
-        // A character cut at the very end of the message is invalid.
-        assert_eq!(feed(&[b"ab", &euro[..2]]), [true, false]);
-        // Invalid bytes fail at the fragment that carries them.
-        assert_eq!(feed(&[b"ok", b"\xff", b"more"])[..2], [true, false]);
-    }
 }
