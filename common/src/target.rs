@@ -54,6 +54,11 @@ impl Target {
             normalized.push('?');
             normalized.push_str(query);
         }
+        // Percent-encoding can triple a raw URL: the bound is on what is
+        // kept, matched and sent upstream.
+        if normalized.len() > MAX_TARGET_LEN {
+            return Err(TargetError::TooLong);
+        }
         Ok(Target { url, normalized })
     }
 
@@ -166,6 +171,8 @@ mod tests {
         assert_eq!(Target::parse("ws://u:p@example.com/"), Err(TargetError::Userinfo));
         assert_eq!(Target::parse("ws://example.com/#x"), Err(TargetError::Fragment));
         assert_eq!(Target::parse(&format!("ws://a/{}", "x".repeat(3000))), Err(TargetError::TooLong));
+        // Found by fuzzing: short raw, long once percent-encoded.
+        assert_eq!(Target::parse(&format!("ws://a/x{}y", "\u{1}".repeat(1000))), Err(TargetError::TooLong));
     }
 
     #[test]

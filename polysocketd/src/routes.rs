@@ -113,7 +113,7 @@ impl Drop for Waiting<'_> {
 
 /// Query (or form) parameters of `/s`.
 #[derive(Debug, Default, Deserialize)]
-struct SendParams {
+pub struct SendParams {
     cb: Option<String>,
     d: Option<String>,
     t: Option<String>,
@@ -147,7 +147,7 @@ struct PollParams {
 
 /// What a `/s` request asks for.
 #[derive(Debug, PartialEq, Eq)]
-enum SendRequest {
+pub enum SendRequest {
     Message(Send),
     /// `None`: a Close without a status code, as `WebSocket.close()` sends.
     Close(Option<CloseReason>),
@@ -159,11 +159,9 @@ async fn send(req: HttpRequest, socket: web::Path<String>, body: Bytes, daemon: 
         Err(e) => return e.response(),
     };
     let outcome = async {
-        let request = if req.method() == actix_web::http::Method::POST {
-            request_from_body(&req, params, body)?
-        } else {
-            request_from_params(params, None)?
-        };
+        let post = req.method() == actix_web::http::Method::POST;
+        let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let request = send_request(post, content_type, params, body)?;
         let handle = daemon.socket(&req, &socket)?;
         let sent = match request {
             SendRequest::Message(send) => handle.send(send).await,
@@ -225,11 +223,19 @@ fn close_reason(code: Option<&str>, reason: Option<String>) -> Result<Option<Clo
     Ok(Some(CloseReason { code: CloseCode::from(code), description: reason }))
 }
 
-/// A POST body is a form (`d`, `t`, ...), or the message itself: text/plain
-/// is one text message, application/octet-stream one binary message, with
-/// any other parameter in the query string.
-fn request_from_body(req: &HttpRequest, query: SendParams, body: Bytes) -> Result<SendRequest, BridgeError> {
-    let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+/// What a `/s` request asks for, from its query parameters and, for a POST,
+/// its content type and body. A POST body is a form (`d`, `t`, ...), or the
+/// message itself: text/plain is one text message, application/octet-stream
+/// one binary message, with any other parameter in the query string.
+pub fn send_request(
+    post: bool,
+    content_type: &str,
+    query: SendParams,
+    body: Bytes,
+) -> Result<SendRequest, BridgeError> {
+    if !post {
+        return request_from_params(query, None);
+    }
     let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match mime.as_str() {
         "application/x-www-form-urlencoded" => {
