@@ -285,6 +285,9 @@ mod javascript_engine {
             Just("\\".to_owned()),
             Just("\u{0}".to_owned()),
             Just("\\u2028".to_owned()),
+            // Escaped lone surrogates stay text: they must not become characters.
+            Just("\\ud800".to_owned()),
+            Just("\\udfff\\ud83d".to_owned()),
             Just("😀".to_owned()),
             any::<char>().prop_map(String::from),
             "[\\x00-\\x1f]".prop_map(String::from),

@@ -77,6 +77,9 @@ impl Application {
                 max_sends_per_second: bridge.max_sends_per_second,
             },
             max_poll_ttl: bridge.max_poll_ttl,
+            // Forms and base64 inflate a message by a third; leave room for that.
+            body_limit: bridge.max_message_bytes / 3 * 4 + 4096,
+            body_timeout: bridge.body_timeout,
             open: OpenSettings {
                 allow_private: config.allow_private_targets,
                 handshake_timeout: bridge.handshake_timeout,
@@ -99,15 +102,12 @@ impl Application {
             create::forget_idle_callers(&create);
             create
         });
-        // Forms and base64 inflate a message by a third; leave room for that.
-        let body_limit = bridge.max_message_bytes / 3 * 4 + 4096;
         let http = &config.service.http;
         let (shared, registry) = (web::Data::from(daemon.clone()), web::Data::new(registry));
         let server = actix_web::HttpServer::new(move || {
             let mut app = App::new()
                 .app_data(shared.clone())
                 .app_data(registry.clone())
-                .app_data(web::PayloadConfig::new(body_limit))
                 .configure(routes::configure)
                 .route("/healthz", web::get().to(HttpResponse::Ok))
                 .route("/readyz", web::get().to(ready))

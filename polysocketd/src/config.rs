@@ -104,6 +104,10 @@ pub struct BridgeSettings {
     #[arg(long, env = "POLYSOCKET_CA_FILE")]
     pub ca_file: Option<std::path::PathBuf>,
 
+    /// How long a /s request body may take to arrive (slow bodies get 408).
+    #[arg(long, env = "POLYSOCKET_BODY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
     /// Longest a send may wait for a slow upstream to take the message.
     #[arg(long, env = "POLYSOCKET_SEND_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub send_timeout: Duration,

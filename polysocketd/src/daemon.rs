@@ -39,6 +39,10 @@ pub struct Daemon {
     pub sockets: DashMap<String, OpenSocket>,
     pub limits: Limits,
     pub max_poll_ttl: Duration,
+    /// Largest `/s` body read (a message, plus room for form and base64 encoding).
+    pub body_limit: usize,
+    /// How long a `/s` body may take to arrive.
+    pub body_timeout: Duration,
     pub open: OpenSettings,
     pub heartbeat_interval: Duration,
     /// Whether the last heartbeat reached the fleet: routers can pick this

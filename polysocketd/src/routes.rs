@@ -50,6 +50,10 @@ pub enum BridgeError {
     InvalidAck,
     #[error("malformed form body")]
     MalformedForm,
+    #[error("request body too slow")]
+    SlowBody,
+    #[error("request body could not be read")]
+    UnreadableBody,
     #[error("unsupported content type: use a form, text/plain or application/octet-stream")]
     UnsupportedContentType,
     #[error("unknown socket")]
@@ -69,6 +73,7 @@ impl BridgeError {
         match self {
             BridgeError::UnknownSocket | BridgeError::Send(SendFailure::Closed) => StatusCode::FORBIDDEN,
             BridgeError::UnsupportedContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            BridgeError::SlowBody => StatusCode::REQUEST_TIMEOUT,
             BridgeError::Send(SendFailure::TooBig) => StatusCode::PAYLOAD_TOO_LARGE,
             BridgeError::Superseded | BridgeError::Send(SendFailure::OutOfOrder { .. }) => StatusCode::CONFLICT,
             BridgeError::RateLimited(_)
@@ -153,12 +158,24 @@ pub enum SendRequest {
     Close(Option<CloseReason>),
 }
 
-async fn send(req: HttpRequest, socket: web::Path<String>, body: Bytes, daemon: web::Data<Daemon>) -> HttpResponse {
+async fn send(
+    req: HttpRequest,
+    socket: web::Path<String>,
+    payload: web::Payload,
+    daemon: web::Data<Daemon>,
+) -> HttpResponse {
     let (params, cb) = match jsonp::parse_query::<SendParams>(req.query_string(), |p| p.cb.as_deref()) {
         Ok(parsed) => parsed,
         Err(e) => return e.response(),
     };
     let outcome = async {
+        // A body that trickles in must not hold the connection for ever.
+        let body = match tokio::time::timeout(daemon.body_timeout, payload.to_bytes_limited(daemon.body_limit)).await {
+            Err(_) => return Err(BridgeError::SlowBody),
+            Ok(Err(_)) => return Err(BridgeError::Send(SendFailure::TooBig)),
+            Ok(Ok(Err(_))) => return Err(BridgeError::UnreadableBody),
+            Ok(Ok(Ok(body))) => body,
+        };
         let post = req.method() == actix_web::http::Method::POST;
         let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let request = send_request(post, content_type, params, body)?;

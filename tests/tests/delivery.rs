@@ -256,3 +256,21 @@ async fn slow_clients_cannot_hold_the_daemon() {
         assert!(answer.is_empty() || answer.starts_with(b"HTTP/1.1 408"), "{}", String::from_utf8_lossy(&answer));
     }
 }
+
+#[actix_web::test]
+async fn a_body_that_trickles_in_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start(Backend::Memory, options(&["--body-timeout", "500ms"])).await;
+    let socket = stack.open("/echo").await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", stack.daemons[0].port())).await.unwrap();
+    let head = format!(
+        "POST /s/{} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\nonly a few bytes",
+        socket.id, socket.host
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut answer)).await.unwrap().unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 408");
+    // Nothing of it reached the upstream.
+    assert_eq!(socket.poll_raw(&[("ttl", "300")]).await.jsonp(CB)["messages"], json!([{"type": "heartbeat"}]));
+}
