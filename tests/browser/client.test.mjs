@@ -105,7 +105,8 @@ function run(page, url, scenario, options = {}) {
         const record = (e) => {
           const entry = { type: e.type };
           if (e.type === "message") {
-            entry.data = typeof e.data === "string" ? e.data : Array.from(new Uint8Array(e.data));
+            if (e.data instanceof Blob) entry.data = `Blob of ${e.data.size} bytes`;
+            else entry.data = typeof e.data === "string" ? e.data : Array.from(new Uint8Array(e.data));
             // Long texts are compared by the scenario; keep failures readable.
             if (entry.data.length > 200) entry.data = `${entry.data.length} characters`;
           }
@@ -133,6 +134,20 @@ const scenarios = {
     binaryType: "arraybuffer",
     body: `ws.onopen = function () { ws.send(new Uint8Array([0, 1, 2, 127, 128, 254, 255]).buffer); ws.send(new Uint8Array([9, 8, 7])); };
            ws.onmessage = function () { if (events.filter(function (e) { return e.type === "message"; }).length === 2) ws.close(); };`,
+  },
+  "Blob send, and a received Blob": {
+    path: "/echo",
+    binaryType: "arraybuffer",
+    body: `ws.onopen = function () { ws.send(new Blob([new Uint8Array([1, 2, 3]), "ab"])); };
+           ws.onmessage = function () {
+             ws.binaryType = "blob";
+             ws.onmessage = function (e) {
+               var reader = new FileReader();
+               reader.onload = function () { events.push({type: "blob", isBlob: e.data instanceof Blob, bytes: Array.from(new Uint8Array(reader.result))}); ws.close(); };
+               reader.readAsArrayBuffer(e.data);
+             };
+             ws.send(new Uint8Array([7, 7]));
+           };`,
   },
   "a 100 KB message": {
     path: "/echo",
@@ -184,6 +199,12 @@ test("the scenarios saw what they should", async () => {
   assert.deepEqual(client.at(-1), { type: "close", code: 4001, reason: "bye now", wasClean: true });
   const big = await run(legacy, `${upstream}/echo`, scenarios["a 100 KB message"].body);
   assert.deepEqual(big.find((e) => e.type === "check"), { type: "check", same: true, length: 100 * 1024 + 3 });
+  const blob = await run(legacy, `${upstream}/echo`, scenarios["Blob send, and a received Blob"].body, { binaryType: "arraybuffer" });
+  assert.deepEqual(blob.filter((e) => e.type === "message" || e.type === "blob"), [
+    { type: "message", data: [1, 2, 3, 97, 98] },
+    { type: "message", data: "Blob of 2 bytes" },
+    { type: "blob", isBlob: true, bytes: [7, 7] },
+  ]);
   const checks = await run(legacy, `${upstream}/echo`, scenarios["argument checks"].body);
   assert.deepEqual(checks.find((e) => e.type === "thrown"), {
     type: "thrown",
