@@ -3,6 +3,11 @@
 
 use crate::fleet::FleetError;
 use crate::token::TokensFileError;
+use actix_http::Request;
+use actix_service::IntoServiceFactory;
+use actix_web::HttpServer;
+use actix_web::body::MessageBody;
+use actix_web::dev::{AppConfig, Response, Server, Service, ServiceFactory};
 use clap::{Args, Parser};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -52,6 +57,33 @@ pub enum StartError {
 /// Binds the service's listener, saying where it could not listen.
 pub fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Starts `server` on `listener` with the connection bounds of `http`.
+pub fn run_server<F, I, S, B>(
+    server: HttpServer<F, I, S, B>,
+    http: &HttpArgs,
+    listener: TcpListener,
+) -> Result<Server, StartError>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: IntoServiceFactory<S, Request>,
+    S: ServiceFactory<Request, Config = AppConfig> + 'static,
+    S::Error: Into<actix_web::Error> + 'static,
+    S::InitError: std::fmt::Debug,
+    S::Response: Into<Response<B>> + 'static,
+    <S::Service as Service<Request>>::Future: 'static,
+    S::Service: 'static,
+    B: MessageBody + 'static,
+{
+    let addr = listener.local_addr().expect("a bound listener has an address");
+    Ok(server
+        .client_request_timeout(http.header_timeout)
+        .keep_alive(http.keep_alive)
+        .max_connections(http.max_connections_per_worker)
+        .listen(listener)
+        .map_err(|source| StartError::Bind { addr, source })?
+        .run())
 }
 
 /// Flags of every service that can answer `/create`: the router, and

@@ -119,13 +119,8 @@ impl Application {
         })
         // Shutdown is ours: drain first (see `run_until_stopped`), then stop.
         .disable_signals()
-        .shutdown_timeout(1)
-        .client_request_timeout(http.header_timeout)
-        .keep_alive(http.keep_alive)
-        .max_connections(http.max_connections_per_worker)
-        .listen(listener)
-        .map_err(|source| StartError::Bind { addr, source })?
-        .run();
+        .shutdown_timeout(1);
+        let server = cli::run_server(server, http, listener)?;
         log::info!("polysocketd {} listening on {addr} as {}", daemon.info.id, daemon.info.fqdn);
         Ok(Application { port: addr.port(), server, daemon, shutdown_grace: config.shutdown_grace })
     }

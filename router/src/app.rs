@@ -59,13 +59,8 @@ impl Application {
                 .route("/readyz", web::get().to(ready))
                 .route("/metrics", web::get().to(render_metrics))
         })
-        .shutdown_timeout(drain.as_secs())
-        .client_request_timeout(http.header_timeout)
-        .keep_alive(http.keep_alive)
-        .max_connections(http.max_connections_per_worker)
-        .listen(listener)
-        .map_err(|source| StartError::Bind { addr, source })?
-        .run();
+        .shutdown_timeout(drain.as_secs());
+        let server = cli::run_server(server, http, listener)?;
         log::info!("router listening on {addr}");
         Ok(Application { port: addr.port(), server })
     }

@@ -49,29 +49,13 @@ impl Default for Options {
 /// `strict`: only https://app.test, only `/echo`, one socket.
 /// `lan`: like `dev`, and allowed to reach loopback on purpose.
 pub fn default_tokens() -> Vec<TokenRecord> {
-    vec![
-        TokenRecord {
-            token: "dev".into(),
-            targets: vec!["ws://127.0.0.1:*/*".into()],
-            origins: vec!["*".into()],
-            max_connections: 100,
-            allow_private: vec![],
-        },
-        TokenRecord {
-            token: "strict".into(),
-            targets: vec!["ws://127.0.0.1:*/echo".into()],
-            origins: vec!["https://app.test".into()],
-            max_connections: 1,
-            allow_private: vec![],
-        },
-        TokenRecord {
-            token: "lan".into(),
-            targets: vec!["ws://127.0.0.1:*/*".into()],
-            origins: vec!["*".into()],
-            max_connections: 100,
-            allow_private: vec!["127.0.0.0/8".parse().unwrap()],
-        },
-    ]
+    serde_json::from_value(serde_json::json!([
+        {"token": "dev", "targets": ["ws://127.0.0.1:*/*"], "origins": ["*"], "max_connections": 100},
+        {"token": "strict", "targets": ["ws://127.0.0.1:*/echo"], "origins": ["https://app.test"], "max_connections": 1},
+        {"token": "lan", "targets": ["ws://127.0.0.1:*/*"], "origins": ["*"], "max_connections": 100,
+         "allow_private": ["127.0.0.0/8"]},
+    ]))
+    .expect("valid token records")
 }
 
 pub struct Daemon {
