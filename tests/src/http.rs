@@ -96,6 +96,16 @@ impl Http {
         .await
     }
 
+    /// Waits until `/metrics` has the line `metric` (e.g. `polysocket_polls_waiting 1`),
+    /// so a test knows the server reached a state instead of sleeping.
+    pub async fn wait_for_metric(&self, metric: &str) {
+        crate::eventually(&format!("{metric} on {}", self.addr), Duration::from_secs(10), || async {
+            let reply = self.try_get(None, "/metrics", &[]).await.ok()?;
+            reply.body.lines().any(|line| line == metric).then_some(())
+        })
+        .await
+    }
+
     pub async fn post(&self, host: Option<&str>, path_and_query: &str, content_type: &str, body: Vec<u8>) -> Reply {
         self.try_post(host, path_and_query, content_type, body).await.expect("POST failed")
     }

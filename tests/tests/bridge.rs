@@ -207,8 +207,9 @@ async fn poll_heartbeat_and_supersede(backend: Backend) {
         let socket = socket.clone();
         async move { socket.poll_raw(&[("ttl", "20000")]).await }
     });
-    // Let the first poll reach the daemon before the second takes over.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The first poll must be waiting on the daemon before the second takes over.
+    let daemon = stack.daemons.iter().find(|d| socket.host.ends_with(&format!(".{}", d.fqdn))).unwrap();
+    daemon.http.wait_for_metric("polysocket_polls_waiting 1").await;
     let newer = socket.poll_raw(&[("ttl", "300")]).await;
     assert_eq!(newer.jsonp(CB), json!({"ok": true, "messages": [{"type": "heartbeat"}]}));
     let older = waiting.await.unwrap();

@@ -220,10 +220,10 @@ async fn polls_per_address_are_bounded() {
     let waiting: Vec<_> = (0..2)
         .map(|i| {
             let sockets = sockets.clone();
-            actix_web::rt::spawn(async move { sockets[i].poll_raw(&[("ttl", "1500")]).await.status })
+            actix_web::rt::spawn(async move { sockets[i].poll_raw(&[("ttl", "3000")]).await.status })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    stack.daemons[0].http.wait_for_metric("polysocket_polls_waiting 2").await;
     let third = sockets[2].poll_raw(&[("ttl", "100")]).await;
     assert_eq!((third.status, third.jsonp(CB)["error"].clone()), (429, json!("too many polls from this address")));
     for poll in waiting {

@@ -230,7 +230,7 @@ async fn sigterm_drains_and_tells_every_client() {
         let (host, id) = (sockets[0].host.clone(), sockets[0].id.clone());
         actix_web::rt::spawn(async move { http.get(Some(&host), &format!("/j/{id}?cb={CB}&ttl=30000"), &[]).await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    fleet.daemons[0].http.wait_for_metric("polysocket_polls_waiting 1").await;
     fleet.daemons[0].terminate();
 
     let interrupted = waiting.await.unwrap().jsonp(CB);
