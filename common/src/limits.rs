@@ -6,7 +6,7 @@
 
 use clap::Args;
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -57,6 +57,31 @@ impl ClientArgs {
     }
 }
 
+/// One rate limit (e.g. a socket's sends), with a burst of twice the rate:
+/// a single atomic, so every socket can afford its own.
+pub struct Limit {
+    limiter: Option<DefaultDirectRateLimiter>,
+}
+
+impl Limit {
+    /// `per_second` of 0 means no limit.
+    pub fn per_second(per_second: u32) -> Self {
+        Limit { limiter: quota(per_second).map(RateLimiter::direct) }
+    }
+
+    /// Takes one unit, or says how long until one is free.
+    pub fn check(&self) -> Result<(), Duration> {
+        let Some(limiter) = &self.limiter else { return Ok(()) };
+        limiter.check().map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+fn quota(per_second: u32) -> Option<Quota> {
+    NonZeroU32::new(per_second).map(|rate| {
+        Quota::per_second(rate).allow_burst(rate.saturating_mul(NonZeroU32::new(2).expect("2 is not zero")))
+    })
+}
+
 /// A rate limit per key (client address, token, ...), with a burst of twice
 /// the rate. Keys that have been quiet are forgotten by [`KeyedLimit::forget_idle`].
 pub struct KeyedLimit<K: Hash + Eq + Clone> {
@@ -66,11 +91,7 @@ pub struct KeyedLimit<K: Hash + Eq + Clone> {
 impl<K: Hash + Eq + Clone> KeyedLimit<K> {
     /// `per_second` of 0 means no limit.
     pub fn per_second(per_second: u32) -> Self {
-        let limiter = NonZeroU32::new(per_second).map(|rate| {
-            let burst = rate.saturating_mul(NonZeroU32::new(2).expect("2 is not zero"));
-            RateLimiter::dashmap(Quota::per_second(rate).allow_burst(burst))
-        });
-        KeyedLimit { limiter }
+        KeyedLimit { limiter: quota(per_second).map(RateLimiter::dashmap) }
     }
 
     /// Takes one unit for `key`, or says how long until one is free.
@@ -125,6 +146,14 @@ mod tests {
         assert_eq!(limit.check(&"b"), Ok(()), "keys are independent");
         let unlimited = KeyedLimit::per_second(0);
         assert!((0..1000).all(|_| unlimited.check(&"a").is_ok()));
+    }
+
+    #[test]
+    fn single_limit() {
+        let limit = Limit::per_second(1);
+        assert!(limit.check().is_ok() && limit.check().is_ok());
+        assert!(limit.check().is_err());
+        assert!((0..1000).all(|_| Limit::per_second(0).check().is_ok()));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use polysocket_common::limits::KeyedLimit;
+use polysocket_common::limits::Limit;
 use polysocket_common::wire::ClientMessage;
 use rand::Rng;
 use std::collections::VecDeque;
@@ -171,7 +171,7 @@ pub fn bridge(upstream: Upstream, limits: Limits, metrics: Arc<DaemonMetrics>) -
     let (ended_tx, upstream_ended) = oneshot::channel();
     let now = Instant::now();
     let owner = Owner {
-        sends: KeyedLimit::per_second(limits.max_sends_per_second),
+        sends: Limit::per_second(limits.max_sends_per_second),
         ping_at: now + random_ping_interval(limits.ping_interval),
         upstream,
         commands,
@@ -210,8 +210,8 @@ struct Owner {
     commands: mpsc::Receiver<Command>,
     limits: Limits,
     metrics: Arc<DaemonMetrics>,
-    /// This socket's send rate (one key: the socket itself).
-    sends: KeyedLimit<()>,
+    /// This socket's send rate.
+    sends: Limit,
     /// Messages not yet acknowledged by the client, oldest first.
     queue: VecDeque<QueuedMessage>,
     /// Payload bytes in `queue`; reading the upstream pauses at the limit.
@@ -289,7 +289,7 @@ impl Owner {
         if self.closed.is_some() || self.closing_deadline.is_some() {
             return Err(SendFailure::Closed);
         }
-        self.sends.check(&()).map_err(SendFailure::RateLimited)?;
+        self.sends.check().map_err(SendFailure::RateLimited)?;
         if let Some(seq) = send.seq {
             if seq <= self.client_seq {
                 // A retry of a send that was accepted: accepted again, not repeated.
