@@ -179,7 +179,7 @@ async fn send(
         let post = req.method() == actix_web::http::Method::POST;
         let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let request = send_request(post, content_type, params, body)?;
-        let handle = daemon.socket(&req, &socket)?;
+        let handle = daemon.socket(daemon.guard.client_ip(&req), &socket)?;
         let sent = match request {
             SendRequest::Message(send) => handle.send(send).await,
             SendRequest::Close(reason) => handle.close(reason).await,
@@ -288,8 +288,9 @@ async fn poll(req: HttpRequest, socket: web::Path<String>, daemon: web::Data<Dae
             None | Some("") => None,
             Some(seq) => Some(seq.parse::<u64>().map_err(|_| BridgeError::InvalidAck)?),
         };
-        let handle = daemon.socket(&req, &socket)?;
-        let _slot = daemon.guard.poll_slot(daemon.guard.client_ip(&req))?;
+        let ip = daemon.guard.client_ip(&req);
+        let handle = daemon.socket(ip, &socket)?;
+        let _slot = daemon.guard.poll_slot(ip)?;
         let _waiting = Waiting::start(&daemon.metrics.polls_waiting);
         match handle.poll(ttl, ack).await {
             PollOutcome::Messages(messages) => Ok(messages),
