@@ -63,7 +63,12 @@ impl Drop for FuzzingServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.reports);
+        // A failed run keeps its reports: they hold each case's wire log.
+        if std::thread::panicking() {
+            eprintln!("Autobahn reports kept in {}", self.reports.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.reports);
+        }
     }
 }
 
@@ -88,19 +93,29 @@ async fn with_retries<F: Future<Output = Result<Reply, SendRequestError>>>(
     }
 }
 
+/// What the application saw of one socket, for the report of a failed case.
+#[derive(Default)]
+struct Transcript {
+    /// The text messages received, for the control endpoints.
+    texts: Vec<String>,
+    /// The bridge's last message (`type: close`, with code and reason).
+    close: Option<Value>,
+    /// Echo sends the daemon did not accept, with their answers.
+    refused_echoes: Vec<String>,
+}
+
 /// Plays the application: echoes what arrives until the socket closes, with
 /// explicit `ack` and `seq` so a lost answer or a retried send loses and
-/// doubles nothing. Returns the text messages received, for the control
-/// endpoints.
-async fn echo_until_closed(socket: &Socket) -> Vec<String> {
-    let mut texts = Vec::new();
+/// doubles nothing.
+async fn echo_until_closed(socket: &Socket) -> Transcript {
+    let mut transcript = Transcript::default();
     let (mut acked, mut sent) = (0u64, 0u64);
     let deadline = tokio::time::Instant::now() + CASE_DEADLINE;
     while tokio::time::Instant::now() < deadline {
         let params = [("ttl", "1000".to_owned()), ("ack", acked.to_string())];
         let reply = with_retries("poll", || socket.try_poll_owned(&params)).await;
         if reply.status == 403 {
-            return texts;
+            return transcript;
         }
         let body = reply.jsonp(CB);
         for message in body["messages"].as_array().expect("messages") {
@@ -112,7 +127,7 @@ async fn echo_until_closed(socket: &Socket) -> Vec<String> {
             let data = message["data"].as_str().unwrap_or("");
             let (content_type, bytes) = match message["type"].as_str() {
                 Some("text") => {
-                    texts.push(data.to_owned());
+                    transcript.texts.push(data.to_owned());
                     ("text/plain; charset=utf-8", data.as_bytes().to_vec())
                 }
                 Some("binary") => {
@@ -124,23 +139,27 @@ async fn echo_until_closed(socket: &Socket) -> Vec<String> {
                 }
                 _ => {
                     // The close: acknowledge it, as a well-behaved client does.
+                    transcript.close = Some(message.clone());
                     let params = [("ttl", "0".to_owned()), ("ack", seq.to_string())];
                     let last = with_retries("poll", || socket.try_poll_owned(&params)).await;
                     assert_eq!(last.status, 403, "{last:?}");
-                    return texts;
+                    return transcript;
                 }
             };
             sent += 1;
             let path = format!("?seq={sent}");
             // The fuzzing server may be failing the socket right now; the
             // case's outcome says whether the daemon did the right thing.
-            with_retries("echo", || socket.try_post(&path, content_type, &bytes)).await;
+            let echo = with_retries("echo", || socket.try_post(&path, content_type, &bytes)).await;
+            if !(200..300).contains(&echo.status) {
+                transcript.refused_echoes.push(format!("echo {sent}: {} {}", echo.status, echo.body));
+            }
         }
     }
-    texts
+    transcript
 }
 
-async fn run_through_bridge(stack: &Stack, fuzzing: &FuzzingServer, path_and_query: &str) -> Vec<String> {
+async fn run_through_bridge(stack: &Stack, fuzzing: &FuzzingServer, path_and_query: &str) -> Transcript {
     let socket = stack.open_target(&fuzzing.url(path_and_query)).await;
     echo_until_closed(&socket).await
 }
@@ -171,6 +190,14 @@ async fn autobahn_client_cases_through_the_bridge() {
                 // Section 9 sends thousands of messages as fast as it can.
                 "--max-sends-per-second",
                 "0",
+                // The fuzzing server ends a case as soon as it gets a ping it
+                // did not ask for (its cases' `onPing` calls
+                // `finishWhenDone`, which closes when nothing more is
+                // expected), so keepalive pings must not fall inside a case;
+                // on a loaded machine the longest cases take over 7 s, the
+                // shortest ping interval. Keepalive has tests of its own.
+                "--ping-interval",
+                "10min",
             ],
             ..Options::default()
         },
@@ -179,19 +206,23 @@ async fn autobahn_client_cases_through_the_bridge() {
     // The fuzzing server needs a moment to listen.
     let count = polysocket_tests::eventually("the fuzzing server", Duration::from_secs(20), || async {
         let socket = stack.try_open_target(&fuzzing.url("/getCaseCount")).await?;
-        echo_until_closed(&socket).await.first().and_then(|n| n.parse::<usize>().ok())
+        echo_until_closed(&socket).await.texts.first().and_then(|n| n.parse::<usize>().ok())
     })
     .await;
     assert!(count > 200, "expected the core sections, got {count} cases");
 
-    futures_util::stream::iter(1..=count)
-        .for_each_concurrent(PARALLEL_CASES, |case| {
-            let (stack, fuzzing) = (&stack, &fuzzing);
-            async move {
-                run_through_bridge(stack, fuzzing, &format!("/runCase?case={case}&agent={AGENT}")).await;
-            }
-        })
-        .await;
+    // The bridge's side of each case, by case number.
+    let transcripts: BTreeMap<usize, Transcript> =
+        futures_util::stream::iter(1..=count)
+            .map(|case| {
+                let (stack, fuzzing) = (&stack, &fuzzing);
+                async move {
+                    (case, run_through_bridge(stack, fuzzing, &format!("/runCase?case={case}&agent={AGENT}")).await)
+                }
+            })
+            .buffer_unordered(PARALLEL_CASES)
+            .collect()
+            .await;
     run_through_bridge(&stack, &fuzzing, &format!("/updateReports?agent={AGENT}")).await;
     // The report is written after the control connection closes, and not
     // atomically: wait until it parses.
@@ -212,7 +243,18 @@ async fn autobahn_client_cases_through_the_bridge() {
             let report = fuzzing.reports.join(format!("{AGENT}_case_{}.json", case.replace('.', "_")));
             let report: Value =
                 std::fs::read_to_string(report).ok().and_then(|r| serde_json::from_str(&r).ok()).unwrap_or_default();
-            format!("{case}: {} (close: {})", report["result"], report["resultClose"])
+            let bridge = report["case"].as_u64().and_then(|n| transcripts.get(&(n as usize)));
+            format!(
+                "{case} after {} ms: {} (close: {}; closed by the fuzzing server: {}, remote close {} {}); the bridge told the client {}, refused echoes {:?}",
+                report["duration"],
+                report["result"],
+                report["resultClose"],
+                report["closedByMe"],
+                report["remoteCloseCode"],
+                report["remoteCloseReason"],
+                bridge.and_then(|t| t.close.as_ref()).map_or("nothing".to_owned(), Value::to_string),
+                bridge.map(|t| &t.refused_echoes),
+            )
         })
         .collect();
     assert!(failed.is_empty(), "Autobahn cases FAILED through the bridge: {why:#?}");
