@@ -289,16 +289,17 @@ impl Owner {
         if self.closed.is_some() || self.closing_deadline.is_some() {
             return Err(SendFailure::Closed);
         }
-        self.sends.check().map_err(SendFailure::RateLimited)?;
         if let Some(seq) = send.seq {
             if seq <= self.client_seq {
-                // A retry of a send that was accepted: accepted again, not repeated.
+                // A retry of a send that was accepted: accepted again, not
+                // repeated, and not counted against the rate a second time.
                 return Ok(());
             }
             if seq != self.client_seq + 1 {
                 return Err(SendFailure::OutOfOrder { expected: self.client_seq + 1 });
             }
         }
+        self.sends.check().map_err(SendFailure::RateLimited)?;
         if let Some(message) = self.assemble(send.message, send.more)? {
             self.forward(message).await?;
         }

@@ -212,6 +212,23 @@ async fn sends_per_socket_are_rate_limited() {
     assert!(statuses.contains(&429), "{statuses:?}");
 }
 
+/// A client that lost the answer to an accepted send retries it; the retry
+/// is answered as accepted even when the rate is used up, or the client
+/// would believe the message lost.
+#[actix_web::test]
+async fn a_retried_send_is_not_rate_limited() {
+    let stack = Stack::start(Backend::Memory, options(&["--max-sends-per-second", "1"])).await;
+    let socket = stack.open("/echo").await;
+    let statuses: Vec<u16> = futures_util::future::join_all(
+        (0..4).map(|_| async { socket.send_get(&[("d", "once"), ("seq", "1")]).await.status }),
+    )
+    .await;
+    assert_eq!(statuses, [201; 4]);
+    let fresh = socket.send_get(&[("d", "next"), ("seq", "2")]).await.status;
+    let more = socket.send_get(&[("d", "later"), ("seq", "3")]).await.status;
+    assert!([fresh, more].contains(&429), "new sends are still limited: {fresh} {more}");
+}
+
 #[actix_web::test]
 async fn polls_per_address_are_bounded() {
     let stack = Stack::start(Backend::Memory, options(&["--max-polls-per-ip", "2"])).await;
