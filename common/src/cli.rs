@@ -77,6 +77,10 @@ where
     B: MessageBody + 'static,
 {
     let addr = listener.local_addr().expect("a bound listener has an address");
+    let server = match http.workers {
+        Some(workers) => server.workers(workers.into()),
+        None => server,
+    };
     Ok(server
         .client_request_timeout(http.header_timeout)
         .keep_alive(http.keep_alive)
@@ -121,6 +125,11 @@ pub struct HttpArgs {
     /// Most connections each worker thread serves at once.
     #[arg(long, env = "POLYSOCKET_MAX_CONNECTIONS_PER_WORKER", default_value_t = 25_000)]
     pub max_connections_per_worker: usize,
+
+    /// Worker threads serving HTTP (and, in polysocketd, owning sockets);
+    /// by default one per core.
+    #[arg(long, env = "POLYSOCKET_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -2,7 +2,7 @@
 
 use crate::bridge::Limits;
 use crate::config::DaemonConfig;
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, Openers};
 use crate::guard::ClientGuard;
 use crate::metrics::DaemonMetrics;
 use crate::routes;
@@ -90,6 +90,8 @@ impl Application {
                     None => Vec::new(),
                 },
             },
+            handshake_gates: Arc::default(),
+            openers: Openers::default(),
             heartbeat_interval: config.heartbeat_interval,
             registered: AtomicBool::new(false),
             draining: AtomicBool::new(false),
@@ -104,7 +106,10 @@ impl Application {
         });
         let http = &config.service.http;
         let (shared, registry) = (web::Data::from(daemon.clone()), web::Data::new(registry));
+        let opening = daemon.clone();
         let server = actix_web::HttpServer::new(move || {
+            // Runs once on each worker thread as it starts.
+            opening.start_opener();
             let mut app = App::new()
                 .app_data(shared.clone())
                 .app_data(registry.clone())
@@ -132,7 +137,7 @@ impl Application {
     /// Runs until `shutdown` resolves (in production: SIGTERM or SIGINT), then
     /// drains: leaves the fleet, closes every socket with 1001 and gives
     /// clients up to `--shutdown-grace` to read it. Must run inside an actix
-    /// system (the upstream client is `!Send`).
+    /// system.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let daemon = Arc::downgrade(&self.daemon);
         self.daemon.fleet.watch_revocations(Box::new(move |token| {
@@ -142,7 +147,7 @@ impl Application {
         }));
         let heartbeat = tokio::spawn(self.daemon.clone().heartbeat());
         let forget = tokio::spawn(self.daemon.clone().forget_idle_clients());
-        let creates = actix_web::rt::spawn(self.daemon.clone().serve_creates());
+        let creates = tokio::spawn(self.daemon.clone().serve_creates());
         let handle = self.server.handle();
         let mut server = self.server;
         let result = tokio::select! {

@@ -5,15 +5,16 @@ use crate::bridge::{self, End, Limits, SocketHandle};
 use crate::guard::ClientGuard;
 use crate::metrics::DaemonMetrics;
 use crate::routes::BridgeError;
-use crate::upstream::{OpenSettings, Opener};
+use crate::upstream::{HandshakeGates, OpenSettings, Opener};
 use awc::ws::{CloseCode, CloseReason};
 use dashmap::DashMap;
 use polysocket_common::fleet::{DaemonInfo, Fleet};
 use polysocket_common::wire::{EstablishReply, EstablishRequest, unix_millis};
 use std::rc::Rc;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 /// Pause after a fleet error before trying again, so an unreachable Redis is
 /// not hammered.
@@ -44,6 +45,9 @@ pub struct Daemon {
     /// How long a `/s` body may take to arrive.
     pub body_timeout: Duration,
     pub open: OpenSettings,
+    pub handshake_gates: Arc<HandshakeGates>,
+    /// The workers' openers (see [`Daemon::start_opener`]).
+    pub openers: Openers,
     pub heartbeat_interval: Duration,
     /// Whether the last heartbeat reached the fleet: routers can pick this
     /// daemon only while it is registered, so readiness follows it.
@@ -90,15 +94,31 @@ impl Daemon {
         }
     }
 
-    /// Takes create requests from the fleet and opens their sockets, until
-    /// the daemon drains. Runs on an actix thread: the WebSocket client is `!Send`.
+    /// Starts this worker thread's opener: the thread then opens sockets and
+    /// owns them (awc is `!Send`), so owners spread over the cores and a
+    /// request often finds its socket's owner on its own thread, with no
+    /// cross-thread wake-up. Called on each HTTP worker as it starts.
+    pub fn start_opener(self: &Arc<Self>) {
+        let (sender, mut requests) = mpsc::unbounded_channel::<EstablishRequest>();
+        self.openers.add(sender);
+        let (daemon, opener) = (self.clone(), Rc::new(Opener::new(self.open.clone(), self.handshake_gates.clone())));
+        actix_web::rt::spawn(async move {
+            while let Some(request) = requests.recv().await {
+                actix_web::rt::spawn(daemon.clone().open_socket(opener.clone(), request));
+            }
+        });
+    }
+
+    /// Takes create requests from the fleet until the daemon drains: accepts
+    /// each at once, here, so that a worker busy with a large message cannot
+    /// make the daemon look dead to the router; then hands it to the workers'
+    /// openers in turn. (Requests in flight are bounded by the capacity the
+    /// fleet reserved for them, hence unbounded channels.)
     pub async fn serve_creates(self: Arc<Self>) {
-        let opener = Rc::new(Opener::new(self.open.clone()));
         while !self.draining.load(Ordering::Acquire) {
             match self.fleet.next_request(&self.info.id).await {
-                Ok(Some(request)) => {
-                    actix_web::rt::spawn(self.clone().open_socket(opener.clone(), request));
-                }
+                // Not awaited: the next request need not wait for this one's reply.
+                Ok(Some(request)) => drop(tokio::spawn(self.clone().accept(request))),
                 Ok(None) => {}
                 Err(e) => {
                     log::warn!("cannot take create requests: {e}");
@@ -108,7 +128,7 @@ impl Daemon {
         }
     }
 
-    async fn open_socket(self: Arc<Self>, opener: Rc<Opener>, request: EstablishRequest) {
+    async fn accept(self: Arc<Self>, request: EstablishRequest) {
         if unix_millis() > request.accept_by_ms || self.draining.load(Ordering::Acquire) {
             log::warn!("dropping create request {}: taken too late", request.id);
             self.release(&request.token).await;
@@ -118,6 +138,14 @@ impl Daemon {
         if let Err(e) = self.fleet.reply(&request, accepted).await {
             log::warn!("could not accept create request {}: {e}", request.id);
         }
+        let Some(request) = self.openers.hand_over(request) else { return };
+        log::warn!("create {} failed: no worker is running", request.id);
+        self.release(&request.token).await;
+        let failed = EstablishReply::Failed { request_id: request.id.clone(), error: "daemon not running".into() };
+        let _ = self.fleet.reply(&request, failed).await;
+    }
+
+    async fn open_socket(self: Arc<Self>, opener: Rc<Opener>, request: EstablishRequest) {
         let timer = self.metrics.handshake_seconds.start_timer();
         let opened = opener.open(&request).await;
         timer.observe_duration();
@@ -206,6 +234,33 @@ impl Daemon {
         log::info!("drained; {} socket(s) left unread", self.sockets.len());
         // Dropping the last handles makes the remaining owners end.
         self.sockets.clear();
+    }
+}
+
+/// Where accepted create requests go: each worker's opener, in turn.
+#[derive(Default)]
+pub struct Openers {
+    senders: Mutex<Vec<mpsc::UnboundedSender<EstablishRequest>>>,
+    next: AtomicUsize,
+}
+
+impl Openers {
+    fn add(&self, sender: mpsc::UnboundedSender<EstablishRequest>) {
+        self.senders.lock().expect("opener list never poisoned").push(sender);
+    }
+
+    /// Gives `request` to the next opener whose worker still runs; answers
+    /// it back if none does.
+    fn hand_over(&self, mut request: EstablishRequest) -> Option<EstablishRequest> {
+        let senders = self.senders.lock().expect("opener list never poisoned");
+        for _ in 0..senders.len() {
+            let turn = self.next.fetch_add(1, Ordering::Relaxed) % senders.len();
+            match senders[turn].send(request) {
+                Ok(()) => return None,
+                Err(mpsc::error::SendError(back)) => request = back,
+            }
+        }
+        Some(request)
     }
 }
 

@@ -8,10 +8,9 @@ use polysocket_common::target::Target;
 use polysocket_common::wire::EstablishRequest;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -87,22 +86,23 @@ fn tls_config(extra: &[CertificateDer<'static>]) -> Arc<rustls::ClientConfig> {
 /// thread that opens sockets has its own client (reused, never one per request).
 pub struct Opener {
     client: Client,
-    gates: HandshakeGates,
+    gates: Arc<HandshakeGates>,
     settings: OpenSettings,
     resolver: Resolver,
 }
 
 impl Opener {
-    pub fn new(settings: OpenSettings) -> Self {
-        Self::with_resolver(settings, netguard::system_resolver())
+    /// `gates` are the daemon's, shared by the openers of all its threads.
+    pub fn new(settings: OpenSettings, gates: Arc<HandshakeGates>) -> Self {
+        Self::with_resolver(settings, gates, netguard::system_resolver())
     }
 
-    pub fn with_resolver(settings: OpenSettings, resolver: Resolver) -> Self {
+    pub fn with_resolver(settings: OpenSettings, gates: Arc<HandshakeGates>, resolver: Resolver) -> Self {
         // The daemon's own capacity bounds upstream connections; awc's default
         // pool limit (100) would otherwise cap them far below it.
         let connector = awc::Connector::new().rustls_0_23(tls_config(&settings.extra_roots)).limit(0);
         let client = Client::builder().connector(connector).disable_timeout().finish();
-        Opener { client, gates: HandshakeGates::default(), settings, resolver }
+        Opener { client, gates, settings, resolver }
     }
 
     pub async fn open(&self, request: &EstablishRequest) -> Result<Opened, OpenError> {
@@ -155,10 +155,11 @@ impl Opener {
 
 /// Queues handshakes so that at most one per (client address, upstream
 /// address) is in CONNECTING state at a time (RFC 6455 §4.1), and at most a
-/// configured number per upstream host.
+/// configured number per upstream host. One per daemon, whatever thread
+/// opens the socket.
 #[derive(Default)]
-struct HandshakeGates {
-    gates: RefCell<HashMap<String, Weak<Semaphore>>>,
+pub struct HandshakeGates {
+    gates: Mutex<HashMap<String, Weak<Semaphore>>>,
 }
 
 impl HandshakeGates {
@@ -173,7 +174,7 @@ impl HandshakeGates {
     /// The gate for `key`, shared by everyone currently waiting on or
     /// holding it; gates nobody uses any more are forgotten.
     fn gate(&self, key: String, permits: usize) -> Arc<Semaphore> {
-        let mut gates = self.gates.borrow_mut();
+        let mut gates = self.gates.lock().expect("gate map never poisoned");
         gates.retain(|_, gate| gate.strong_count() > 0);
         if let Some(gate) = gates.get(&key).and_then(Weak::upgrade) {
             return gate;
@@ -240,7 +241,7 @@ mod tests {
             max_handshakes_per_host: 4,
             extra_roots: Vec::new(),
         };
-        let opener = Opener::with_resolver(settings, rebinding);
+        let opener = Opener::with_resolver(settings, Arc::default(), rebinding);
         let target = format!("ws://rebind.test:{}/echo", upstream.port());
         assert!(opener.open(&request(target.clone())).await.is_ok(), "the checked loopback address was used");
         assert_eq!(lookups.get(), 1, "one lookup per open");
