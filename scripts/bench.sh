@@ -1,62 +1,118 @@
 #!/usr/bin/env bash
-# Round-trip benchmark: polysocket against two baselines measured in the
-# same run on the same machine: the floor (one plain HTTP request per round
-# trip to a minimal actix-web handler) and a direct WebSocket client. The
-# same load generator (bench/, release build) and the same upstream echo
-# server serve every system. Prints a table and writes bench/results.json.
+# Benchmarks polysocket against the gateways a user would deploy instead (a
+# SockJS and an Engine.IO gateway relaying to the upstream through `ws`, from
+# npm) and against two floors (a minimal actix-web handler, one request per
+# operation; a direct WebSocket). One run, one machine, one load generator
+# (bench/, release build), one upstream echo server. Prints tables, writes
+# bench/results.json and bench/results.svg.
 #
-#   scripts/bench.sh                 # 1, 100 and 1000 sockets, 5 s each
-#   SOCKETS="1 100" SECONDS_EACH=10 scripts/bench.sh
+#   scripts/bench.sh                       # everything, 5 s per run
+#   SOCKETS="1 100" SCENARIOS=round-trip SECONDS_EACH=10 scripts/bench.sh
+#
+# Scenarios: round-trip (echo at each of $SOCKETS), send (POST /s against the
+# floor's POST), memory (daemon RSS per idle socket at 10,000 sockets),
+# create (creates/s: router + Redis + 2 daemons).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SOCKETS=${SOCKETS:-"1 100 1000"}
+# 9,000, not 10,000: a gateway holds two descriptors per socket (client and
+# upstream), and the hard open-file limit here is 20,000 per process.
+SOCKETS=${SOCKETS:-"1 100 1000 9000"}
 SECONDS_EACH=${SECONDS_EACH:-5}
-ulimit -n 65536 2>/dev/null || true
+SCENARIOS=${SCENARIOS:-"round-trip send memory create"}
+IDLE_SOCKETS=${IDLE_SOCKETS:-10000}
+ulimit -n "$(ulimit -Hn)"
+echo "open-file limit: $(ulimit -n); $(nproc) cores"
 
-cargo build --release -q -p polysocketd -p polysocket-tests -p polysocket-bench --bins
+command -v node >/dev/null && command -v npm >/dev/null || { echo "the peers need node and npm" >&2; exit 1; }
+command -v redis-server >/dev/null || { echo "the create scenario needs redis-server" >&2; exit 1; }
+
+cargo build --release -q -p polysocketd -p router -p polysocket-tests -p polysocket-bench --bins
 bin=target/release
+
+# The peers are installed from npm into a scratch folder, never committed.
+peers=target/bench-peers
+mkdir -p "$peers"
+cp bench/peers/package.json bench/peers/package-lock.json bench/peers/gateway.js "$peers/"
+(cd "$peers" && npm ci --no-audit --no-fund --silent)
 
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT
+wait_for() { for _ in $(seq 100); do curl -sf -o /dev/null "$1" && return; sleep 0.1; done; echo "$1 never answered" >&2; exit 1; }
 
 tokens=$(mktemp)
-echo '{"tokens":[{"token":"bench","targets":["ws://127.0.0.1:*/*"],"origins":["*"],"max_connections":100000}]}' > "$tokens"
+echo '{"tokens":[{"token":"bench","targets":["ws://127.0.0.1:*/*"],"origins":["*"],"max_connections":1000000}]}' > "$tokens"
+# The per-client limits are lifted: every simulated client is 127.0.0.1.
+unlimited=(--tokens "$tokens" --allow-private-targets --capacity 1000000 --create-rate-per-ip 0
+  --create-rate-per-token 0 --max-polls-per-ip 1000000 --max-sends-per-second 0 --unknown-socket-rate 0)
+upstream=ws://127.0.0.1:9101
 
 "$bin/echo-upstream" 9101 >/dev/null & pids+=($!)
-# The per-client limits are lifted: every simulated client is 127.0.0.1.
-RUST_LOG=warn "$bin/polysocketd" --standalone --listen 127.0.0.1:8181 --tokens "$tokens" --allow-private-targets \
-  --capacity 100000 --create-rate-per-ip 0 --create-rate-per-token 0 --max-polls-per-ip 100000 \
-  --max-sends-per-second 0 --unknown-socket-rate 0 & pids+=($!)
+RUST_LOG=warn "$bin/polysocketd" --standalone --listen 127.0.0.1:8181 "${unlimited[@]}" & pids+=($!)
 "$bin/loadgen" serve-floor --listen 127.0.0.1:8191 & pids+=($!)
-for url in http://127.0.0.1:8181/readyz http://127.0.0.1:8191/echo?d=x; do
-  for _ in $(seq 100); do curl -sf -o /dev/null "$url" && break; sleep 0.1; done
+node "$peers/gateway.js" sockjs 8201 "$upstream/echo" >/dev/null & pids+=($!)
+node "$peers/gateway.js" engine.io 8202 "$upstream/echo" >/dev/null & pids+=($!)
+wait_for http://127.0.0.1:8181/readyz
+wait_for "http://127.0.0.1:8191/echo?d=x"
+wait_for http://127.0.0.1:8201/sockjs/info
+wait_for "http://127.0.0.1:8202/engine.io/?EIO=4&transport=polling"
+
+out=bench/results.jsonl
+: > "$out"
+# A run that fails says so and the others go on.
+run() { echo "  loadgen $*" >&2; "$bin/loadgen" "$@" | tee -a "$out" >&2 || echo "  (that run failed)" >&2; }
+# Gateways keep a session this long after its client stops polling.
+let_sessions_expire() { if [ "$1" -ge 1000 ]; then sleep 6; fi; }
+
+for scenario in $SCENARIOS; do
+  case $scenario in
+  round-trip)
+    for n in $SOCKETS; do
+      load=(--sockets "$n" --seconds "$SECONDS_EACH")
+      run polysocket --router 127.0.0.1:8181 --target "$upstream/echo" --token bench "${load[@]}"
+      run engine-io --gateway 127.0.0.1:8202 "${load[@]}"
+      let_sessions_expire "$n"
+      for transport in xhr jsonp; do
+        run sockjs --gateway 127.0.0.1:8201 --transport "$transport" "${load[@]}"
+        let_sessions_expire "$n"
+      done
+      run floor --server 127.0.0.1:8191 "${load[@]}"
+      run websocket --target "$upstream/echo" "${load[@]}"
+    done
+    ;;
+  send)
+    load=(--sockets 100 --seconds "$SECONDS_EACH")
+    run polysocket --send-only --router 127.0.0.1:8181 --target "$upstream/discard" --token bench "${load[@]}"
+    run floor --post --server 127.0.0.1:8191 "${load[@]}"
+    ;;
+  memory)
+    # A daemon of its own, so that its baseline is a fresh process.
+    RUST_LOG=warn "$bin/polysocketd" --standalone --listen 127.0.0.1:8182 "${unlimited[@]}" & daemon=$!
+    wait_for http://127.0.0.1:8182/readyz
+    run idle-memory --router 127.0.0.1:8182 --target "$upstream/echo" --token bench --sockets "$IDLE_SOCKETS" --pid "$daemon"
+    kill "$daemon"; wait "$daemon" || true
+    ;;
+  create)
+    redis-server --port 6391 --bind 127.0.0.1 --save "" --appendonly no >/dev/null & fleet=($!)
+    redis=redis://127.0.0.1:6391
+    sleep 0.3
+    RUST_LOG=warn "$bin/router" --listen 127.0.0.1:8183 --redis "$redis" --trusted-proxies 127.0.0.1/32 \
+      --tokens "$tokens" --create-rate-per-ip 0 --create-rate-per-token 0 & fleet+=($!)
+    for port in 8184 8185; do
+      RUST_LOG=warn "$bin/polysocketd" --listen "127.0.0.1:$port" --fqdn "127.0.0.1:$port" --redis "$redis" \
+        --allow-private-targets --capacity 1000000 & fleet+=($!)
+      wait_for "http://127.0.0.1:$port/readyz"
+    done
+    wait_for http://127.0.0.1:8183/readyz
+    run creates --router 127.0.0.1:8183 --target "$upstream/echo" --token bench --sockets 64 --seconds "$SECONDS_EACH"
+    # Redis last, so that nothing logs its loss.
+    kill "${fleet[@]:1}"; wait "${fleet[@]:1}" 2>/dev/null || true
+    kill "${fleet[0]}"; wait "${fleet[0]}" 2>/dev/null || true
+    ;;
+  *) echo "unknown scenario $scenario" >&2; exit 64 ;;
+  esac
 done
 
-results=bench/results.json
-: > "$results.tmp"
-for n in $SOCKETS; do
-  load=(--sockets "$n" --seconds "$SECONDS_EACH")
-  "$bin/loadgen" polysocket --router 127.0.0.1:8181 --target ws://127.0.0.1:9101/echo --token bench "${load[@]}" >> "$results.tmp"
-  "$bin/loadgen" floor --server 127.0.0.1:8191 "${load[@]}" >> "$results.tmp"
-  "$bin/loadgen" websocket --target ws://127.0.0.1:9101/echo "${load[@]}" >> "$results.tmp"
-done
-
-python3 - "$results.tmp" "$results" <<'PY'
-import json, os, sys
-rows = [json.loads(line) for line in open(sys.argv[1])]
-machine = {"cores": os.cpu_count(), "command": "scripts/bench.sh", "seconds_each": rows[0]["seconds"] if rows else 0}
-json.dump({"machine": machine, "runs": rows}, open(sys.argv[2], "w"), indent=1)
-os.remove(sys.argv[1])
-by = {(r["system"], r["sockets"]): r for r in rows}
-print(f"{'sockets':>7} {'system':>10} {'round trips/s':>14} {'p50 ms':>8} {'p99 ms':>8} {'vs floor':>9} {'errors':>7}")
-for n in sorted({r["sockets"] for r in rows}):
-    floor = by[("floor", n)]["per_second"]
-    for system in ("polysocket", "floor", "websocket"):
-        r = by[(system, n)]
-        print(f"{n:>7} {system:>10} {r['per_second']:>14.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['per_second'] / floor:>8.2f}x {r['errors']:>7}")
-        if r["first_error"]:
-            print(f"        first error: {r['first_error']}")
-print(f"({machine['cores']} cores; figures in {sys.argv[2]})")
-PY
+python3 bench/report.py "$out" bench/results.json bench/results.svg
+rm -f "$out"

@@ -8,6 +8,7 @@
 //! - `/close`: closes with 4000 "bye" when it receives a message;
 //! - `/pings`: answers each message with the number of pings received so far;
 //! - `/deaf`: echoes, but never answers pings;
+//! - `/discard`: reads messages and answers none (the benchmark's send path);
 //! - `/invalid-utf8`: sends a fragmented text message that is not UTF-8;
 //! - `/huge?bytes=N`: sends one binary message of N bytes;
 //! - `/slow?ms=N`: waits N ms before accepting the handshake; the most
@@ -150,6 +151,7 @@ async fn websocket(req: HttpRequest, body: web::Payload) -> Result<HttpResponse,
                 "/close" => Behaviour::CloseOnMessage,
                 "/pings" => Behaviour::CountPings,
                 "/deaf" => Behaviour::IgnorePings,
+                "/discard" => Behaviour::Discard,
                 _ => Behaviour::Echo,
             };
             let stream = stream.max_frame_size(16 << 20).aggregate_continuations().max_continuation_size(16 << 20);
@@ -181,6 +183,7 @@ enum Behaviour {
     CloseOnMessage,
     CountPings,
     IgnorePings,
+    Discard,
 }
 
 async fn serve(mut session: Session, mut stream: actix_ws::AggregatedMessageStream, behaviour: Behaviour) {
@@ -192,6 +195,7 @@ async fn serve(mut session: Session, mut stream: actix_ws::AggregatedMessageStre
                 let _ = session.close(Some(reason)).await;
                 return;
             }
+            AggregatedMessage::Text(_) | AggregatedMessage::Binary(_) if behaviour == Behaviour::Discard => Ok(()),
             AggregatedMessage::Text(_) if behaviour == Behaviour::CountPings => session.text(pings.to_string()).await,
             AggregatedMessage::Text(text) => session.text(text).await,
             AggregatedMessage::Binary(bytes) => session.binary(bytes).await,

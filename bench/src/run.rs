@@ -1,0 +1,236 @@
+//! Running simulated clients and summing up what they measured.
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// Clients being set up at once: more would only overflow the servers'
+/// accept backlogs and measure SYN retries.
+const SETUP_CONCURRENCY: usize = 256;
+
+#[derive(clap::Args, Clone, Copy)]
+pub struct Load {
+    /// Concurrent clients, each with its own socket.
+    #[arg(long, default_value_t = 1)]
+    pub sockets: usize,
+    /// How long to measure, after every client is set up.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+}
+
+/// One client's unit of work: a round trip (send, then wait for the echo),
+/// a send alone, or a create.
+pub trait Operation {
+    fn run(&mut self) -> Pin<Box<dyn Future<Output = Result<(), String>> + '_>>;
+
+    /// Ends the client's session, so that the next run starts with a server
+    /// that holds nothing (not measured; failures do not matter).
+    fn finish(&mut self) -> Pin<Box<dyn Future<Output = ()> + '_>> {
+        Box::pin(std::future::ready(()))
+    }
+}
+
+pub type Client = Box<dyn Operation>;
+
+/// What the clients measured: latencies in microseconds, and the operations
+/// that failed (with the first failure, to say why).
+#[derive(Default)]
+pub struct Measured {
+    latencies: Vec<u32>,
+    errors: usize,
+    first_error: Option<String>,
+    last_ended: Option<Instant>,
+}
+
+impl Measured {
+    fn record(&mut self, started: Instant, outcome: Result<(), String>) {
+        self.last_ended = Some(Instant::now());
+        match outcome {
+            Ok(()) => self.latencies.push(started.elapsed().as_micros().try_into().unwrap_or(u32::MAX)),
+            Err(e) => {
+                self.errors += 1;
+                self.first_error.get_or_insert(e);
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Measured) {
+        self.latencies.extend(other.latencies);
+        self.errors += other.errors;
+        self.first_error = self.first_error.take().or(other.first_error);
+        self.last_ended = self.last_ended.max(other.last_ended);
+    }
+}
+
+/// Sets up `load.sockets` clients with `start` (given each client's number),
+/// then runs their operations until the time is up.
+pub async fn run<F, Fut>(load: Load, start: F) -> Result<(Measured, Duration), String>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Result<Client, String>>,
+{
+    let mut clients = set_up(load.sockets, start).await?;
+    // One unmeasured operation each first, so that what happens once per
+    // session (a gateway's session start, a socket's first upstream frame)
+    // is not counted as steady state.
+    let warm_up = futures_util::future::join_all(clients.iter_mut().map(|client| client.run())).await;
+    if let Some(Err(e)) = warm_up.into_iter().find(Result::is_err) {
+        return Err(format!("warm-up: {e}"));
+    }
+    let began = Instant::now();
+    let deadline = began + Duration::from_secs(load.seconds);
+    let loops = clients.into_iter().map(|mut client| async move {
+        let mut measured = Measured::default();
+        while Instant::now() < deadline {
+            let started = Instant::now();
+            let outcome = client.run().await;
+            measured.record(started, outcome);
+        }
+        client.finish().await;
+        measured
+    });
+    let mut total = Measured::default();
+    for one in futures_util::future::join_all(loops).await {
+        total.merge(one);
+    }
+    // Until the last operation ended: ending the sessions is not measured.
+    let elapsed = total.last_ended.map_or(Duration::ZERO, |ended| ended - began);
+    Ok((total, elapsed))
+}
+
+/// Sets up `count` clients, a bounded number at a time.
+async fn set_up<F, Fut>(count: usize, start: F) -> Result<Vec<Client>, String>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Result<Client, String>>,
+{
+    futures_util::stream::iter(0..count)
+        .map(start)
+        .buffer_unordered(SETUP_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Prints one JSON line of figures: operations per second and latency
+/// percentiles, under `system` and `scenario`. A run that could not start (its clients could not be set up) is a line
+/// with `failed` and why, so the other runs still make a table.
+pub fn report(system: &str, scenario: &str, load: Load, outcome: Result<(Measured, Duration), String>) {
+    let (measured, elapsed) = match outcome {
+        Ok(outcome) => outcome,
+        Err(failed) => {
+            return print_line(
+                json!({"system": system, "scenario": scenario, "sockets": load.sockets, "failed": failed}),
+            );
+        }
+    };
+    let mut latencies = measured.latencies;
+    latencies.sort_unstable();
+    let pick = |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0);
+    print_line(json!({
+        "system": system,
+        "scenario": scenario,
+        "sockets": load.sockets,
+        "seconds": elapsed.as_secs_f64(),
+        "operations": latencies.len(),
+        "per_second": latencies.len() as f64 / elapsed.as_secs_f64().max(f64::EPSILON),
+        "p50_ms": f64::from(pick(0.50)) / 1000.0,
+        "p90_ms": f64::from(pick(0.90)) / 1000.0,
+        "p99_ms": f64::from(pick(0.99)) / 1000.0,
+        "p999_ms": f64::from(pick(0.999)) / 1000.0,
+        "max_ms": f64::from(pick(1.0)) / 1000.0,
+        "errors": measured.errors,
+        "first_error": measured.first_error,
+    }));
+}
+
+pub fn print_line(line: Value) {
+    println!("{line}");
+}
+
+/// One HTTP/1.1 keep-alive connection, as each simulated client holds its
+/// own: no pool between the client and the server, so what is measured is
+/// the server, and every client's requests queue only behind its own.
+pub struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+    host: String,
+    forwarded_for: Option<String>,
+}
+
+/// A response: its status and its body as text.
+pub struct Answer {
+    pub status: u16,
+    pub text: String,
+}
+
+impl Connection {
+    /// Connects to `addr`, naming `host` in requests (a daemon serves each
+    /// socket under its own host name).
+    pub async fn open(addr: SocketAddr, host: &str) -> Result<Self, String> {
+        let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+        actix_web::rt::spawn(connection);
+        Ok(Connection { sender, host: host.to_owned(), forwarded_for: None })
+    }
+
+    /// Names a client address in every request, as a load balancer would.
+    pub fn forwarding_for(mut self, client: impl ToString) -> Self {
+        self.forwarded_for = Some(client.to_string());
+        self
+    }
+
+    pub async fn get(&mut self, what: &str, path: &str) -> Result<Answer, String> {
+        self.request(what, Method::GET, path, None, Bytes::new()).await
+    }
+
+    pub async fn post(&mut self, what: &str, path: &str, content_type: &str, body: String) -> Result<Answer, String> {
+        self.request(what, Method::POST, path, Some(content_type), body.into()).await
+    }
+
+    async fn request(
+        &mut self,
+        what: &str,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<Answer, String> {
+        let mut request = Request::builder().method(method).uri(path).header(HOST, &self.host);
+        if let Some(content_type) = content_type {
+            request = request.header(CONTENT_TYPE, content_type);
+        }
+        if let Some(client) = &self.forwarded_for {
+            request = request.header("x-forwarded-for", client);
+        }
+        let request = request.body(Full::new(body)).map_err(|e| format!("{what}: {e}"))?;
+        self.sender.ready().await.map_err(|e| format!("{what}: {e}"))?;
+        let response = self.sender.send_request(request).await.map_err(|e| format!("{what}: {e}"))?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.map_err(|e| format!("{what}: {e}"))?.to_bytes();
+        let text = String::from_utf8(body.into()).map_err(|_| format!("{what}: the answer is not UTF-8"))?;
+        Ok(Answer { status, text })
+    }
+}
+
+impl Answer {
+    /// The body, if the status is `expected`.
+    pub fn expect(self, what: &str, expected: u16) -> Result<String, String> {
+        if self.status == expected {
+            Ok(self.text)
+        } else {
+            Err(format!("{what} answered {}: {}", self.status, self.text))
+        }
+    }
+}
