@@ -92,7 +92,9 @@ pub enum PollOutcome {
 }
 
 enum Command {
-    Send { send: Send, reply: oneshot::Sender<Result<(), SendFailure>> },
+    // Boxed: each socket's channel allocates its slots 32 at a time, sized
+    // for the largest command, and most sockets sit idle.
+    Send { send: Box<Send>, reply: oneshot::Sender<Result<(), SendFailure>> },
     Close { reason: Option<CloseReason>, reply: oneshot::Sender<Result<(), SendFailure>> },
     Poll { ttl: Duration, ack: Option<u64>, reply: oneshot::Sender<PollOutcome> },
 }
@@ -111,7 +113,7 @@ impl SocketHandle {
     }
 
     pub async fn send(&self, send: Send) -> Result<(), SendFailure> {
-        self.ask(|reply| Command::Send { send, reply }).await.unwrap_or(Err(SendFailure::Closed))
+        self.ask(|reply| Command::Send { send: Box::new(send), reply }).await.unwrap_or(Err(SendFailure::Closed))
     }
 
     /// Starts the closing handshake (`None`: a Close without a code); the
@@ -194,6 +196,17 @@ pub fn bridge(upstream: Upstream, limits: Limits, metrics: Arc<DaemonMetrics>) -
     Bridge { handle: SocketHandle { commands: commands_tx }, owner: owner.run(), upstream_ended }
 }
 
+/// What the owner's timer fires for.
+#[derive(Clone, Copy)]
+enum Due {
+    /// The waiting poll's ttl ran out: it gets a heartbeat.
+    Poll,
+    Ping,
+    /// The upstream did not answer our Close in time.
+    Closing,
+    Idle,
+}
+
 struct WaitingPoll {
     reply: oneshot::Sender<PollOutcome>,
     deadline: Instant,
@@ -244,17 +257,23 @@ struct Owner {
 
 impl Owner {
     async fn run(mut self) -> End {
+        // One timer for whichever deadline comes first: re-creating a timer
+        // per deadline on every turn of the loop cost a timer-wheel insert
+        // and removal each, several times per round trip.
+        let timer = sleep_until(Instant::now());
+        tokio::pin!(timer);
         loop {
             let can_read = self.closed.is_none() && self.queued_bytes < self.limits.max_queue_bytes;
-            let poll_deadline = self.waiting.as_ref().map(|w| w.deadline);
-            let idle_deadline = self.waiting.is_none().then(|| self.idle_since + self.limits.idle_timeout);
-            let open = self.closed.is_none() && self.closing_deadline.is_none();
+            let (due_at, due) = self.next_due();
+            if timer.deadline() != due_at {
+                timer.as_mut().reset(due_at);
+            }
             tokio::select! {
                 frame = self.upstream.next(), if can_read => self.on_frame(frame).await,
                 command = self.commands.recv() => match command {
                     Some(Command::Send { send, reply }) => {
                         self.idle_since = Instant::now();
-                        let _ = reply.send(self.on_send(send).await);
+                        let _ = reply.send(self.on_send(*send).await);
                     }
                     Some(Command::Close { reason, reply }) => {
                         self.idle_since = Instant::now();
@@ -266,23 +285,40 @@ impl Owner {
                         return End::Abandoned;
                     }
                 },
-                _ = sleep_until(poll_deadline.unwrap_or_else(Instant::now)), if poll_deadline.is_some() => {
-                    self.answer_waiting(PollOutcome::Messages(vec![ClientMessage::Heartbeat]));
-                }
-                _ = sleep_until(self.ping_at), if open => self.keepalive().await,
-                _ = sleep_until(self.closing_deadline.unwrap_or_else(Instant::now)), if self.closing_deadline.is_some() => {
-                    let _ = self.upstream.close().await;
-                    self.end_with(1006, "upstream did not answer the close".into());
-                }
-                _ = sleep_until(idle_deadline.unwrap_or_else(Instant::now)), if idle_deadline.is_some() => {
-                    self.close_and_wait(CloseCode::Away, "idle").await;
-                    return End::Idle;
-                }
+                () = &mut timer => match due {
+                    Due::Poll => {
+                        self.answer_waiting(PollOutcome::Messages(vec![ClientMessage::Heartbeat]));
+                    }
+                    Due::Ping => self.keepalive().await,
+                    Due::Closing => {
+                        let _ = self.upstream.close().await;
+                        self.end_with(1006, "upstream did not answer the close".into());
+                    }
+                    Due::Idle => {
+                        self.close_and_wait(CloseCode::Away, "idle").await;
+                        return End::Idle;
+                    }
+                },
             }
             if let (Some((code, _)), true, None) = (&self.closed, self.queue.is_empty(), &self.waiting) {
                 return End::Delivered { code: *code };
             }
         }
+    }
+
+    /// The earliest of the deadlines that currently apply, and what it is for.
+    fn next_due(&self) -> (Instant, Due) {
+        let open = self.closed.is_none() && self.closing_deadline.is_none();
+        let waiting_poll = self.waiting.as_ref().map(|w| (w.deadline, Due::Poll));
+        // A socket with a poll waiting is in use; idleness counts from its end.
+        let idle = self.waiting.is_none().then(|| (self.idle_since + self.limits.idle_timeout, Due::Idle));
+        let ping = open.then_some((self.ping_at, Due::Ping));
+        let closing = self.closing_deadline.map(|at| (at, Due::Closing));
+        [waiting_poll, idle, ping, closing]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at)
+            .expect("an owner without a waiting poll always has an idle deadline")
     }
 
     async fn on_send(&mut self, send: Send) -> Result<(), SendFailure> {
