@@ -3,6 +3,9 @@ use polysocket_common::shutdown;
 use polysocketd::app::Application;
 use polysocketd::config::DaemonConfig;
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     init_logging();

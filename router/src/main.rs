@@ -3,6 +3,9 @@ use polysocket_common::fleet::RedisFleet;
 use router::app::Application;
 use router::config::{RouterCommand, RouterConfig};
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     init_logging();
