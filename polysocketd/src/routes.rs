@@ -3,9 +3,10 @@
 use crate::bridge::{Outgoing, PollOutcome, Send, SendFailure};
 use crate::daemon::Daemon;
 use actix_web::error::ErrorNotFound;
+use actix_web::http::Method;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
-use actix_web::{FromRequest, HttpRequest, HttpResponse, guard, web};
+use actix_web::http::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use awc::ws::{CloseCode, CloseReason};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -23,9 +24,15 @@ const DEFAULT_TTL: Duration = Duration::from_millis(25_000);
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // Scopes match by plain prefix; a `/s/{socket}` pattern would run a regex
     // engine on every request, which was a tenth of the daemon's CPU time.
-    cfg.service(web::scope("/s").guard(guard::Any(guard::Get()).or(guard::Post())).default_service(web::to(send)))
-        .service(web::scope("/j").guard(guard::Get()).default_service(web::to(poll)));
+    // The handlers check the method themselves: actix-web's method guards
+    // allocate on every request they look at, to remember the methods.
+    cfg.service(web::scope("/s").default_service(web::to(send)))
+        .service(web::scope("/j").default_service(web::to(poll)));
 }
+
+/// The methods `/s` answers: JSONP sends come as GET, curl and forms POST.
+const SEND_METHODS: &str = "GET, POST";
+const POLL_METHODS: &str = "GET";
 
 /// The `<socket>` of `/s/<socket>` and `/j/<socket>`: one path segment.
 struct SocketId(String);
@@ -43,6 +50,8 @@ impl FromRequest for SocketId {
 /// Why a send or poll failed; each maps to the status the API documents.
 #[derive(Debug, thiserror::Error)]
 pub enum BridgeError {
+    #[error("method not allowed: use {0}")]
+    MethodNotAllowed(&'static str),
     #[error("missing d")]
     MissingData,
     #[error("invalid t: must be t (text), b (binary) or c (close)")]
@@ -87,6 +96,7 @@ impl BridgeError {
     fn status(&self) -> StatusCode {
         match self {
             BridgeError::UnknownSocket | BridgeError::Send(SendFailure::Closed) => StatusCode::FORBIDDEN,
+            BridgeError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             BridgeError::UnsupportedContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             BridgeError::SlowBody => StatusCode::REQUEST_TIMEOUT,
             BridgeError::Send(SendFailure::TooBig) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -107,8 +117,14 @@ impl BridgeError {
             failure.expected = Some(expected);
         }
         let mut response = jsonp::reply(status, cb, &failure);
-        if let BridgeError::RateLimited(wait) | BridgeError::Send(SendFailure::RateLimited(wait)) = self {
-            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
+        match self {
+            BridgeError::RateLimited(wait) | BridgeError::Send(SendFailure::RateLimited(wait)) => {
+                response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
+            }
+            BridgeError::MethodNotAllowed(allowed) => {
+                response.headers_mut().insert(ALLOW, HeaderValue::from_static(allowed));
+            }
+            _ => {}
         }
         response
     }
@@ -184,6 +200,9 @@ async fn send(
         Err(e) => return e.response(),
     };
     let outcome = async {
+        if !matches!(*req.method(), Method::GET | Method::POST) {
+            return Err(BridgeError::MethodNotAllowed(SEND_METHODS));
+        }
         // A body that trickles in must not hold the connection for ever.
         let body = match tokio::time::timeout(daemon.body_timeout, payload.to_bytes_limited(daemon.body_limit)).await {
             Err(_) => return Err(BridgeError::SlowBody),
@@ -191,7 +210,7 @@ async fn send(
             Ok(Ok(Err(_))) => return Err(BridgeError::UnreadableBody),
             Ok(Ok(Ok(body))) => body,
         };
-        let post = req.method() == actix_web::http::Method::POST;
+        let post = req.method() == Method::POST;
         let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let request = send_request(post, content_type, params, body)?;
         let handle = daemon.socket(daemon.guard.client_ip(&req), &socket)?;
@@ -294,6 +313,9 @@ async fn poll(req: HttpRequest, SocketId(socket): SocketId, daemon: web::Data<Da
         Err(e) => return e.response(),
     };
     let outcome = async {
+        if req.method() != Method::GET {
+            return Err(BridgeError::MethodNotAllowed(POLL_METHODS));
+        }
         let ttl = match params.ttl.as_deref() {
             None | Some("") => DEFAULT_TTL,
             Some(ms) => Duration::from_millis(ms.parse().map_err(|_| BridgeError::InvalidTtl)?),

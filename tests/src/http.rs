@@ -81,6 +81,12 @@ impl Http {
         Ok(read(request.send().await?).await)
     }
 
+    /// A request with any method and no body, e.g. to see what a route refuses.
+    pub async fn request(&self, method: awc::http::Method, host: Option<&str>, path_and_query: &str) -> Reply {
+        let request = self.client.request(method, self.url(host, path_and_query)).address(self.addr);
+        read(request.send().await.expect("request failed")).await
+    }
+
     /// Whether `GET path` answers 200; a refused connection counts as no,
     /// so this can be polled while a server starts.
     pub async fn answers_ok(&self, path: &str) -> bool {

@@ -193,6 +193,21 @@ async fn send_and_poll_errors(backend: Backend) {
     assert_eq!((unknown.status, unknown.jsonp("c")["error"].clone()), (403, json!("unknown socket")));
     let unknown = socket.http_get("/j/0123456789abcdef0123456789abcdef?cb=c").await;
     assert_eq!((unknown.status, unknown.jsonp("c")["error"].clone()), (403, json!("unknown socket")));
+
+    use awc::http::Method;
+    for (method, path, allowed) in [
+        (Method::PUT, format!("/s/{}?d=x", socket.id), "GET, POST"),
+        (Method::DELETE, format!("/s/{}", socket.id), "GET, POST"),
+        (Method::POST, format!("/j/{}", socket.id), "GET"),
+    ] {
+        let refused = socket.request(method.clone(), &path).await;
+        assert_eq!(refused.status, 405, "{method} {path}: {refused:?}");
+        assert_eq!(refused.header("allow"), allowed);
+        assert_eq!(refused.json()["error"], format!("method not allowed: use {allowed}"));
+    }
+    // Refused before it reaches the socket: nothing was sent or consumed.
+    socket.send_text("after").await;
+    assert_eq!(socket.receive(1).await, [json!({"type": "text", "seq": 1, "data": "after"})]);
 }
 
 async fn poll_heartbeat_and_supersede(backend: Backend) {

@@ -261,6 +261,11 @@ impl Socket {
         self.http.try_post(Some(&self.host), &path, content_type, body.to_vec()).await
     }
 
+    /// A request with any method on this socket's host, path and query as given.
+    pub async fn request(&self, method: awc::http::Method, path_and_query: &str) -> Reply {
+        self.http.request(method, Some(&self.host), path_and_query).await
+    }
+
     /// A GET on this socket's host, path and query as given.
     pub async fn http_get(&self, path_and_query: &str) -> Reply {
         self.http.get(Some(&self.host), path_and_query, &[]).await
