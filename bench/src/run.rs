@@ -41,11 +41,14 @@ pub trait Operation {
 
 pub type Client = Box<dyn Operation>;
 
-/// What the clients measured: latencies in microseconds, and the operations
-/// that failed (with the first failure, to say why).
+/// What the clients measured: latencies in microseconds, the operations
+/// that failed (with the first failure, to say why), and how many operations
+/// each client completed: in a closed loop a server that serves some clients
+/// before others shows it there first, long before the percentiles explain why.
 #[derive(Default)]
 pub struct Measured {
     latencies: Vec<u32>,
+    per_client: Vec<usize>,
     errors: usize,
     first_error: Option<String>,
     last_ended: Option<Instant>,
@@ -64,6 +67,7 @@ impl Measured {
     }
 
     fn merge(&mut self, other: Measured) {
+        self.per_client.push(other.latencies.len());
         self.latencies.extend(other.latencies);
         self.errors += other.errors;
         self.first_error = self.first_error.take().or(other.first_error);
@@ -137,6 +141,8 @@ pub fn report(system: &str, scenario: &str, load: Load, outcome: Result<(Measure
     let mut latencies = measured.latencies;
     latencies.sort_unstable();
     let pick = |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0);
+    let slowest_client = measured.per_client.iter().copied().min().unwrap_or(0);
+    let fastest_client = measured.per_client.iter().copied().max().unwrap_or(0);
     print_line(json!({
         "system": system,
         "scenario": scenario,
@@ -149,6 +155,10 @@ pub fn report(system: &str, scenario: &str, load: Load, outcome: Result<(Measure
         "p99_ms": f64::from(pick(0.99)) / 1000.0,
         "p999_ms": f64::from(pick(0.999)) / 1000.0,
         "max_ms": f64::from(pick(1.0)) / 1000.0,
+        "slowest_client_ops": slowest_client,
+        "fastest_client_ops": fastest_client,
+        // 1.0: every client was served alike.
+        "fairness": slowest_client as f64 / fastest_client.max(1) as f64,
         "errors": measured.errors,
         "first_error": measured.first_error,
     }));
