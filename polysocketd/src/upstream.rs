@@ -1,8 +1,11 @@
 //! Opening the upstream WebSocket for a create request.
 
 use crate::netguard::{self, GuardError, Private, Resolver};
+use actix_service::Service;
+use actix_tls::connect::{ConnectError, ConnectInfo, Connection};
+use actix_web::http::Uri;
 use actix_web::http::header::{SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL};
-use awc::error::{ConnectError, SendRequestError, WsClientError};
+use awc::error::{ConnectError as HttpConnectError, SendRequestError, WsClientError};
 use awc::{BoxedSocket, Client};
 use polysocket_common::target::Target;
 use polysocket_common::wire::EstablishRequest;
@@ -12,6 +15,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub type Upstream = actix_codec::Framed<BoxedSocket, awc::ws::Codec>;
@@ -82,6 +86,23 @@ fn tls_config(extra: &[CertificateDer<'static>]) -> Arc<rustls::ClientConfig> {
     Arc::new(config)
 }
 
+/// TCP connections with Nagle's algorithm off, which awc leaves on: a
+/// message written while the previous one is unacknowledged would wait for
+/// that ACK (up to 40 ms of delayed ACK on Linux), so a client's second quick
+/// send would reach the upstream late. Every frame goes out when written.
+fn no_delay_tcp() -> impl Service<ConnectInfo<Uri>, Response = Connection<Uri, TcpStream>, Error = ConnectError> + Clone
+{
+    let tcp = actix_tls::connect::Connector::default().service();
+    actix_service::apply_fn::<_, _, _, _, _, ConnectInfo<Uri>, _, _>(tcp, |request, tcp| {
+        let connecting = tcp.call(request);
+        async move {
+            let connection = connecting.await?;
+            connection.io_ref().set_nodelay(true).map_err(ConnectError::Io)?;
+            Ok(connection)
+        }
+    })
+}
+
 /// Opens upstream WebSockets for one thread: awc clients are `!Send`, so each
 /// thread that opens sockets has its own client (reused, never one per request).
 pub struct Opener {
@@ -100,7 +121,8 @@ impl Opener {
     pub fn with_resolver(settings: OpenSettings, gates: Arc<HandshakeGates>, resolver: Resolver) -> Self {
         // The daemon's own capacity bounds upstream connections; awc's default
         // pool limit (100) would otherwise cap them far below it.
-        let connector = awc::Connector::new().rustls_0_23(tls_config(&settings.extra_roots)).limit(0);
+        let connector =
+            awc::Connector::new().connector(no_delay_tcp()).rustls_0_23(tls_config(&settings.extra_roots)).limit(0);
         let client = Client::builder().connector(connector).disable_timeout().finish();
         Opener { client, gates, settings, resolver }
     }
@@ -188,13 +210,13 @@ impl HandshakeGates {
 fn describe(error: WsClientError) -> OpenError {
     match error {
         WsClientError::InvalidResponseStatus(status) => OpenError::Status(status.as_u16()),
-        WsClientError::SendRequest(SendRequestError::Connect(ConnectError::Io(io)))
+        WsClientError::SendRequest(SendRequestError::Connect(HttpConnectError::Io(io)))
             if io.kind() == std::io::ErrorKind::ConnectionRefused =>
         {
             OpenError::Refused
         }
         WsClientError::SendRequest(SendRequestError::Timeout)
-        | WsClientError::SendRequest(SendRequestError::Connect(ConnectError::Timeout)) => OpenError::Timeout,
+        | WsClientError::SendRequest(SendRequestError::Connect(HttpConnectError::Timeout)) => OpenError::Timeout,
         other => OpenError::Other(other.to_string()),
     }
 }
@@ -219,6 +241,15 @@ mod tests {
             token: "t".into(),
             allow_private: vec!["127.0.0.0/8".parse().unwrap()],
         }
+    }
+
+    #[actix_web::test]
+    async fn upstream_connections_send_without_delay() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let request = ConnectInfo::new(format!("ws://{addr}/").parse::<Uri>().unwrap()).set_addr(Some(addr));
+        let connection = no_delay_tcp().call(request).await.expect("connects");
+        assert!(connection.io_ref().nodelay().unwrap(), "Nagle's algorithm is off");
     }
 
     /// A rebinding DNS server: loopback (allowed) at the first lookup, then a
