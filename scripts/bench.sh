@@ -12,6 +12,11 @@
 # Scenarios: round-trip (echo at each of $SOCKETS), send (POST /s against the
 # floor's POST), memory (daemon RSS per idle socket at 10,000 sockets),
 # create (creates/s: router + Redis + 2 daemons).
+#
+# polysocket runs in two shapes: "polysocket", one standalone daemon with its
+# default worker per core; and "polysocket-fleet", a router, Redis and one
+# single-worker daemon per core, as the fleet is deployed. In the second a
+# socket's requests and its owner task always share a thread.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,6 +63,30 @@ wait_for "http://127.0.0.1:8191/echo?d=x"
 wait_for http://127.0.0.1:8201/sockjs/info
 wait_for "http://127.0.0.1:8202/engine.io/?EIO=4&transport=polling"
 
+# A fleet: Redis on port $1, a router on $2, daemons on the ports after it,
+# each started with the remaining arguments. Its processes go into $fleet,
+# Redis first.
+start_fleet() {
+  local redis_port=$1 router_port=$2 daemons=$3; shift 3
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >/dev/null & fleet=($!)
+  local redis=redis://127.0.0.1:$redis_port
+  sleep 0.3
+  RUST_LOG=warn "$bin/router" --listen "127.0.0.1:$router_port" --redis "$redis" --trusted-proxies 127.0.0.1/32 \
+    --tokens "$tokens" --create-rate-per-ip 0 --create-rate-per-token 0 & fleet+=($!)
+  for port in $(seq $((router_port + 1)) $((router_port + daemons))); do
+    RUST_LOG=warn "$bin/polysocketd" --listen "127.0.0.1:$port" --fqdn "127.0.0.1:$port" --redis "$redis" \
+      --allow-private-targets --capacity 1000000 "$@" & fleet+=($!)
+    wait_for "http://127.0.0.1:$port/readyz"
+  done
+  wait_for "http://127.0.0.1:$router_port/readyz"
+  pids+=("${fleet[@]}")
+}
+# Redis last, so that nothing logs its loss.
+stop_fleet() {
+  kill "${fleet[@]:1}"; wait "${fleet[@]:1}" 2>/dev/null || true
+  kill "${fleet[0]}"; wait "${fleet[0]}" 2>/dev/null || true
+}
+
 out=bench/results.jsonl
 : > "$out"
 # A run that fails says so and the others go on.
@@ -68,9 +97,12 @@ let_sessions_expire() { if [ "$1" -ge 1000 ]; then sleep 6; fi; }
 for scenario in $SCENARIOS; do
   case $scenario in
   round-trip)
+    start_fleet 6392 8186 "$(nproc)" --workers 1 --max-polls-per-ip 1000000 --max-sends-per-second 0 \
+      --unknown-socket-rate 0
     for n in $SOCKETS; do
       load=(--sockets "$n" --seconds "$SECONDS_EACH")
       run polysocket --router 127.0.0.1:8181 --target "$upstream/echo" --token bench "${load[@]}"
+      run polysocket --name polysocket-fleet --router 127.0.0.1:8186 --target "$upstream/echo" --token bench "${load[@]}"
       run engine-io --gateway 127.0.0.1:8202 "${load[@]}"
       let_sessions_expire "$n"
       for transport in xhr jsonp; do
@@ -80,6 +112,7 @@ for scenario in $SCENARIOS; do
       run floor --server 127.0.0.1:8191 "${load[@]}"
       run websocket --target "$upstream/echo" "${load[@]}"
     done
+    stop_fleet
     ;;
   send)
     load=(--sockets 100 --seconds "$SECONDS_EACH")
@@ -94,21 +127,9 @@ for scenario in $SCENARIOS; do
     kill "$daemon"; wait "$daemon" || true
     ;;
   create)
-    redis-server --port 6391 --bind 127.0.0.1 --save "" --appendonly no >/dev/null & fleet=($!)
-    redis=redis://127.0.0.1:6391
-    sleep 0.3
-    RUST_LOG=warn "$bin/router" --listen 127.0.0.1:8183 --redis "$redis" --trusted-proxies 127.0.0.1/32 \
-      --tokens "$tokens" --create-rate-per-ip 0 --create-rate-per-token 0 & fleet+=($!)
-    for port in 8184 8185; do
-      RUST_LOG=warn "$bin/polysocketd" --listen "127.0.0.1:$port" --fqdn "127.0.0.1:$port" --redis "$redis" \
-        --allow-private-targets --capacity 1000000 & fleet+=($!)
-      wait_for "http://127.0.0.1:$port/readyz"
-    done
-    wait_for http://127.0.0.1:8183/readyz
+    start_fleet 6391 8183 2
     run creates --router 127.0.0.1:8183 --target "$upstream/echo" --token bench --sockets 64 --seconds "$SECONDS_EACH"
-    # Redis last, so that nothing logs its loss.
-    kill "${fleet[@]:1}"; wait "${fleet[@]:1}" 2>/dev/null || true
-    kill "${fleet[0]}"; wait "${fleet[0]}" 2>/dev/null || true
+    stop_fleet
     ;;
   *) echo "unknown scenario $scenario" >&2; exit 64 ;;
   esac

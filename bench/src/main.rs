@@ -23,6 +23,9 @@ struct Args {
 enum Command {
     /// Round trips (or sends) through polysocket.
     Polysocket {
+        /// The system's name in the results, to tell deployments apart.
+        #[arg(long, default_value = "polysocket")]
+        name: String,
         #[command(flatten)]
         creating: Creating,
         /// Only send (`POST /s`), never poll: the send path alone. Use an
@@ -96,9 +99,9 @@ enum Command {
 async fn main() -> std::io::Result<()> {
     match Args::parse().command {
         Command::ServeFloor { listen } => return baselines::serve(listen).await,
-        Command::Polysocket { creating, send_only, load } => {
+        Command::Polysocket { name, creating, send_only, load } => {
             let scenario = if send_only { "send" } else { "round-trip" };
-            report("polysocket", scenario, load, run::run(load, |_| polysocket::bridged(&creating, send_only)).await);
+            report(&name, scenario, load, run::run(load, |_| polysocket::bridged(&creating, send_only)).await);
         }
         Command::Creates { creating, load } => {
             report("polysocket", "create", load, run::run(load, |n| polysocket::creator(n, creating.clone())).await);
