@@ -9,8 +9,8 @@ import os
 import sys
 
 PEERS = ("engine.io", "sockjs-xhr", "sockjs-jsonp")
-# polysocket in two shapes (scripts/bench.sh): one standalone daemon, and the
-# fleet with one single-worker daemon per core. Each is judged on its own.
+# polysocket in two shapes (scripts/bench.sh): one standalone daemon, and a
+# fleet with a daemon per core. Each is judged on its own.
 OURS = ("polysocket", "polysocket-fleet")
 SYSTEMS = OURS + PEERS + ("floor", "websocket")
 COLOURS = {"polysocket": "#d62728", "polysocket-fleet": "#ff7f0e", "engine.io": "#1f77b4", "sockjs-xhr": "#2ca02c",

@@ -13,10 +13,10 @@
 # floor's POST), memory (daemon RSS per idle socket at 10,000 sockets),
 # create (creates/s: router + Redis + 2 daemons).
 #
-# polysocket runs in two shapes: "polysocket", one standalone daemon with its
-# default worker per core; and "polysocket-fleet", a router, Redis and one
-# single-worker daemon per core, as the fleet is deployed. In the second a
-# socket's requests and its owner task always share a thread.
+# polysocket runs in two shapes, each with the daemon's defaults (one worker
+# thread): "polysocket", one standalone process, the quick start; and
+# "polysocket-fleet", a router, Redis and a daemon per core, as the fleet is
+# deployed to use every core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -107,8 +107,7 @@ let_sessions_expire() { if [ "$1" -ge 1000 ]; then sleep 6; fi; }
 for scenario in $SCENARIOS; do
   case $scenario in
   round-trip)
-    start_fleet 6392 8186 "$(nproc)" --workers 1 --max-polls-per-ip 1000000 --max-sends-per-second 0 \
-      --unknown-socket-rate 0
+    start_fleet 6392 8186 "$(nproc)" --max-polls-per-ip 1000000 --max-sends-per-second 0 --unknown-socket-rate 0
     for n in $SOCKETS; do
       load=(--sockets "$n" --seconds "$SECONDS_EACH")
       fits polysocket "$n" && run polysocket --router 127.0.0.1:8181 --target "$upstream/echo" --token bench "${load[@]}"

@@ -126,8 +126,9 @@ pub struct HttpArgs {
     #[arg(long, env = "POLYSOCKET_MAX_CONNECTIONS_PER_WORKER", default_value_t = 25_000)]
     pub max_connections_per_worker: usize,
 
-    /// Worker threads serving HTTP (and, in polysocketd, owning sockets);
-    /// by default one per core.
+    /// Worker threads serving HTTP (and, in polysocketd, owning sockets).
+    /// By default one per core in the router; one in polysocketd, which
+    /// scales by running a daemon per core.
     #[arg(long, env = "POLYSOCKET_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
     pub workers: Option<u16>,
 }
