@@ -97,7 +97,7 @@ def plot(by, sockets):
     second, and p99 latency."""
     width, height, margin = 460, 320, 60
     panels = [("round trips per second", "per_second"), ("p99 latency (ms)", "p99_ms")]
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * width}" height="{height + 40}" '
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * width}" height="{height + 64}" '
              f'font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/>']
     for i, (title, key) in enumerate(panels):
         values = [by[(s, "round-trip", n)][key] for s in SYSTEMS for n in sockets if (s, "round-trip", n) in by]
@@ -112,7 +112,12 @@ def plot(by, sockets):
             y = ys(10 ** d)
             parts.append(f'<line x1="{x0}" x2="{x0 + width - 1.5 * margin}" y1="{y}" y2="{y}" stroke="#ddd"/>'
                          f'<text x="{x0 - 6}" y="{y + 4}" text-anchor="end">{10 ** d:g}</text>')
+        last_label = None
         for n in sockets:
+            # 9000 and 10000 sit a few pixels apart on a log scale: label one.
+            if last_label is not None and xs(n) - last_label < 36:
+                continue
+            last_label = xs(n)
             parts.append(f'<text x="{xs(n)}" y="{height - margin / 2 + 16}" text-anchor="middle">{n}</text>')
         parts.append(f'<text x="{x0 + (width - 1.5 * margin) / 2}" y="{height + 20}" text-anchor="middle">sockets</text>')
         for system in SYSTEMS:
@@ -121,9 +126,10 @@ def plot(by, sockets):
             if points:
                 path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
                 parts.append(f'<polyline points="{path}" fill="none" stroke="{COLOURS[system]}" stroke-width="2"/>')
+    # The legend goes in a row under the panels, clear of the lines.
     for j, system in enumerate(SYSTEMS):
-        x = 2 * width - 130
-        y = 40 + 16 * j
+        x = margin + j * 2 * (width - margin / 2) / len(SYSTEMS)
+        y = height + 46
         parts.append(f'<line x1="{x}" x2="{x + 18}" y1="{y}" y2="{y}" stroke="{COLOURS[system]}" stroke-width="3"/>'
                      f'<text x="{x + 24}" y="{y + 4}">{system}</text>')
     parts.append("</svg>\n")
