@@ -16,6 +16,13 @@ use std::time::Duration;
 /// Exit code for invalid configuration (EX_USAGE), so orchestrators can tell
 /// a bad deployment from a crash.
 pub const EXIT_BAD_CONFIG: i32 = 64;
+/// Exit code when the configuration is fine but something it names cannot be
+/// had (EX_UNAVAILABLE): the listen address is taken, Redis does not answer
+/// an admin command. Retrying later, unchanged, may work.
+pub const EXIT_UNAVAILABLE: i32 = 69;
+/// Exit code when an admin command's input does not fit the data
+/// (EX_DATAERR): adding a token that exists, updating one that does not.
+pub const EXIT_DATA: i32 = 65;
 
 /// Parses the command line and environment, exiting with
 /// [`EXIT_BAD_CONFIG`] and clap's explanation when they are invalid.
@@ -32,16 +39,15 @@ pub fn init_logging() {
 }
 
 /// Unwraps a start-up result, or logs why the service cannot start and exits
-/// with [`EXIT_BAD_CONFIG`].
-pub fn started_or_exit<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
+/// with the code that says whose fault it is ([`StartError::exit_code`]).
+pub fn started_or_exit<T>(result: Result<T, StartError>) -> T {
     result.unwrap_or_else(|e| {
         log::error!("{e}");
-        std::process::exit(EXIT_BAD_CONFIG)
+        std::process::exit(e.exit_code())
     })
 }
 
-/// Why a service could not start; `main` logs it and exits with
-/// [`EXIT_BAD_CONFIG`].
+/// Why a service could not start; `main` logs it and exits.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
@@ -52,6 +58,17 @@ pub enum StartError {
     Redis(#[source] FleetError),
     #[error("{0}")]
     Invalid(String),
+}
+
+impl StartError {
+    /// [`EXIT_BAD_CONFIG`] when the configuration must change,
+    /// [`EXIT_UNAVAILABLE`] when the host could not give what it asks for.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StartError::Bind { .. } => EXIT_UNAVAILABLE,
+            StartError::Tokens(_) | StartError::Redis(_) | StartError::Invalid(_) => EXIT_BAD_CONFIG,
+        }
+    }
 }
 
 /// Binds the service's listener, saying where it could not listen.

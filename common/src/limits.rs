@@ -4,6 +4,9 @@
 //! them can make it do: these are the building blocks both services use to
 //! answer `429 Too Many Requests` instead of doing the work.
 
+use actix_web::HttpRequest;
+use actix_web::HttpResponse;
+use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 use clap::Args;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -31,6 +34,14 @@ fn parse_net(text: &str) -> Result<IpNet, String> {
 }
 
 impl ClientArgs {
+    /// The address of the client that sent `req` (see [`ClientArgs::client_ip`]).
+    pub fn client_ip_of(&self, req: &HttpRequest) -> IpAddr {
+        // Only test requests have no peer.
+        let peer = req.peer_addr().map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        let forwarded_for = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        self.client_ip(peer, forwarded_for)
+    }
+
     /// The client's address: the peer, or, when the peer is a trusted
     /// proxy, the nearest address in `X-Forwarded-For` that is not one.
     pub fn client_ip(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
@@ -113,6 +124,11 @@ impl<K: Hash + Eq + Clone> KeyedLimit<K> {
 /// `Retry-After` in whole seconds, at least one.
 pub fn retry_after_secs(wait: Duration) -> u64 {
     wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
+/// Tells a rate-limited client when to come back.
+pub fn insert_retry_after(response: &mut HttpResponse, wait: Duration) {
+    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
 }
 
 #[cfg(test)]

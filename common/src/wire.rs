@@ -36,11 +36,16 @@ pub struct Failure {
     /// On an out-of-order send: the `seq` the daemon expects next.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected: Option<u64>,
+    /// The same request may well succeed if tried again shortly: the fault
+    /// was the fleet's (no daemon answered, Redis unreachable), not the
+    /// request's. Absent when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retryable: bool,
 }
 
 impl Failure {
     pub fn new(error: impl ToString) -> Self {
-        Failure { ok: false, error: error.to_string(), expected: None }
+        Failure { ok: false, error: error.to_string(), expected: None, retryable: false }
     }
 }
 
@@ -102,6 +107,30 @@ pub struct EstablishRequest {
     pub allow_private: Vec<ipnet::IpNet>,
 }
 
+/// Who failed when a daemon could not open a socket, so the router can
+/// answer with the right status and count the right outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpenFailure {
+    /// The daemon's policy refuses the target (an address that is not public).
+    Policy,
+    /// The upstream could not be reached: name lookup, TCP or TLS failed.
+    Unreachable,
+    /// The upstream answered the handshake with an HTTP status, not 101.
+    Rejected,
+    /// The upstream accepted but broke RFC 6455 (a subprotocol or extension
+    /// that was not offered, a malformed handshake answer).
+    Protocol,
+    /// The connect and handshake took longer than the daemon allows.
+    Timeout,
+    /// The daemon has no room (or no worker) for the socket; another may.
+    DaemonFull,
+    /// A kind this build does not know (a newer daemon in a rolling upgrade).
+    #[default]
+    #[serde(other)]
+    Other,
+}
+
 /// How a daemon answers an [`EstablishRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "lowercase")]
@@ -118,6 +147,11 @@ pub enum EstablishReply {
     },
     Failed {
         request_id: String,
+        #[serde(default)]
+        kind: OpenFailure,
+        /// The upstream's HTTP status, for [`OpenFailure::Rejected`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
         error: String,
     },
 }
@@ -140,6 +174,40 @@ pub fn unix_millis() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_failures_cross_processes_typed() {
+        let failed = EstablishReply::Failed {
+            request_id: "r".into(),
+            kind: OpenFailure::Rejected,
+            status: Some(403),
+            error: "upstream handshake failed: HTTP 403".into(),
+        };
+        let json = serde_json::to_string(&failed).unwrap();
+        assert_eq!(
+            json,
+            r#"{"result":"failed","request_id":"r","kind":"rejected","status":403,"error":"upstream handshake failed: HTTP 403"}"#
+        );
+        assert_eq!(serde_json::from_str::<EstablishReply>(&json).unwrap(), failed);
+        // Daemons of an older build send no kind; newer ones may send kinds we do not know.
+        for other in [
+            r#"{"result":"failed","request_id":"r","error":"x"}"#,
+            r#"{"result":"failed","request_id":"r","kind":"new","error":"x"}"#,
+        ] {
+            let EstablishReply::Failed { kind, .. } = serde_json::from_str(other).unwrap() else { panic!("{other}") };
+            assert_eq!(kind, OpenFailure::Other);
+        }
+    }
+
+    #[test]
+    fn retryable_appears_only_when_true() {
+        assert_eq!(serde_json::to_string(&Failure::new("x")).unwrap(), r#"{"ok":false,"error":"x"}"#);
+        let retry = Failure { retryable: true, ..Failure::new("fleet unavailable") };
+        assert_eq!(
+            serde_json::to_string(&retry).unwrap(),
+            r#"{"ok":false,"error":"fleet unavailable","retryable":true}"#
+        );
+    }
 
     #[test]
     fn messages_serialize_as_documented() {

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use polysocketd::fragments::Assembly;
+use polysocketd::socket::fragments::Assembly;
 
 fuzz_target!(|input: (bool, u16, Vec<Vec<u8>>)| {
     let (text, max, pieces) = input;

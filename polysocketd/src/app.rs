@@ -1,24 +1,20 @@
 //! polysocketd's HTTP server and background tasks, put together.
 
-use crate::bridge::Limits;
+use crate::client_limits::ClientLimits;
 use crate::config::DaemonConfig;
-use crate::daemon::{Daemon, Openers};
-use crate::guard::ClientGuard;
-use crate::metrics::DaemonMetrics;
+use crate::daemon::{Daemon, DaemonSettings};
 use crate::routes;
-use crate::upstream::{self, OpenSettings};
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, web};
-use dashmap::DashMap;
 use polysocket_common::cli::{self, StartError};
 use polysocket_common::fleet::{self, DaemonInfo, Fleet, MemoryFleet, RedisFleet};
 use polysocket_common::metrics;
 use polysocket_common::token::TokensFile;
+use polysocket_create::client;
+use polysocket_create::create::{self, CreateService};
 use prometheus::Registry;
-use router::create::{self, CreateService};
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// One worker, so a socket's owner task and the requests for it share a
@@ -68,45 +64,16 @@ impl Application {
         let addr = listener.local_addr().expect("a bound listener has an address");
         let registry = Registry::new();
         fleet::register_metrics(&registry);
+        let info = DaemonInfo {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            fqdn: config.public_fqdn(addr.port()),
+            capacity: config.capacity,
+        };
         let bridge = &config.bridge;
-        let daemon = Arc::new(Daemon {
-            info: DaemonInfo {
-                id: uuid::Uuid::new_v4().simple().to_string(),
-                fqdn: config.public_fqdn(addr.port()),
-                capacity: config.capacity,
-            },
-            fleet: fleet.clone(),
-            sockets: DashMap::new(),
-            limits: Limits {
-                idle_timeout: bridge.idle_timeout,
-                max_message_bytes: bridge.max_message_bytes,
-                max_queue_bytes: bridge.max_queue_bytes,
-                send_timeout: bridge.send_timeout,
-                ping_interval: bridge.ping_interval,
-                max_sends_per_second: bridge.max_sends_per_second,
-            },
-            max_poll_ttl: bridge.max_poll_ttl,
-            // Forms and base64 inflate a message by a third; leave room for that.
-            body_limit: bridge.max_message_bytes / 3 * 4 + 4096,
-            body_timeout: bridge.body_timeout,
-            open: OpenSettings {
-                allow_private: config.allow_private_targets,
-                handshake_timeout: bridge.handshake_timeout,
-                max_frame_bytes: bridge.max_message_bytes,
-                max_handshakes_per_host: bridge.max_handshakes_per_host,
-                extra_roots: match &bridge.ca_file {
-                    Some(path) => upstream::load_roots(path).map_err(StartError::Invalid)?,
-                    None => Vec::new(),
-                },
-            },
-            handshake_gates: Arc::default(),
-            openers: Openers::default(),
-            heartbeat_interval: config.heartbeat_interval,
-            registered: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
-            metrics: Arc::new(DaemonMetrics::new(&registry)),
-            guard: ClientGuard::new(config.service.client.clone(), bridge.unknown_socket_rate, bridge.max_polls_per_ip),
-        });
+        let client_limits =
+            ClientLimits::new(config.service.client.clone(), bridge.unknown_socket_rate, bridge.max_polls_per_ip);
+        let settings = DaemonSettings::from_config(config)?;
+        let daemon = Arc::new(Daemon::new(info, fleet.clone(), settings, client_limits, &registry));
         let create = config.standalone.then(|| {
             let service = &config.service;
             let create = Arc::new(CreateService::new(fleet, service.create.clone(), service.client.clone(), &registry));
@@ -128,7 +95,7 @@ impl Application {
                 .route("/readyz", web::get().to(ready))
                 .route("/metrics", web::get().to(render_metrics));
             if let Some(create) = &create {
-                app = app.configure(create::configure(create.clone())).configure(router::client::configure);
+                app = app.configure(create::configure(create.clone())).configure(client::configure);
             }
             app
         })
@@ -136,7 +103,7 @@ impl Application {
         .disable_signals()
         .shutdown_timeout(1);
         let server = cli::run_server(server, &http, listener)?;
-        log::info!("polysocketd {} listening on {addr} as {}", daemon.info.id, daemon.info.fqdn);
+        log::info!("polysocketd {} listening on {addr} as {}", daemon.info().id, daemon.info().fqdn);
         Ok(Application { port: addr.port(), server, daemon, shutdown_grace: config.shutdown_grace })
     }
 
@@ -150,7 +117,7 @@ impl Application {
     /// system.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let daemon = Arc::downgrade(&self.daemon);
-        self.daemon.fleet.watch_revocations(Box::new(move |token| {
+        self.daemon.fleet().watch_revocations(Box::new(move |token| {
             if let Some(daemon) = daemon.upgrade() {
                 daemon.close_sockets_of(&token);
             }
@@ -178,8 +145,8 @@ impl Application {
 
 /// Ready when the fleet answers and this daemon is registered (not draining).
 async fn ready(daemon: web::Data<Daemon>) -> HttpResponse {
-    match daemon.fleet.ping().await {
-        Ok(()) if daemon.registered.load(Ordering::Acquire) => HttpResponse::Ok().body("ready"),
+    match daemon.fleet().ping().await {
+        Ok(()) if daemon.is_registered() => HttpResponse::Ok().body("ready"),
         Ok(()) => HttpResponse::ServiceUnavailable().body("not ready: not registered"),
         Err(e) => HttpResponse::ServiceUnavailable().body(format!("not ready: {e}")),
     }

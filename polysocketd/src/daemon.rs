@@ -1,15 +1,18 @@
 //! The daemon's shared state and its background duties: registering in the
 //! fleet, opening the sockets routers hand over, and draining on shutdown.
 
-use crate::bridge::{self, End, Limits, SocketHandle};
-use crate::guard::ClientGuard;
+use crate::client_limits::ClientLimits;
+use crate::config::DaemonConfig;
+use crate::error::RequestError;
 use crate::metrics::DaemonMetrics;
-use crate::routes::BridgeError;
-use crate::upstream::{HandshakeGates, OpenSettings, Opener};
+use crate::socket::{self, End, SocketHandle, SocketLimits};
+use crate::upstream::{self, HandshakeGates, OpenSettings, Opener, Upstream};
 use awc::ws::{CloseCode, CloseReason};
 use dashmap::DashMap;
+use polysocket_common::cli::StartError;
 use polysocket_common::fleet::{DaemonInfo, Fleet};
-use polysocket_common::wire::{EstablishReply, EstablishRequest, unix_millis};
+use polysocket_common::wire::{EstablishReply, EstablishRequest, OpenFailure, unix_millis};
+use prometheus::Registry;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,45 +34,118 @@ pub struct OpenSocket {
     pub token: String,
 }
 
-/// Everything request handlers and background tasks share.
-pub struct Daemon {
-    pub info: DaemonInfo,
-    pub fleet: Arc<dyn Fleet>,
-    /// Open sockets by id. Removing an entry drops the last handle, which
-    /// tells the owner task to close the upstream and end.
-    pub sockets: DashMap<String, OpenSocket>,
-    pub limits: Limits,
+/// What the daemon was configured with, fixed for its life.
+#[derive(Debug, Clone)]
+pub struct DaemonSettings {
+    pub socket: SocketLimits,
+    pub open: OpenSettings,
+    /// Longest a `/j` poll waits (a client's `ttl` is clamped to it).
     pub max_poll_ttl: Duration,
     /// Largest `/s` body read (a message, plus room for form and base64 encoding).
     pub body_limit: usize,
     /// How long a `/s` body may take to arrive.
     pub body_timeout: Duration,
-    pub open: OpenSettings,
-    pub handshake_gates: Arc<HandshakeGates>,
-    /// The workers' openers (see [`Daemon::start_opener`]).
-    pub openers: Openers,
     pub heartbeat_interval: Duration,
+}
+
+impl DaemonSettings {
+    pub fn from_config(config: &DaemonConfig) -> Result<Self, StartError> {
+        let bridge = &config.bridge;
+        Ok(DaemonSettings {
+            socket: SocketLimits {
+                idle_timeout: bridge.idle_timeout,
+                max_message_bytes: bridge.max_message_bytes,
+                max_queue_bytes: bridge.max_queue_bytes,
+                send_timeout: bridge.send_timeout,
+                ping_interval: bridge.ping_interval,
+                max_sends_per_second: bridge.max_sends_per_second,
+            },
+            open: OpenSettings {
+                allow_private: config.allow_private_targets,
+                handshake_timeout: bridge.handshake_timeout,
+                max_frame_bytes: bridge.max_message_bytes,
+                max_handshakes_per_host: bridge.max_handshakes_per_host,
+                extra_roots: match &bridge.ca_file {
+                    Some(path) => upstream::load_roots(path).map_err(StartError::Invalid)?,
+                    None => Vec::new(),
+                },
+            },
+            max_poll_ttl: bridge.max_poll_ttl,
+            // Forms and base64 inflate a message by a third; leave room for that.
+            body_limit: bridge.max_message_bytes / 3 * 4 + 4096,
+            body_timeout: bridge.body_timeout,
+            heartbeat_interval: config.heartbeat_interval,
+        })
+    }
+}
+
+/// Everything request handlers and background tasks share.
+pub struct Daemon {
+    info: DaemonInfo,
+    fleet: Arc<dyn Fleet>,
+    pub settings: DaemonSettings,
+    /// Open sockets by id. Removing an entry drops the last handle, which
+    /// tells the owner task to close the upstream and end.
+    sockets: DashMap<String, OpenSocket>,
+    /// Shared by the openers of all worker threads.
+    handshake_gates: Arc<HandshakeGates>,
+    /// The workers' openers (see [`Daemon::start_opener`]).
+    openers: Openers,
     /// Whether the last heartbeat reached the fleet: routers can pick this
     /// daemon only while it is registered, so readiness follows it.
-    pub registered: AtomicBool,
+    registered: AtomicBool,
     /// Set on shutdown: no new sockets, no more heartbeats, not ready.
-    pub draining: AtomicBool,
+    draining: AtomicBool,
     pub metrics: Arc<DaemonMetrics>,
-    pub guard: ClientGuard,
+    pub client_limits: ClientLimits,
 }
 
 impl Daemon {
+    pub fn new(
+        info: DaemonInfo,
+        fleet: Arc<dyn Fleet>,
+        settings: DaemonSettings,
+        client_limits: ClientLimits,
+        registry: &Registry,
+    ) -> Self {
+        Daemon {
+            info,
+            fleet,
+            settings,
+            sockets: DashMap::new(),
+            handshake_gates: Arc::default(),
+            openers: Openers::default(),
+            registered: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            metrics: Arc::new(DaemonMetrics::new(registry)),
+            client_limits,
+        }
+    }
+
+    pub fn info(&self) -> &DaemonInfo {
+        &self.info
+    }
+
+    pub fn fleet(&self) -> &Arc<dyn Fleet> {
+        &self.fleet
+    }
+
+    /// Registered in the fleet and not draining: routers may pick it.
+    pub fn is_registered(&self) -> bool {
+        self.registered.load(Ordering::Acquire)
+    }
+
     /// The socket a request names, as long as its client is not guessing.
-    pub fn socket(&self, ip: std::net::IpAddr, id: &str) -> Result<SocketHandle, BridgeError> {
-        self.guard.admit(ip)?;
-        self.sockets.get(id).map(|s| s.handle.clone()).ok_or_else(|| self.guard.unknown_socket(ip))
+    pub fn socket(&self, ip: std::net::IpAddr, id: &str) -> Result<SocketHandle, RequestError> {
+        self.client_limits.admit(ip)?;
+        self.sockets.get(id).map(|s| s.handle.clone()).ok_or_else(|| self.client_limits.unknown_socket(ip))
     }
 
     /// Keeps the registry entry alive until the daemon drains. The entry
     /// expires after two missed beats, so a dead daemon leaves selection fast.
     pub async fn heartbeat(self: Arc<Self>) {
-        let ttl = self.heartbeat_interval * 2;
-        let mut ticks = tokio::time::interval(self.heartbeat_interval);
+        let ttl = self.settings.heartbeat_interval * 2;
+        let mut ticks = tokio::time::interval(self.settings.heartbeat_interval);
         loop {
             ticks.tick().await;
             if self.draining.load(Ordering::Acquire) {
@@ -90,7 +166,7 @@ impl Daemon {
         let mut ticks = tokio::time::interval(FORGET_IDLE_EVERY);
         loop {
             ticks.tick().await;
-            self.guard.forget_idle();
+            self.client_limits.forget_idle();
         }
     }
 
@@ -101,7 +177,8 @@ impl Daemon {
     pub fn start_opener(self: &Arc<Self>) {
         let (sender, mut requests) = mpsc::unbounded_channel::<EstablishRequest>();
         self.openers.add(sender);
-        let (daemon, opener) = (self.clone(), Rc::new(Opener::new(self.open.clone(), self.handshake_gates.clone())));
+        let (daemon, opener) =
+            (self.clone(), Rc::new(Opener::new(self.settings.open.clone(), self.handshake_gates.clone())));
         actix_web::rt::spawn(async move {
             while let Some(request) = requests.recv().await {
                 actix_web::rt::spawn(daemon.clone().open_socket(opener.clone(), request));
@@ -128,7 +205,7 @@ impl Daemon {
         }
     }
 
-    async fn accept(self: Arc<Self>, request: EstablishRequest) {
+    async fn accept(self: Arc<Self>, mut request: EstablishRequest) {
         if unix_millis() > request.accept_by_ms || self.draining.load(Ordering::Acquire) {
             log::warn!("dropping create request {}: taken too late", request.id);
             self.release(&request.token).await;
@@ -138,10 +215,27 @@ impl Daemon {
         if let Err(e) = self.fleet.reply(&request, accepted).await {
             log::warn!("could not accept create request {}: {e}", request.id);
         }
-        let Some(request) = self.openers.hand_over(request) else { return };
-        log::warn!("create {} failed: no worker is running", request.id);
+        // The fleet's count of this daemon's sockets can be behind (a Redis
+        // that restarted empty): the daemon itself has the last word.
+        let refusal = if self.sockets.len() >= self.info.capacity as usize {
+            "daemon is full"
+        } else {
+            match self.openers.hand_over(request) {
+                None => return,
+                Some(back) => {
+                    request = back;
+                    "daemon has no worker running"
+                }
+            }
+        };
+        log::warn!("create {} refused: {refusal}", request.id);
         self.release(&request.token).await;
-        let failed = EstablishReply::Failed { request_id: request.id.clone(), error: "daemon not running".into() };
+        let failed = EstablishReply::Failed {
+            request_id: request.id.clone(),
+            kind: OpenFailure::DaemonFull,
+            status: None,
+            error: refusal.into(),
+        };
         let _ = self.fleet.reply(&request, failed).await;
     }
 
@@ -159,7 +253,12 @@ impl Daemon {
             Err(e) => {
                 log::info!("create {} failed: {e}", request.id);
                 self.release(&request.token).await;
-                EstablishReply::Failed { request_id: request.id.clone(), error: e.to_string() }
+                EstablishReply::Failed {
+                    request_id: request.id.clone(),
+                    kind: e.kind(),
+                    status: e.status(),
+                    error: e.to_string(),
+                }
             }
         };
         let heard = self.fleet.reply(&request, reply.clone()).await;
@@ -172,21 +271,21 @@ impl Daemon {
     }
 
     /// Starts the owner task of a freshly opened upstream.
-    fn adopt(self: &Arc<Self>, socket: String, token: &str, upstream: crate::upstream::Upstream) {
-        let bridge = bridge::bridge(upstream, self.limits.clone(), self.metrics.clone());
-        self.sockets.insert(socket.clone(), OpenSocket { handle: bridge.handle, token: token.to_owned() });
+    fn adopt(self: &Arc<Self>, socket: String, token: &str, upstream: Upstream) {
+        let new = socket::new_socket(upstream, self.settings.socket.clone(), self.metrics.clone());
+        self.sockets.insert(socket.clone(), OpenSocket { handle: new.handle, token: token.to_owned() });
         self.metrics.sockets_open.inc();
         let (daemon, token) = (self.clone(), token.to_owned());
         actix_web::rt::spawn(async move {
             // The slot is free once the upstream is gone, even while the
             // client has yet to read the close.
-            let _ = bridge.upstream_ended.await;
+            let _ = new.upstream_ended.await;
             daemon.release(&token).await;
         });
         let daemon = self.clone();
         actix_web::rt::spawn(async move {
             log::info!("socket {socket}: open");
-            let end = bridge.owner.await;
+            let end = new.owner.await;
             daemon.sockets.remove(&socket);
             daemon.metrics.sockets_open.dec();
             daemon.metrics.closed(match end {

@@ -1,24 +1,25 @@
 //! polysocketd: holds upstream WebSockets and bridges them to plain HTTP.
 //!
+//! The modules form a one-way stack, each using only those below it:
+//!
 //! - [`app`]: the HTTP server and background tasks (`Application`);
-//! - [`config`]: command-line and environment configuration;
-//! - [`daemon`]: shared state, fleet registration, opening handed-over sockets;
-//! - [`bridge`]: one owner task per socket and the handle to reach it;
-//! - [`fragments`]: reassembling messages that arrive in pieces;
-//! - [`metrics`]: what the daemon measures;
 //! - [`routes`]: `/s` (send) and `/j` (long-poll receive);
-//! - [`guard`]: per-client bounds (socket-id guessing, open polls);
+//! - [`daemon`]: shared state, fleet registration, opening handed-over sockets;
+//! - [`client_limits`]: per-client bounds (socket-id guessing, open polls);
+//! - [`error`]: why a `/s` or `/j` request failed, and its status;
+//! - [`socket`]: one owner task per socket and the handle to reach it;
 //! - [`upstream`]: the upstream WebSocket handshake;
-//! - [`netguard`]: refusing non-public upstream addresses.
+//! - [`address_policy`]: refusing non-public upstream addresses;
+//! - [`config`], [`metrics`]: configuration, and what the daemon measures.
 #![forbid(unsafe_code)]
 
+pub mod address_policy;
 pub mod app;
-pub mod bridge;
+pub mod client_limits;
 pub mod config;
 pub mod daemon;
-pub mod fragments;
-pub mod guard;
+pub mod error;
 pub mod metrics;
-pub mod netguard;
 pub mod routes;
+pub mod socket;
 pub mod upstream;

@@ -1,19 +1,19 @@
 //! `/s/<socket>` (send) and `/j/<socket>` (long-poll receive).
 
-use crate::bridge::{Outgoing, PollOutcome, Send, SendFailure};
 use crate::daemon::Daemon;
+use crate::error::RequestError;
+use crate::socket::{ClientSend, Outgoing, PollOutcome, SendFailure};
 use actix_web::error::ErrorNotFound;
 use actix_web::http::Method;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use awc::ws::{CloseCode, CloseReason};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use polysocket_common::jsonp;
-use polysocket_common::limits::retry_after_secs;
-use polysocket_common::wire::{Accepted, Failure, Messages};
+use polysocket_common::wire::{Accepted, Messages};
 use prometheus::IntGauge;
 use serde::Deserialize;
 use std::time::Duration;
@@ -44,89 +44,6 @@ impl FromRequest for SocketId {
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let id = req.match_info().unprocessed().strip_prefix('/').filter(|id| !id.is_empty() && !id.contains('/'));
         std::future::ready(id.map(|id| SocketId(id.to_owned())).ok_or_else(|| ErrorNotFound("no such path")))
-    }
-}
-
-/// Why a send or poll failed; each maps to the status the API documents.
-#[derive(Debug, thiserror::Error)]
-pub enum BridgeError {
-    #[error("method not allowed: use {0}")]
-    MethodNotAllowed(&'static str),
-    #[error("missing d")]
-    MissingData,
-    #[error("invalid t: must be t (text), b (binary) or c (close)")]
-    InvalidType,
-    #[error("invalid d: not standard base64")]
-    InvalidBase64,
-    #[error("invalid d: text must be UTF-8")]
-    InvalidUtf8,
-    #[error("invalid seq: must be a number from 1")]
-    InvalidSeq,
-    #[error("invalid more: must be 0 or 1")]
-    InvalidMore,
-    #[error("invalid code: must be 1000 or 3000-4999")]
-    InvalidCloseCode,
-    #[error("invalid reason: at most 123 bytes")]
-    InvalidCloseReason,
-    #[error("invalid ttl: must be milliseconds")]
-    InvalidTtl,
-    #[error("invalid ack: must be a sequence number")]
-    InvalidAck,
-    #[error("malformed form body")]
-    MalformedForm,
-    #[error("request body too slow")]
-    SlowBody,
-    #[error("request body could not be read")]
-    UnreadableBody,
-    #[error("unsupported content type: use a form, text/plain or application/octet-stream")]
-    UnsupportedContentType,
-    #[error("unknown socket")]
-    UnknownSocket,
-    #[error("too many requests: retry in {}s", retry_after_secs(*.0))]
-    RateLimited(Duration),
-    #[error("too many polls from this address")]
-    TooManyPolls,
-    #[error("superseded by a newer poll")]
-    Superseded,
-    #[error(transparent)]
-    Send(#[from] SendFailure),
-}
-
-impl BridgeError {
-    fn status(&self) -> StatusCode {
-        match self {
-            BridgeError::UnknownSocket | BridgeError::Send(SendFailure::Closed) => StatusCode::FORBIDDEN,
-            BridgeError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            BridgeError::UnsupportedContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            BridgeError::SlowBody => StatusCode::REQUEST_TIMEOUT,
-            BridgeError::Send(SendFailure::TooBig) => StatusCode::PAYLOAD_TOO_LARGE,
-            BridgeError::Superseded | BridgeError::Send(SendFailure::OutOfOrder { .. }) => StatusCode::CONFLICT,
-            BridgeError::RateLimited(_)
-            | BridgeError::TooManyPolls
-            | BridgeError::Send(SendFailure::RateLimited(_)) => StatusCode::TOO_MANY_REQUESTS,
-            BridgeError::Send(SendFailure::Timeout) => StatusCode::GATEWAY_TIMEOUT,
-            BridgeError::Send(SendFailure::Upstream) => StatusCode::BAD_GATEWAY,
-            _ => StatusCode::BAD_REQUEST,
-        }
-    }
-
-    fn reply(self, cb: Option<&jsonp::Callback>) -> HttpResponse {
-        let status = self.status();
-        let mut failure = Failure::new(&self);
-        if let BridgeError::Send(SendFailure::OutOfOrder { expected }) = self {
-            failure.expected = Some(expected);
-        }
-        let mut response = jsonp::reply(status, cb, &failure);
-        match self {
-            BridgeError::RateLimited(wait) | BridgeError::Send(SendFailure::RateLimited(wait)) => {
-                response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
-            }
-            BridgeError::MethodNotAllowed(allowed) => {
-                response.headers_mut().insert(ALLOW, HeaderValue::from_static(allowed));
-            }
-            _ => {}
-        }
-        response
     }
 }
 
@@ -184,7 +101,7 @@ struct PollParams {
 /// What a `/s` request asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SendRequest {
-    Message(Send),
+    Message(ClientSend),
     /// `None`: a Close without a status code, as `WebSocket.close()` sends.
     Close(Option<CloseReason>),
 }
@@ -201,24 +118,29 @@ async fn send(
     };
     let outcome = async {
         if !matches!(*req.method(), Method::GET | Method::POST) {
-            return Err(BridgeError::MethodNotAllowed(SEND_METHODS));
+            return Err(RequestError::MethodNotAllowed(SEND_METHODS));
         }
         // A body that trickles in must not hold the connection for ever.
-        let body = match tokio::time::timeout(daemon.body_timeout, payload.to_bytes_limited(daemon.body_limit)).await {
-            Err(_) => return Err(BridgeError::SlowBody),
-            Ok(Err(_)) => return Err(BridgeError::Send(SendFailure::TooBig)),
-            Ok(Ok(Err(_))) => return Err(BridgeError::UnreadableBody),
+        let body = match tokio::time::timeout(
+            daemon.settings.body_timeout,
+            payload.to_bytes_limited(daemon.settings.body_limit),
+        )
+        .await
+        {
+            Err(_) => return Err(RequestError::SlowBody),
+            Ok(Err(_)) => return Err(RequestError::Send(SendFailure::TooBig)),
+            Ok(Ok(Err(_))) => return Err(RequestError::UnreadableBody),
             Ok(Ok(Ok(body))) => body,
         };
         let post = req.method() == Method::POST;
         let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let request = send_request(post, content_type, params, body)?;
-        let handle = daemon.socket(daemon.guard.client_ip(&req), &socket)?;
+        let handle = daemon.socket(daemon.client_limits.client_ip(&req), &socket)?;
         let sent = match request {
             SendRequest::Message(send) => handle.send(send).await,
             SendRequest::Close(reason) => handle.close(reason).await,
         };
-        sent.map_err(BridgeError::from)
+        sent.map_err(RequestError::from)
     }
     .await;
     match outcome {
@@ -229,47 +151,49 @@ async fn send(
 
 /// Builds the request from parameters; `body` is the message when a raw
 /// POST body carries it.
-fn request_from_params(params: SendParams, body: Option<Outgoing>) -> Result<SendRequest, BridgeError> {
+fn request_from_params(params: SendParams, body: Option<Outgoing>) -> Result<SendRequest, RequestError> {
     if params.t.as_deref() == Some("c") {
         return close_reason(params.code.as_deref(), params.reason).map(SendRequest::Close);
     }
     let message = match body {
         Some(message) => message,
         None => {
-            let data = params.d.ok_or(BridgeError::MissingData)?;
+            let data = params.d.ok_or(RequestError::MissingData)?;
             match params.t.as_deref() {
                 None | Some("t") => Outgoing::Text(data),
-                Some("b") => Outgoing::Binary(BASE64.decode(data).map_err(|_| BridgeError::InvalidBase64)?.into()),
-                Some(_) => return Err(BridgeError::InvalidType),
+                Some("b") => Outgoing::Binary(BASE64.decode(data).map_err(|_| RequestError::InvalidBase64)?.into()),
+                Some(_) => return Err(RequestError::InvalidType),
             }
         }
     };
     let seq = match params.seq.as_deref() {
         None | Some("") => None,
-        Some(seq) => Some(seq.parse::<u64>().ok().filter(|&s| s >= 1).ok_or(BridgeError::InvalidSeq)?),
+        Some(seq) => Some(seq.parse::<u64>().ok().filter(|&s| s >= 1).ok_or(RequestError::InvalidSeq)?),
     };
     let more = match params.more.as_deref() {
         None | Some("") | Some("0") => false,
         Some("1") => true,
-        Some(_) => return Err(BridgeError::InvalidMore),
+        Some(_) => return Err(RequestError::InvalidMore),
     };
-    Ok(SendRequest::Message(Send { message, seq, more }))
+    Ok(SendRequest::Message(ClientSend { message, seq, more }))
 }
 
 /// A client close: 1000 or an application code (3000-4999), and a reason
 /// that fits a close frame (RFC 6455 §5.5: 125 bytes with the code). No code
 /// and no reason is a Close without a status; a reason alone comes with 1000.
-fn close_reason(code: Option<&str>, reason: Option<String>) -> Result<Option<CloseReason>, BridgeError> {
+fn close_reason(code: Option<&str>, reason: Option<String>) -> Result<Option<CloseReason>, RequestError> {
     let reason = reason.filter(|r| !r.is_empty());
     if reason.as_ref().is_some_and(|r| r.len() > 123) {
-        return Err(BridgeError::InvalidCloseReason);
+        return Err(RequestError::InvalidCloseReason);
     }
     let code = match code {
         None | Some("") if reason.is_none() => return Ok(None),
         None | Some("") => 1000,
-        Some(code) => {
-            code.parse::<u16>().ok().filter(|c| matches!(c, 1000 | 3000..=4999)).ok_or(BridgeError::InvalidCloseCode)?
-        }
+        Some(code) => code
+            .parse::<u16>()
+            .ok()
+            .filter(|c| matches!(c, 1000 | 3000..=4999))
+            .ok_or(RequestError::InvalidCloseCode)?,
     };
     Ok(Some(CloseReason { code: CloseCode::from(code), description: reason }))
 }
@@ -283,7 +207,7 @@ pub fn send_request(
     content_type: &str,
     query: SendParams,
     body: Bytes,
-) -> Result<SendRequest, BridgeError> {
+) -> Result<SendRequest, RequestError> {
     if !post {
         return request_from_params(query, None);
     }
@@ -291,19 +215,19 @@ pub fn send_request(
     match mime.as_str() {
         "application/x-www-form-urlencoded" => {
             if !jsonp::form_is_utf8(&body) {
-                return Err(BridgeError::InvalidUtf8);
+                return Err(RequestError::InvalidUtf8);
             }
-            let form: SendParams = serde_urlencoded::from_bytes(&body).map_err(|_| BridgeError::MalformedForm)?;
+            let form: SendParams = serde_urlencoded::from_bytes(&body).map_err(|_| RequestError::MalformedForm)?;
             request_from_params(form.or(query), None)
         }
         "text/plain" => {
-            let text = String::from_utf8(body.into()).map_err(|_| BridgeError::InvalidUtf8)?;
+            let text = String::from_utf8(body.into()).map_err(|_| RequestError::InvalidUtf8)?;
             request_from_params(query, Some(Outgoing::Text(text)))
         }
         "application/octet-stream" => request_from_params(query, Some(Outgoing::Binary(body))),
         // An empty body with everything in the query works like a GET.
         "" if body.is_empty() => request_from_params(query, None),
-        _ => Err(BridgeError::UnsupportedContentType),
+        _ => Err(RequestError::UnsupportedContentType),
     }
 }
 
@@ -314,25 +238,25 @@ async fn poll(req: HttpRequest, SocketId(socket): SocketId, daemon: web::Data<Da
     };
     let outcome = async {
         if req.method() != Method::GET {
-            return Err(BridgeError::MethodNotAllowed(POLL_METHODS));
+            return Err(RequestError::MethodNotAllowed(POLL_METHODS));
         }
         let ttl = match params.ttl.as_deref() {
             None | Some("") => DEFAULT_TTL,
-            Some(ms) => Duration::from_millis(ms.parse().map_err(|_| BridgeError::InvalidTtl)?),
+            Some(ms) => Duration::from_millis(ms.parse().map_err(|_| RequestError::InvalidTtl)?),
         }
-        .min(daemon.max_poll_ttl);
+        .min(daemon.settings.max_poll_ttl);
         let ack = match params.ack.as_deref() {
             None | Some("") => None,
-            Some(seq) => Some(seq.parse::<u64>().map_err(|_| BridgeError::InvalidAck)?),
+            Some(seq) => Some(seq.parse::<u64>().map_err(|_| RequestError::InvalidAck)?),
         };
-        let ip = daemon.guard.client_ip(&req);
+        let ip = daemon.client_limits.client_ip(&req);
         let handle = daemon.socket(ip, &socket)?;
-        let _slot = daemon.guard.poll_slot(ip)?;
+        let _slot = daemon.client_limits.poll_slot(ip)?;
         let _waiting = Waiting::start(&daemon.metrics.polls_waiting);
         match handle.poll(ttl, ack).await {
             PollOutcome::Messages(messages) => Ok(messages),
-            PollOutcome::Superseded => Err(BridgeError::Superseded),
-            PollOutcome::Gone => Err(BridgeError::UnknownSocket),
+            PollOutcome::Superseded => Err(RequestError::Superseded),
+            PollOutcome::Gone => Err(RequestError::UnknownSocket),
         }
     }
     .await;
@@ -350,12 +274,12 @@ mod tests {
         serde_urlencoded::from_str(&serde_urlencoded::to_string(pairs).unwrap()).unwrap()
     }
 
-    fn message(pairs: &[(&str, &str)]) -> Result<SendRequest, BridgeError> {
+    fn message(pairs: &[(&str, &str)]) -> Result<SendRequest, RequestError> {
         request_from_params(params(pairs), None)
     }
 
     fn send(message: Outgoing, seq: Option<u64>, more: bool) -> SendRequest {
-        SendRequest::Message(Send { message, seq, more })
+        SendRequest::Message(ClientSend { message, seq, more })
     }
 
     #[test]
@@ -366,11 +290,11 @@ mod tests {
             message(&[("t", "b"), ("d", "AAH/"), ("seq", "7"), ("more", "1")]).unwrap(),
             send(Outgoing::Binary(Bytes::from_static(&[0, 1, 255])), Some(7), true)
         );
-        assert!(matches!(message(&[("t", "t")]), Err(BridgeError::MissingData)));
-        assert!(matches!(message(&[("t", "z"), ("d", "x")]), Err(BridgeError::InvalidType)));
-        assert!(matches!(message(&[("t", "b"), ("d", "!!")]), Err(BridgeError::InvalidBase64)));
-        assert!(matches!(message(&[("d", "x"), ("seq", "0")]), Err(BridgeError::InvalidSeq)));
-        assert!(matches!(message(&[("d", "x"), ("more", "yes")]), Err(BridgeError::InvalidMore)));
+        assert!(matches!(message(&[("t", "t")]), Err(RequestError::MissingData)));
+        assert!(matches!(message(&[("t", "z"), ("d", "x")]), Err(RequestError::InvalidType)));
+        assert!(matches!(message(&[("t", "b"), ("d", "!!")]), Err(RequestError::InvalidBase64)));
+        assert!(matches!(message(&[("d", "x"), ("seq", "0")]), Err(RequestError::InvalidSeq)));
+        assert!(matches!(message(&[("d", "x"), ("more", "yes")]), Err(RequestError::InvalidMore)));
     }
 
     #[test]
@@ -386,10 +310,10 @@ mod tests {
         assert_eq!(message(&[("t", "c"), ("code", "1000")]).unwrap(), close(1000, None));
         assert_eq!(message(&[("t", "c"), ("code", "4001"), ("reason", "done")]).unwrap(), close(4001, Some("done")));
         for bad in ["999", "1001", "1005", "2999", "5000", "x"] {
-            assert!(matches!(message(&[("t", "c"), ("code", bad)]), Err(BridgeError::InvalidCloseCode)), "{bad}");
+            assert!(matches!(message(&[("t", "c"), ("code", bad)]), Err(RequestError::InvalidCloseCode)), "{bad}");
         }
         let long = "é".repeat(62);
-        assert!(matches!(message(&[("t", "c"), ("reason", &long)]), Err(BridgeError::InvalidCloseReason)));
+        assert!(matches!(message(&[("t", "c"), ("reason", &long)]), Err(RequestError::InvalidCloseReason)));
         assert!(message(&[("t", "c"), ("reason", &"a".repeat(123))]).is_ok());
     }
 }

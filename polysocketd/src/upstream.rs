@@ -1,6 +1,6 @@
 //! Opening the upstream WebSocket for a create request.
 
-use crate::netguard::{self, GuardError, Private, Resolver};
+use crate::address_policy::{self, AddressRefusal, Private, Resolver};
 use actix_service::Service;
 use actix_tls::connect::{ConnectError, ConnectInfo, Connection};
 use actix_web::http::Uri;
@@ -8,7 +8,7 @@ use actix_web::http::header::{SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL};
 use awc::error::{ConnectError as HttpConnectError, SendRequestError, WsClientError};
 use awc::{BoxedSocket, Client};
 use polysocket_common::target::Target;
-use polysocket_common::wire::EstablishRequest;
+use polysocket_common::wire::{EstablishRequest, OpenFailure};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use std::collections::HashMap;
@@ -33,7 +33,7 @@ pub enum OpenError {
     #[error("invalid target")]
     InvalidTarget,
     #[error(transparent)]
-    Guard(#[from] GuardError),
+    Address(#[from] AddressRefusal),
     #[error("upstream handshake failed: connection refused")]
     Refused,
     #[error("upstream handshake failed: timeout")]
@@ -45,7 +45,37 @@ pub enum OpenError {
     #[error("upstream handshake failed: server selected an extension that was not requested")]
     UnrequestedExtension,
     #[error("upstream handshake failed: {0}")]
-    Other(String),
+    Unreachable(String),
+    #[error("upstream handshake failed: {0}")]
+    InvalidAnswer(String),
+}
+
+impl OpenError {
+    /// Who failed, for the router.
+    pub fn kind(&self) -> OpenFailure {
+        match self {
+            OpenError::Address(AddressRefusal::NotPublic) => OpenFailure::Policy,
+            OpenError::Address(AddressRefusal::Unresolvable) | OpenError::Refused | OpenError::Unreachable(_) => {
+                OpenFailure::Unreachable
+            }
+            OpenError::Timeout => OpenFailure::Timeout,
+            OpenError::Status(_) => OpenFailure::Rejected,
+            OpenError::UnofferedProtocol | OpenError::UnrequestedExtension | OpenError::InvalidAnswer(_) => {
+                OpenFailure::Protocol
+            }
+            // The router checked the target; a daemon that cannot parse it
+            // is out of step with it.
+            OpenError::InvalidTarget => OpenFailure::Other,
+        }
+    }
+
+    /// The upstream's answer to the handshake, when it gave one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            OpenError::Status(status) => Some(*status),
+            _ => None,
+        }
+    }
 }
 
 /// Limits applied to the opening handshake.
@@ -115,7 +145,7 @@ pub struct Opener {
 impl Opener {
     /// `gates` are the daemon's, shared by the openers of all its threads.
     pub fn new(settings: OpenSettings, gates: Arc<HandshakeGates>) -> Self {
-        Self::with_resolver(settings, gates, netguard::system_resolver())
+        Self::with_resolver(settings, gates, address_policy::system_resolver())
     }
 
     pub fn with_resolver(settings: OpenSettings, gates: Arc<HandshakeGates>, resolver: Resolver) -> Self {
@@ -137,7 +167,8 @@ impl Opener {
     async fn handshake(&self, target: &Target, request: &EstablishRequest) -> Result<Opened, OpenError> {
         let settings = &self.settings;
         let private = if settings.allow_private { Private::All } else { Private::Only(&request.allow_private) };
-        let addr = netguard::resolve_checked(&self.resolver, target.host_for_lookup(), target.port(), private).await?;
+        let addr =
+            address_policy::resolve_checked(&self.resolver, target.host_for_lookup(), target.port(), private).await?;
         let _permits = self
             .gates
             .enter(request.client_ip.as_deref().unwrap_or(""), addr, target.host(), settings.max_handshakes_per_host)
@@ -217,7 +248,8 @@ fn describe(error: WsClientError) -> OpenError {
         }
         WsClientError::SendRequest(SendRequestError::Timeout)
         | WsClientError::SendRequest(SendRequestError::Connect(HttpConnectError::Timeout)) => OpenError::Timeout,
-        other => OpenError::Other(other.to_string()),
+        WsClientError::SendRequest(other) => OpenError::Unreachable(other.to_string()),
+        other => OpenError::InvalidAnswer(other.to_string()),
     }
 }
 
@@ -277,6 +309,6 @@ mod tests {
         assert!(opener.open(&request(target.clone())).await.is_ok(), "the checked loopback address was used");
         assert_eq!(lookups.get(), 1, "one lookup per open");
         // The next open sees the rebound answer and refuses it.
-        assert!(matches!(opener.open(&request(target)).await, Err(OpenError::Guard(GuardError::NotPublic))));
+        assert!(matches!(opener.open(&request(target)).await, Err(OpenError::Address(AddressRefusal::NotPublic))));
     }
 }

@@ -88,3 +88,13 @@ fn bad_configuration_exits_64_with_a_reason() {
     assert_eq!(no_ca.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&no_ca.stderr).contains("cannot read CA file"), "{no_ca:?}");
 }
+
+#[test]
+fn a_taken_port_exits_69_not_64() {
+    // The configuration is fine; the host could not give what it names.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = run_to_exit(daemon().args(["--standalone", "--listen", &addr]));
+    assert_eq!(output.status.code(), Some(69), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot listen on"), "{output:?}");
+}

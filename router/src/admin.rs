@@ -1,6 +1,7 @@
 //! `router token ...`: token records managed at runtime, in Redis.
 
 use crate::config::{TokenCommand, TokenFields};
+use polysocket_common::cli::{EXIT_DATA, EXIT_UNAVAILABLE};
 use polysocket_common::fleet::{Fleet, FleetError};
 use polysocket_common::token::TokenRecord;
 
@@ -12,6 +13,15 @@ pub enum AdminError {
     Missing(String),
     #[error(transparent)]
     Fleet(#[from] FleetError),
+}
+
+impl AdminError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AdminError::Exists(_) | AdminError::Missing(_) => EXIT_DATA,
+            AdminError::Fleet(_) => EXIT_UNAVAILABLE,
+        }
+    }
 }
 
 /// Carries out one token command; what it prints goes to `out`.

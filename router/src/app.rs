@@ -1,14 +1,14 @@
 //! The router's HTTP server.
 
-use crate::client;
 use crate::config::RouterConfig;
-use crate::create::{self, CreateService};
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, web};
 use polysocket_common::cli::{self, ServiceArgs, StartError};
 use polysocket_common::fleet::{self, Fleet, RedisFleet};
 use polysocket_common::metrics;
 use polysocket_common::token::{TokenRecord, TokensFile};
+use polysocket_create::client;
+use polysocket_create::create::{self, CreateService};
 use prometheus::Registry;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -59,6 +59,8 @@ impl Application {
                 .route("/readyz", web::get().to(ready))
                 .route("/metrics", web::get().to(render_metrics))
         })
+        // Shutdown is ours, as in polysocketd: `run_until_stopped` decides.
+        .disable_signals()
         .shutdown_timeout(drain.as_secs());
         let server = cli::run_server(server, http, listener)?;
         log::info!("router listening on {addr}");
@@ -69,9 +71,21 @@ impl Application {
         self.port
     }
 
-    /// Runs until SIGTERM/SIGINT (actix finishes in-flight requests first).
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+    /// Runs until `shutdown` resolves (in production: SIGTERM or SIGINT),
+    /// then stops taking connections and lets in-flight creates finish.
+    /// Must run inside an actix system.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let mut server = self.server;
+        tokio::select! {
+            result = &mut server => result,
+            () = shutdown => {
+                log::info!("stopping: finishing creates in flight");
+                // The server future must keep running to carry out the stop.
+                let ((), result) = tokio::join!(handle.stop(true), server);
+                result
+            }
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-use polysocket_common::cli::{EXIT_BAD_CONFIG, StartError, init_logging, parse_or_exit, started_or_exit};
+use polysocket_common::cli::{StartError, init_logging, parse_or_exit, started_or_exit};
 use polysocket_common::fleet::RedisFleet;
+use polysocket_common::shutdown;
 use router::app::Application;
 use router::config::{RouterCommand, RouterConfig};
 
@@ -11,12 +12,12 @@ async fn main() -> std::io::Result<()> {
     init_logging();
     let config: RouterConfig = parse_or_exit();
     match config.command {
-        None => started_or_exit(Application::build(&config).await).run_until_stopped().await,
+        None => started_or_exit(Application::build(&config).await).run_until_stopped(shutdown::signal()).await,
         Some(RouterCommand::Token(command)) => {
             let fleet = started_or_exit(RedisFleet::new(&config.service.redis.url).map_err(StartError::Redis));
             if let Err(e) = router::admin::run(fleet.as_ref(), command, &mut std::io::stdout()).await {
                 eprintln!("{e}");
-                std::process::exit(EXIT_BAD_CONFIG);
+                std::process::exit(e.exit_code());
             }
             Ok(())
         }

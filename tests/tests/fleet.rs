@@ -270,11 +270,12 @@ async fn tokens_are_managed_at_runtime_and_revocation_can_close_sockets() {
     let (code, out, _) = token(&add);
     assert_eq!(code, Some(0));
     assert!(out.contains(r#""token":"live""#), "{out}");
+    // The command was well formed; the data did not fit it (EX_DATAERR).
     let (code, _, err) = token(&add);
-    assert_eq!(code, Some(64));
+    assert_eq!(code, Some(65));
     assert!(err.contains("already exists"), "{err}");
     let (code, _, err) = token(&["update", "nope", "--targets", "*", "--origins", "*", "--max-connections", "1"]);
-    assert_eq!((code, err.trim()), (Some(64), "no token \"nope\""));
+    assert_eq!((code, err.trim()), (Some(65), "no token \"nope\""));
 
     let socket = fleet.socket(&fleet.create(0, "live").await);
     round_trip(&socket, "with a token added at runtime").await;

@@ -150,7 +150,7 @@ impl Stack {
         let settings = router_settings(&options.router_args);
         let router_app = router::app::Application::serve(listener, router_fleet, &settings).expect("router starts");
         let router = Http::new(router_app.port());
-        actix_web::rt::spawn(router_app.run_until_stopped());
+        actix_web::rt::spawn(router_app.run_until_stopped(std::future::pending()));
 
         let mut daemons = Vec::new();
         for i in 1..=options.daemons {
@@ -159,6 +159,11 @@ impl Stack {
             daemons.push(daemon);
         }
         Stack { router, daemons, upstream, _redis: redis }
+    }
+
+    /// The URL of the stack's Redis (a Redis stack only).
+    pub fn redis_url(&self) -> String {
+        self._redis.as_ref().expect("a stack on Redis").url()
     }
 
     /// `GET /create` with the given parameters and extra headers.

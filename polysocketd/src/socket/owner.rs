@@ -1,26 +1,24 @@
-//! One bridged socket: an owner task holding the upstream WebSocket and the
-//! client's receive queue, and the cloneable [`SocketHandle`] HTTP handlers
-//! use to reach it.
+//! The owner task of one socket. It alone touches the upstream and the
+//! client's queue, and does what awc leaves to its user under RFC 6455:
+//! answering pings, reassembling fragments, validating UTF-8, and running
+//! the closing handshake.
 //!
-//! All state of a socket lives in its task, so requests on different sockets
-//! never contend, and the order of messages is simply the order of the queue.
-//! The task also does what awc leaves to its user under RFC 6455: answering
-//! pings, reassembling fragments, validating UTF-8, and running the closing
-//! handshake.
+//! It is generic over the upstream connection ([`UpstreamSocket`]), so tests
+//! drive it with a scripted peer on tokio's paused clock.
 
-use crate::fragments::{Assembly, AssemblyError};
+use super::delivery::DeliveryQueue;
+use super::fragments::{Assembly, AssemblyError};
+use super::{ClientSend, Command, Outgoing, SendFailure, SocketHandle, SocketLimits};
 use crate::metrics::DaemonMetrics;
-use crate::upstream::Upstream;
 use actix_http::ws::{Item, ProtocolError};
 use awc::ws::{CloseCode, CloseReason, Frame, Message};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use polysocket_common::limits::Limit;
 use polysocket_common::wire::ClientMessage;
 use rand::Rng;
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -32,114 +30,16 @@ const COMMAND_QUEUE: usize = 32;
 /// How long to wait for the upstream's Close after sending ours.
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
-/// A message from the client for the upstream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outgoing {
-    Text(String),
-    Binary(Bytes),
+/// A WebSocket connection to the upstream, as the owner uses it: awc's
+/// framed connection in production, a scripted peer in tests.
+pub trait UpstreamSocket:
+    Stream<Item = Result<Frame, ProtocolError>> + Sink<Message, Error = ProtocolError> + Unpin
+{
 }
 
-impl Outgoing {
-    fn is_text(&self) -> bool {
-        matches!(self, Outgoing::Text(_))
-    }
-
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Outgoing::Text(text) => text.as_bytes(),
-            Outgoing::Binary(bytes) => bytes,
-        }
-    }
-}
-
-/// One `/s` request as the owner sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Send {
-    pub message: Outgoing,
-    /// The client's sequence number, making retried sends idempotent.
-    pub seq: Option<u64>,
-    /// More fragments of this message follow (long messages over GET).
-    pub more: bool,
-}
-
-/// Why a send (or a client close) was not forwarded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SendFailure {
-    #[error("socket is closed")]
-    Closed,
-    #[error("upstream did not take the message in time")]
-    Timeout,
-    #[error("upstream write failed")]
-    Upstream,
-    #[error("out of order: expected seq {expected}")]
-    OutOfOrder { expected: u64 },
-    #[error("message too big")]
-    TooBig,
-    #[error("fragments of one message must all have the same t")]
-    MixedFragments,
-    #[error("too many sends on this socket: retry in {}s", polysocket_common::limits::retry_after_secs(*.0))]
-    RateLimited(Duration),
-}
-
-/// What a poll gets.
-#[derive(Debug)]
-pub enum PollOutcome {
-    Messages(Vec<ClientMessage>),
-    /// A newer poll on the same socket took over.
-    Superseded,
-    /// The socket has ended and its close was acknowledged.
-    Gone,
-}
-
-enum Command {
-    // Boxed: each socket's channel allocates its slots 32 at a time, sized
-    // for the largest command, and most sockets sit idle.
-    Send { send: Box<Send>, reply: oneshot::Sender<Result<(), SendFailure>> },
-    Close { reason: Option<CloseReason>, reply: oneshot::Sender<Result<(), SendFailure>> },
-    Poll { ttl: Duration, ack: Option<u64>, reply: oneshot::Sender<PollOutcome> },
-}
-
-/// How HTTP handlers reach a socket's owner task.
-#[derive(Clone)]
-pub struct SocketHandle {
-    commands: mpsc::Sender<Command>,
-}
-
-impl SocketHandle {
-    async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
-        let (reply, answer) = oneshot::channel();
-        self.commands.send(command(reply)).await.ok()?;
-        answer.await.ok()
-    }
-
-    pub async fn send(&self, send: Send) -> Result<(), SendFailure> {
-        self.ask(|reply| Command::Send { send: Box::new(send), reply }).await.unwrap_or(Err(SendFailure::Closed))
-    }
-
-    /// Starts the closing handshake (`None`: a Close without a code); the
-    /// upstream's answer arrives on `/j`.
-    pub async fn close(&self, reason: Option<CloseReason>) -> Result<(), SendFailure> {
-        self.ask(|reply| Command::Close { reason, reply }).await.unwrap_or(Err(SendFailure::Closed))
-    }
-
-    /// Waits up to `ttl` for messages. `ack` releases messages up to that
-    /// `seq`; without it, everything returned by earlier polls is released.
-    pub async fn poll(&self, ttl: Duration, ack: Option<u64>) -> PollOutcome {
-        self.ask(|reply| Command::Poll { ttl, ack, reply }).await.unwrap_or(PollOutcome::Gone)
-    }
-}
-
-/// Per-socket limits, shared by all sockets of a daemon.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub idle_timeout: Duration,
-    pub max_message_bytes: usize,
-    pub max_queue_bytes: usize,
-    pub send_timeout: Duration,
-    /// Longest time between pings to the upstream.
-    pub ping_interval: Duration,
-    /// Sends per second one socket may make (0: no limit).
-    pub max_sends_per_second: u32,
+impl<T> UpstreamSocket for T where
+    T: Stream<Item = Result<Frame, ProtocolError>> + Sink<Message, Error = ProtocolError> + Unpin
+{
 }
 
 /// How a socket ended, for logs and metrics.
@@ -154,9 +54,9 @@ pub enum End {
     Abandoned,
 }
 
-/// A new bridged socket: the handle for handlers, the owner task to spawn,
-/// and a signal for when the upstream connection is over.
-pub struct Bridge<O> {
+/// A new socket: the handle for handlers, the owner task to spawn, and a
+/// signal for when the upstream connection is over.
+pub struct NewSocket<O> {
     pub handle: SocketHandle,
     /// The owner task. Spawn it on the thread the upstream was opened on (awc
     /// is `!Send`). It finishes when the socket has ended and its close was
@@ -168,7 +68,11 @@ pub struct Bridge<O> {
     pub upstream_ended: oneshot::Receiver<()>,
 }
 
-pub fn bridge(upstream: Upstream, limits: Limits, metrics: Arc<DaemonMetrics>) -> Bridge<impl Future<Output = End>> {
+pub fn new_socket<U: UpstreamSocket>(
+    upstream: U,
+    limits: SocketLimits,
+    metrics: Arc<DaemonMetrics>,
+) -> NewSocket<impl Future<Output = End>> {
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let (ended_tx, upstream_ended) = oneshot::channel();
     let now = Instant::now();
@@ -179,21 +83,16 @@ pub fn bridge(upstream: Upstream, limits: Limits, metrics: Arc<DaemonMetrics>) -
         commands,
         limits,
         metrics,
-        queue: VecDeque::new(),
-        queued_bytes: 0,
-        next_seq: 1,
-        returned_upto: 0,
-        waiting: None,
+        delivery: DeliveryQueue::new(now),
         incoming: None,
         outgoing: None,
         client_seq: 0,
         closing_deadline: None,
-        closed: None,
         upstream_ended: Some(ended_tx),
-        idle_since: now,
+        last_send: now,
         awaiting_pong: false,
     };
-    Bridge { handle: SocketHandle { commands: commands_tx }, owner: owner.run(), upstream_ended }
+    NewSocket { handle: SocketHandle { commands: commands_tx }, owner: owner.run(), upstream_ended }
 }
 
 /// What the owner's timer fires for.
@@ -207,33 +106,14 @@ enum Due {
     Idle,
 }
 
-struct WaitingPoll {
-    reply: oneshot::Sender<PollOutcome>,
-    deadline: Instant,
-}
-
-struct QueuedMessage {
-    seq: u64,
-    size: usize,
-    message: ClientMessage,
-}
-
-struct Owner {
-    upstream: Upstream,
+struct Owner<U> {
+    upstream: U,
     commands: mpsc::Receiver<Command>,
-    limits: Limits,
+    limits: SocketLimits,
     metrics: Arc<DaemonMetrics>,
     /// This socket's send rate.
     sends: Limit,
-    /// Messages not yet acknowledged by the client, oldest first.
-    queue: VecDeque<QueuedMessage>,
-    /// Payload bytes in `queue`; reading the upstream pauses at the limit.
-    queued_bytes: usize,
-    next_seq: u64,
-    /// Highest `seq` handed to a poll that reached its client, so a poll
-    /// without `ack` knows what it acknowledges.
-    returned_upto: u64,
-    waiting: Option<WaitingPoll>,
+    delivery: DeliveryQueue,
     /// An upstream message arriving in continuation frames.
     incoming: Option<Assembly>,
     /// A client message arriving in `more=1` requests.
@@ -242,20 +122,17 @@ struct Owner {
     client_seq: u64,
     /// Set while our Close awaits the upstream's answer.
     closing_deadline: Option<Instant>,
-    /// Set once the upstream connection is over: code and reason delivered
-    /// to the client as the final message.
-    closed: Option<(u16, String)>,
-    /// Told when `closed` is set; dropped with the owner otherwise.
+    /// Told when the upstream connection is over; dropped with the owner otherwise.
     upstream_ended: Option<oneshot::Sender<()>>,
-    /// When the client was last active (end of its last poll, or a send).
-    idle_since: Instant,
+    /// When the client last sent (or closed); polls count through `delivery`.
+    last_send: Instant,
     ping_at: Instant,
     /// A ping is outstanding; reaching the next ping time without a pong
     /// means the upstream is gone.
     awaiting_pong: bool,
 }
 
-impl Owner {
+impl<U: UpstreamSocket> Owner<U> {
     async fn run(mut self) -> End {
         // One timer for whichever deadline comes first: re-creating a timer
         // per deadline on every turn of the loop cost a timer-wheel insert
@@ -263,7 +140,7 @@ impl Owner {
         let timer = sleep_until(Instant::now());
         tokio::pin!(timer);
         loop {
-            let can_read = self.closed.is_none() && self.queued_bytes < self.limits.max_queue_bytes;
+            let can_read = !self.delivery.is_closed() && self.delivery.queued_bytes() < self.limits.max_queue_bytes;
             let (due_at, due) = self.next_due();
             if timer.deadline() != due_at {
                 timer.as_mut().reset(due_at);
@@ -272,23 +149,24 @@ impl Owner {
                 frame = self.upstream.next(), if can_read => self.on_frame(frame).await,
                 command = self.commands.recv() => match command {
                     Some(Command::Send { send, reply }) => {
-                        self.idle_since = Instant::now();
+                        self.last_send = Instant::now();
                         let _ = reply.send(self.on_send(*send).await);
                     }
                     Some(Command::Close { reason, reply }) => {
-                        self.idle_since = Instant::now();
+                        self.last_send = Instant::now();
                         let _ = reply.send(self.start_close(reason).await);
                     }
-                    Some(Command::Poll { ttl, ack, reply }) => self.on_poll(ttl, ack, reply),
+                    Some(Command::Poll { ttl, ack, reply }) => {
+                        let now = Instant::now();
+                        self.delivery.poll(reply, ack, now + ttl, now);
+                    }
                     None => {
                         self.close_and_wait(CloseCode::Away, "going away").await;
                         return End::Abandoned;
                     }
                 },
                 () = &mut timer => match due {
-                    Due::Poll => {
-                        self.answer_waiting(PollOutcome::Messages(vec![ClientMessage::Heartbeat]));
-                    }
+                    Due::Poll => self.delivery.heartbeat(Instant::now()),
                     Due::Ping => self.keepalive().await,
                     Due::Closing => {
                         let _ = self.upstream.close().await;
@@ -300,18 +178,18 @@ impl Owner {
                     }
                 },
             }
-            if let (Some((code, _)), true, None) = (&self.closed, self.queue.is_empty(), &self.waiting) {
-                return End::Delivered { code: *code };
+            if let Some(code) = self.delivery.finished() {
+                return End::Delivered { code };
             }
         }
     }
 
     /// The earliest of the deadlines that currently apply, and what it is for.
     fn next_due(&self) -> (Instant, Due) {
-        let open = self.closed.is_none() && self.closing_deadline.is_none();
-        let waiting_poll = self.waiting.as_ref().map(|w| (w.deadline, Due::Poll));
-        // A socket with a poll waiting is in use; idleness counts from its end.
-        let idle = self.waiting.is_none().then(|| (self.idle_since + self.limits.idle_timeout, Due::Idle));
+        let open = !self.delivery.is_closed() && self.closing_deadline.is_none();
+        let waiting_poll = self.delivery.poll_deadline().map(|at| (at, Due::Poll));
+        let idle =
+            self.delivery.idle_since().map(|since| (since.max(self.last_send) + self.limits.idle_timeout, Due::Idle));
         let ping = open.then_some((self.ping_at, Due::Ping));
         let closing = self.closing_deadline.map(|at| (at, Due::Closing));
         [waiting_poll, idle, ping, closing]
@@ -321,8 +199,8 @@ impl Owner {
             .expect("an owner without a waiting poll always has an idle deadline")
     }
 
-    async fn on_send(&mut self, send: Send) -> Result<(), SendFailure> {
-        if self.closed.is_some() || self.closing_deadline.is_some() {
+    async fn on_send(&mut self, send: ClientSend) -> Result<(), SendFailure> {
+        if self.delivery.is_closed() || self.closing_deadline.is_some() {
             return Err(SendFailure::Closed);
         }
         if let Some(seq) = send.seq {
@@ -394,7 +272,7 @@ impl Owner {
     /// Client-initiated close: our Close goes out now, the upstream's answer
     /// (or a timeout) ends the connection.
     async fn start_close(&mut self, reason: Option<CloseReason>) -> Result<(), SendFailure> {
-        if self.closed.is_some() {
+        if self.delivery.is_closed() {
             return Err(SendFailure::Closed);
         }
         if self.closing_deadline.is_some() {
@@ -408,61 +286,15 @@ impl Owner {
         Ok(())
     }
 
-    fn on_poll(&mut self, ttl: Duration, ack: Option<u64>, reply: oneshot::Sender<PollOutcome>) {
-        self.answer_waiting(PollOutcome::Superseded);
-        // Nothing beyond what was returned can be acknowledged; an `ack`
-        // below it means answers were lost, and they are returned again.
-        let ack = ack.map_or(self.returned_upto, |ack| ack.min(self.returned_upto));
-        while self.queue.front().is_some_and(|m| m.seq <= ack) {
-            let released = self.queue.pop_front().expect("checked non-empty");
-            self.queued_bytes -= released.size;
-        }
-        self.returned_upto = ack;
-        if self.queue.is_empty() && self.closed.is_some() {
-            self.idle_since = Instant::now();
-            let _ = reply.send(PollOutcome::Gone);
-            return;
-        }
-        self.waiting = Some(WaitingPoll { reply, deadline: Instant::now() + ttl });
-        self.flush();
-    }
-
-    /// Hands everything queued to the waiting poll, if there is one.
-    fn flush(&mut self) {
-        let Some(last_seq) = self.queue.back().map(|m| m.seq) else { return };
-        if self.waiting.is_none() {
-            return;
-        }
-        let messages = self.queue.iter().map(|m| m.message.clone()).collect();
-        if self.answer_waiting(PollOutcome::Messages(messages)) {
-            self.returned_upto = last_seq;
-        }
-    }
-
-    /// Answers the waiting poll; `true` if its client was still there.
-    fn answer_waiting(&mut self, outcome: PollOutcome) -> bool {
-        let Some(waiting) = self.waiting.take() else { return false };
-        self.idle_since = Instant::now();
-        waiting.reply.send(outcome).is_ok()
-    }
-
-    fn enqueue(&mut self, size: usize, build: impl FnOnce(u64) -> ClientMessage) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.queue.push_back(QueuedMessage { seq, size, message: build(seq) });
-        self.queued_bytes += size;
-        self.flush();
-    }
-
     async fn deliver(&mut self, text: bool, data: Bytes) {
         let size = data.len();
         self.metrics.to_client.count(size);
         if !text {
             let encoded = BASE64.encode(&data);
-            return self.enqueue(size, |seq| ClientMessage::Binary { seq, data: encoded });
+            return self.delivery.push(size, |seq| ClientMessage::Binary { seq, data: encoded }, Instant::now());
         }
         match String::from_utf8(data.into()) {
-            Ok(text) => self.enqueue(size, |seq| ClientMessage::Text { seq, data: text }),
+            Ok(text) => self.delivery.push(size, |seq| ClientMessage::Text { seq, data: text }, Instant::now()),
             Err(_) => self.fail(CloseCode::Invalid, "invalid UTF-8 in text message").await,
         }
     }
@@ -553,22 +385,21 @@ impl Owner {
     /// Records the end of the upstream connection; the client gets it as the
     /// final message. 1006 ("lost") is reported here but never sent on the wire.
     fn end_with(&mut self, code: u16, reason: String) {
-        if self.closed.is_some() {
+        if self.delivery.is_closed() {
             return;
         }
         log::debug!("upstream connection ended: {code} {reason}");
         self.closing_deadline = None;
-        self.closed = Some((code, reason.clone()));
         if let Some(ended) = self.upstream_ended.take() {
             let _ = ended.send(());
         }
-        self.enqueue(0, |seq| ClientMessage::Close { seq, code, reason });
+        self.delivery.push_close(code, reason, Instant::now());
     }
 
     /// Closes an upstream nobody will read from any more, giving the peer a
     /// bounded moment to answer.
     async fn close_and_wait(&mut self, code: CloseCode, reason: &str) {
-        if self.closed.is_some() {
+        if self.delivery.is_closed() {
             return;
         }
         let close = Message::Close(Some(CloseReason { code, description: Some(reason.to_owned()) }));
@@ -592,4 +423,217 @@ impl Owner {
 fn random_ping_interval(max: Duration) -> Duration {
     let max_ms = max.as_millis().max(1) as u64;
     Duration::from_millis(rand::rng().random_range(max_ms * 7 / 10..=max_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The owner against a scripted upstream, on tokio's paused clock: time
+    //! moves only when every task waits, straight to the next deadline, so
+    //! these tests check timings exactly and never sleep.
+
+    use super::*;
+    use crate::socket::{PollOutcome, SocketHandle};
+    use prometheus::Registry;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use tokio::task::JoinHandle;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    /// The upstream's side of the connection, as the test plays it.
+    struct Peer {
+        frames: mpsc::UnboundedReceiver<Result<Frame, ProtocolError>>,
+        sent: mpsc::UnboundedSender<Message>,
+    }
+
+    impl Stream for Peer {
+        type Item = Result<Frame, ProtocolError>;
+
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            self.frames.poll_recv(cx)
+        }
+    }
+
+    impl Sink<Message> for Peer {
+        type Error = ProtocolError;
+
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ProtocolError>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn start_send(self: Pin<&mut Self>, message: Message) -> Result<(), ProtocolError> {
+            self.sent.send(message).map_err(|_| ProtocolError::Io(std::io::ErrorKind::BrokenPipe.into()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ProtocolError>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ProtocolError>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    struct Harness {
+        handle: SocketHandle,
+        owner: JoinHandle<End>,
+        /// Frames the upstream sends.
+        upstream: mpsc::UnboundedSender<Result<Frame, ProtocolError>>,
+        /// What the owner sent the upstream.
+        received: mpsc::UnboundedReceiver<Message>,
+    }
+
+    fn limits() -> SocketLimits {
+        SocketLimits {
+            idle_timeout: HOUR,
+            max_message_bytes: 1 << 20,
+            max_queue_bytes: 1 << 20,
+            send_timeout: Duration::from_secs(10),
+            ping_interval: HOUR,
+            max_sends_per_second: 0,
+        }
+    }
+
+    fn start(limits: SocketLimits) -> Harness {
+        let (upstream, frames) = mpsc::unbounded_channel();
+        let (sent, received) = mpsc::unbounded_channel();
+        let new = new_socket(Peer { frames, sent }, limits, Arc::new(DaemonMetrics::new(&Registry::new())));
+        Harness { handle: new.handle, owner: tokio::spawn(new.owner), upstream, received }
+    }
+
+    impl Harness {
+        fn frame(&self, frame: Frame) {
+            self.upstream.send(Ok(frame)).unwrap();
+        }
+
+        async fn next_sent(&mut self) -> Message {
+            self.received.recv().await.expect("the owner sent something")
+        }
+
+        async fn messages(&self, ack: Option<u64>) -> Vec<ClientMessage> {
+            match self.handle.poll(HOUR, ack).await {
+                PollOutcome::Messages(messages) => messages,
+                other => panic!("expected messages, got {other:?}"),
+            }
+        }
+    }
+
+    fn text(seq: u64, data: &str) -> ClientMessage {
+        ClientMessage::Text { seq, data: data.into() }
+    }
+
+    fn close(seq: u64, code: u16, reason: &str) -> ClientMessage {
+        ClientMessage::Close { seq, code, reason: reason.into() }
+    }
+
+    fn close_frame(code: u16, reason: &str) -> Message {
+        Message::Close(Some(CloseReason { code: CloseCode::from(code), description: Some(reason.into()) }))
+    }
+
+    fn send(data: &str, seq: Option<u64>) -> ClientSend {
+        ClientSend { message: Outgoing::Text(data.into()), seq, more: false }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pings_are_answered_and_an_upstream_that_stops_answering_ours_is_lost() {
+        let mut socket = start(SocketLimits { ping_interval: Duration::from_secs(10), ..limits() });
+        socket.frame(Frame::Ping(Bytes::from_static(b"hi")));
+        assert_eq!(socket.next_sent().await, Message::Pong(Bytes::from_static(b"hi")));
+
+        let started = Instant::now();
+        assert!(matches!(socket.next_sent().await, Message::Ping(_)));
+        let first = started.elapsed();
+        assert!(first >= Duration::from_secs(7) && first <= Duration::from_secs(10), "pinged after {first:?}");
+        socket.frame(Frame::Pong(Bytes::new()));
+        assert!(matches!(socket.next_sent().await, Message::Ping(_)), "a pong keeps the connection");
+        // No pong this time: by the next ping time the upstream is gone.
+        assert_eq!(socket.messages(None).await, vec![close(1, 1006, "upstream stopped answering pings")]);
+        assert!(started.elapsed() <= Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_poll_gets_a_heartbeat_when_its_ttl_runs_out() {
+        let socket = start(limits());
+        let started = Instant::now();
+        let answer = socket.handle.poll(Duration::from_secs(25), None).await;
+        assert_eq!(answer, PollOutcome::Messages(vec![ClientMessage::Heartbeat]));
+        assert_eq!(started.elapsed(), Duration::from_secs(25));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_socket_nobody_polls_goes_idle_from_the_end_of_its_last_poll() {
+        let mut socket = start(SocketLimits { idle_timeout: Duration::from_secs(60), ..limits() });
+        let started = Instant::now();
+        socket.handle.poll(Duration::from_secs(25), None).await;
+        assert_eq!(socket.next_sent().await, close_frame(1001, "idle"));
+        assert_eq!(started.elapsed(), Duration::from_secs(85), "25 s of polling, then 60 s idle");
+        socket.frame(Frame::Close(None));
+        assert_eq!(socket.owner.await.unwrap(), End::Idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fragments_are_joined_and_invalid_text_fails_the_connection() {
+        let mut socket = start(limits());
+        socket.frame(Frame::Continuation(Item::FirstText(Bytes::from_static(b"frag"))));
+        socket.frame(Frame::Continuation(Item::Continue(Bytes::from_static(b"ment"))));
+        socket.frame(Frame::Continuation(Item::Last(Bytes::from_static(b"ed"))));
+        assert_eq!(socket.messages(None).await, vec![text(1, "fragmented")]);
+
+        socket.frame(Frame::Text(Bytes::from_static(b"\xff")));
+        assert_eq!(socket.next_sent().await, close_frame(1007, "invalid UTF-8 in text message"));
+        assert_eq!(socket.messages(None).await, vec![close(2, 1007, "invalid UTF-8 in text message")]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retried_send_is_forwarded_once_and_a_gap_is_refused() {
+        let mut socket = start(limits());
+        assert_eq!(socket.handle.send(send("a", Some(1))).await, Ok(()));
+        assert_eq!(socket.handle.send(send("a", Some(1))).await, Ok(()), "a retry is accepted again");
+        assert_eq!(socket.handle.send(send("c", Some(3))).await, Err(SendFailure::OutOfOrder { expected: 2 }));
+        assert_eq!(socket.handle.send(send("b", Some(2))).await, Ok(()));
+        assert_eq!(socket.next_sent().await, Message::Text("a".into()));
+        assert_eq!(socket.next_sent().await, Message::Text("b".into()));
+        assert!(socket.received.try_recv().is_err(), "nothing else went upstream");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_close_that_the_upstream_never_answers_ends_after_a_bounded_wait() {
+        let mut socket = start(limits());
+        let reason = CloseReason { code: CloseCode::from(4001), description: Some("bye".into()) };
+        assert_eq!(socket.handle.close(Some(reason)).await, Ok(()));
+        assert_eq!(socket.next_sent().await, close_frame(4001, "bye"));
+        let started = Instant::now();
+        assert_eq!(socket.messages(None).await, vec![close(1, 1006, "upstream did not answer the close")]);
+        assert_eq!(started.elapsed(), CLOSE_WAIT);
+        assert_eq!(socket.handle.poll(HOUR, None).await, PollOutcome::Gone);
+        assert_eq!(socket.owner.await.unwrap(), End::Delivered { code: 1006 });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upstream_close_is_echoed_and_delivered_last() {
+        let mut socket = start(limits());
+        socket.frame(Frame::Text(Bytes::from_static(b"last words")));
+        socket.frame(Frame::Close(Some(CloseReason { code: CloseCode::from(4000), description: Some("bye".into()) })));
+        assert_eq!(socket.next_sent().await, Message::Close(Some(CloseCode::from(4000).into())));
+        assert_eq!(socket.messages(None).await, vec![text(1, "last words"), close(2, 4000, "bye")]);
+        assert_eq!(socket.handle.send(send("late", None)).await, Err(SendFailure::Closed));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_stops_reading_the_upstream_until_the_client_catches_up() {
+        let socket = start(SocketLimits { max_queue_bytes: 4, ..limits() });
+        socket.frame(Frame::Text(Bytes::from_static(b"abcd")));
+        socket.frame(Frame::Text(Bytes::from_static(b"e")));
+        assert_eq!(socket.messages(Some(0)).await, vec![text(1, "abcd")], "the queue is full after the first");
+        assert_eq!(socket.messages(Some(1)).await, vec![text(2, "e")]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_every_handle_closes_the_upstream() {
+        let Harness { handle, owner, upstream, mut received } = start(limits());
+        drop(handle);
+        assert_eq!(received.recv().await, Some(close_frame(1001, "going away")));
+        upstream.send(Ok(Frame::Close(None))).unwrap();
+        assert_eq!(owner.await.unwrap(), End::Abandoned);
+    }
 }

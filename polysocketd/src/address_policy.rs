@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum GuardError {
+pub enum AddressRefusal {
     #[error("target host did not resolve")]
     Unresolvable,
     #[error("target address is not public")]
@@ -53,11 +53,11 @@ pub async fn resolve_checked(
     host: &str,
     port: u16,
     private: Private<'_>,
-) -> Result<SocketAddr, GuardError> {
-    let addrs = resolver(host.to_owned(), port).await.map_err(|_| GuardError::Unresolvable)?;
-    let first = *addrs.first().ok_or(GuardError::Unresolvable)?;
+) -> Result<SocketAddr, AddressRefusal> {
+    let addrs = resolver(host.to_owned(), port).await.map_err(|_| AddressRefusal::Unresolvable)?;
+    let first = *addrs.first().ok_or(AddressRefusal::Unresolvable)?;
     if !addrs.iter().all(|a| private.allows(a.ip())) {
-        return Err(GuardError::NotPublic);
+        return Err(AddressRefusal::NotPublic);
     }
     Ok(first)
 }
@@ -194,7 +194,7 @@ mod tests {
         });
         let loopback_only = ["127.0.0.0/8".parse().unwrap()];
         // A public answer does not excuse a private one beside it, in either order.
-        assert_eq!(resolve_checked(&mixed, "x", 1, Private::Only(&[])).await, Err(GuardError::NotPublic));
+        assert_eq!(resolve_checked(&mixed, "x", 1, Private::Only(&[])).await, Err(AddressRefusal::NotPublic));
         let private_last: Resolver = Rc::new(|_, port| {
             Box::pin(async move {
                 Ok(vec![SocketAddr::from(([8, 8, 8, 8], port)), SocketAddr::from(([10, 0, 0, 1], port))])
@@ -202,7 +202,7 @@ mod tests {
         });
         assert_eq!(
             resolve_checked(&private_last, "x", 1, Private::Only(&loopback_only)).await,
-            Err(GuardError::NotPublic)
+            Err(AddressRefusal::NotPublic)
         );
     }
 
@@ -210,13 +210,16 @@ mod tests {
     async fn resolution_refuses_loopback_unless_allowed() {
         let system = system_resolver();
         let none = Private::Only(&[]);
-        assert_eq!(resolve_checked(&system, "127.0.0.1", 80, none).await, Err(GuardError::NotPublic));
-        assert_eq!(resolve_checked(&system, "localhost", 80, none).await, Err(GuardError::NotPublic));
+        assert_eq!(resolve_checked(&system, "127.0.0.1", 80, none).await, Err(AddressRefusal::NotPublic));
+        assert_eq!(resolve_checked(&system, "localhost", 80, none).await, Err(AddressRefusal::NotPublic));
         let loopback = SocketAddr::from(([127, 0, 0, 1], 80));
         assert_eq!(resolve_checked(&system, "127.0.0.1", 80, Private::All).await, Ok(loopback));
         let nets = ["127.0.0.0/8".parse().unwrap()];
         assert_eq!(resolve_checked(&system, "127.0.0.1", 80, Private::Only(&nets)).await, Ok(loopback));
         let other = ["10.0.0.0/8".parse().unwrap()];
-        assert_eq!(resolve_checked(&system, "127.0.0.1", 80, Private::Only(&other)).await, Err(GuardError::NotPublic));
+        assert_eq!(
+            resolve_checked(&system, "127.0.0.1", 80, Private::Only(&other)).await,
+            Err(AddressRefusal::NotPublic)
+        );
     }
 }

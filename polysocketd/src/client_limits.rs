@@ -1,14 +1,14 @@
 //! Per-client bounds on the daemon: how fast an address may ask for sockets
 //! that do not exist (socket-id guessing), and how many polls it may hold open.
 
-use crate::routes::BridgeError;
+use crate::error::RequestError;
 use actix_web::HttpRequest;
 use dashmap::DashMap;
 use polysocket_common::limits::{ClientArgs, KeyedLimit};
 use std::net::IpAddr;
 use tokio::time::Instant;
 
-pub struct ClientGuard {
+pub struct ClientLimits {
     clients: ClientArgs,
     /// Failed socket lookups per address.
     unknown: KeyedLimit<IpAddr>,
@@ -19,9 +19,9 @@ pub struct ClientGuard {
     max_polls: usize,
 }
 
-impl ClientGuard {
+impl ClientLimits {
     pub fn new(clients: ClientArgs, unknown_per_second: u32, max_polls: usize) -> Self {
-        ClientGuard {
+        ClientLimits {
             clients,
             unknown: KeyedLimit::per_second(unknown_per_second),
             blocked: DashMap::new(),
@@ -32,38 +32,36 @@ impl ClientGuard {
 
     /// The client's address (behind trusted proxies, the one they name).
     pub fn client_ip(&self, req: &HttpRequest) -> IpAddr {
-        let peer = req.peer_addr().map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-        let forwarded_for = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        self.clients.client_ip(peer, forwarded_for)
+        self.clients.client_ip_of(req)
     }
 
     /// Refuses an address that has been guessing socket ids, before any lookup.
-    pub fn admit(&self, ip: IpAddr) -> Result<(), BridgeError> {
+    pub fn admit(&self, ip: IpAddr) -> Result<(), RequestError> {
         match self.blocked.get(&ip).map(|until| *until) {
-            Some(until) if until > Instant::now() => Err(BridgeError::RateLimited(until - Instant::now())),
+            Some(until) if until > Instant::now() => Err(RequestError::RateLimited(until - Instant::now())),
             _ => Ok(()),
         }
     }
 
     /// Counts a lookup of a socket that does not exist.
-    pub fn unknown_socket(&self, ip: IpAddr) -> BridgeError {
+    pub fn unknown_socket(&self, ip: IpAddr) -> RequestError {
         match self.unknown.check(&ip) {
-            Ok(()) => BridgeError::UnknownSocket,
+            Ok(()) => RequestError::UnknownSocket,
             Err(wait) => {
                 self.blocked.insert(ip, Instant::now() + wait);
-                BridgeError::RateLimited(wait)
+                RequestError::RateLimited(wait)
             }
         }
     }
 
     /// Holds one of the address's poll slots for as long as the slot lives.
-    pub fn poll_slot(&self, ip: IpAddr) -> Result<PollSlot<'_>, BridgeError> {
+    pub fn poll_slot(&self, ip: IpAddr) -> Result<PollSlot<'_>, RequestError> {
         let mut count = self.polls.entry(ip).or_default();
         if *count >= self.max_polls {
-            return Err(BridgeError::TooManyPolls);
+            return Err(RequestError::TooManyPolls);
         }
         *count += 1;
-        Ok(PollSlot { guard: self, ip })
+        Ok(PollSlot { limits: self, ip })
     }
 
     /// Drops state of addresses that have gone quiet.
@@ -76,13 +74,13 @@ impl ClientGuard {
 }
 
 pub struct PollSlot<'a> {
-    guard: &'a ClientGuard,
+    limits: &'a ClientLimits,
     ip: IpAddr,
 }
 
 impl Drop for PollSlot<'_> {
     fn drop(&mut self) {
-        if let Some(mut count) = self.guard.polls.get_mut(&self.ip) {
+        if let Some(mut count) = self.limits.polls.get_mut(&self.ip) {
             *count = count.saturating_sub(1);
         }
     }

@@ -2,15 +2,15 @@
 
 use crate::metrics::CreateMetrics;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{HeaderValue, ORIGIN, REFERER, RETRY_AFTER};
+use actix_web::http::header::{ORIGIN, REFERER};
 use actix_web::{HttpRequest, HttpResponse, web};
 use polysocket_common::cli::CreateArgs;
 use polysocket_common::fleet::{Fleet, FleetError};
 use polysocket_common::jsonp;
-use polysocket_common::limits::{ClientArgs, KeyedLimit, retry_after_secs};
+use polysocket_common::limits::{ClientArgs, KeyedLimit, insert_retry_after, retry_after_secs};
 use polysocket_common::target::{Target, TargetError, origin_of};
 use polysocket_common::token::Refusal;
-use polysocket_common::wire::{Created, EstablishReply, EstablishRequest, Failure, unix_millis};
+use polysocket_common::wire::{Created, EstablishReply, EstablishRequest, Failure, OpenFailure, unix_millis};
 use prometheus::Registry;
 use serde::Deserialize;
 use std::net::IpAddr;
@@ -22,7 +22,8 @@ const MAX_FROM_LEN: usize = 64;
 /// Most subprotocols a client may offer; real protocols offer a handful.
 const MAX_PROTOCOLS: usize = 16;
 
-/// How long a daemon that left a create unanswered stays out of selection.
+/// How long a daemon that left a create unanswered, or said it was full,
+/// stays out of selection.
 const SUSPECT_PERIOD: Duration = Duration::from_secs(10);
 
 /// What `/create` needs to do its work, shared by all workers.
@@ -90,9 +91,9 @@ pub enum CreateError {
     Refused(#[from] Refusal),
     #[error("{0}")]
     Fleet(#[from] FleetError),
-    /// The daemon's own account of why the upstream did not open.
-    #[error("{0}")]
-    Upstream(String),
+    /// The daemon's account of why the upstream did not open, and who failed.
+    #[error("{error}")]
+    Open { kind: OpenFailure, error: String },
 }
 
 impl CreateError {
@@ -109,7 +110,25 @@ impl CreateError {
             CreateError::Fleet(FleetError::LimitReached) => StatusCode::TOO_MANY_REQUESTS,
             CreateError::Fleet(FleetError::NoAnswer | FleetError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             CreateError::Fleet(_) => StatusCode::SERVICE_UNAVAILABLE,
-            CreateError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            CreateError::Open { kind, .. } => match kind {
+                OpenFailure::Policy => StatusCode::FORBIDDEN,
+                OpenFailure::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                OpenFailure::DaemonFull => StatusCode::SERVICE_UNAVAILABLE,
+                OpenFailure::Unreachable | OpenFailure::Rejected | OpenFailure::Protocol | OpenFailure::Other => {
+                    StatusCode::BAD_GATEWAY
+                }
+            },
+        }
+    }
+
+    /// Whether the same create may succeed if tried again shortly: the
+    /// fleet, not the request or the upstream, was at fault.
+    pub fn retryable(&self) -> bool {
+        match self {
+            CreateError::Fleet(FleetError::LimitReached) => false,
+            CreateError::Fleet(_) => true,
+            CreateError::Open { kind, .. } => *kind == OpenFailure::DaemonFull,
+            _ => false,
         }
     }
 
@@ -126,7 +145,14 @@ impl CreateError {
             CreateError::Fleet(FleetError::NoDaemon | FleetError::NoCapacity) => "no_capacity",
             CreateError::Fleet(FleetError::NoAnswer | FleetError::Timeout) => "daemon_timeout",
             CreateError::Fleet(FleetError::Unavailable(_)) => "fleet_unavailable",
-            CreateError::Upstream(_) => "upstream_failed",
+            CreateError::Open { kind, .. } => match kind {
+                OpenFailure::Policy => "refused",
+                OpenFailure::Unreachable => "upstream_unreachable",
+                OpenFailure::Rejected => "upstream_rejected",
+                OpenFailure::Timeout => "upstream_timeout",
+                OpenFailure::DaemonFull => "no_capacity",
+                OpenFailure::Protocol | OpenFailure::Other => "upstream_failed",
+            },
         }
     }
 }
@@ -148,13 +174,10 @@ async fn create(req: HttpRequest, service: web::Data<CreateService>) -> HttpResp
             log::info!("create refused: {e}");
             service.metrics.outcome(e.outcome());
             let status = if callback.is_some() { StatusCode::OK } else { e.status() };
-            let retry_after = match e {
-                CreateError::RateLimited(wait) => Some(retry_after_secs(wait)),
-                _ => None,
-            };
-            let mut response = jsonp::reply(status, callback.as_ref(), &Failure::new(e));
-            if let Some(secs) = retry_after {
-                response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+            let failure = Failure { retryable: e.retryable(), ..Failure::new(&e) };
+            let mut response = jsonp::reply(status, callback.as_ref(), &failure);
+            if let CreateError::RateLimited(wait) = e {
+                insert_retry_after(&mut response, wait);
             }
             response
         }
@@ -171,18 +194,13 @@ impl CreateService {
         let token_name = query.token.ok_or(CreateError::Missing("token"))?;
         let protocols = parse_protocols(query.protocols.as_deref())?;
         let origin = page_origin(req);
-        let client_ip = req.peer_addr().map(|peer| {
-            let forwarded_for = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
-            self.clients.client_ip(peer.ip(), forwarded_for)
-        });
-        if let Some(ip) = client_ip {
-            self.per_ip.check(&ip).map_err(CreateError::RateLimited)?;
-        }
+        let client_ip = self.clients.client_ip_of(req);
+        self.per_ip.check(&client_ip).map_err(CreateError::RateLimited)?;
 
         let token = self.fleet.token(&token_name).await?.ok_or(CreateError::UnknownToken)?;
         self.per_token.check(&token.token).map_err(CreateError::RateLimited)?;
         token.authorize(origin.as_deref(), &target)?;
-        let client_ip = client_ip.map(|ip| ip.to_string());
+        let client_ip = Some(client_ip.to_string());
         let mut attempt = 1;
         let reply = loop {
             let reservation = self.fleet.reserve(&token.token, token.max_connections).await?;
@@ -200,6 +218,14 @@ impl CreateService {
                 allow_private: token.allow_private.clone(),
             };
             match self.fleet.establish(&reservation.daemon_id, request).await {
+                Ok(EstablishReply::Failed { kind: OpenFailure::DaemonFull, error, .. })
+                    if attempt < self.settings.attempts =>
+                {
+                    // The daemon gave the reservation back itself.
+                    log::warn!("daemon {} refused a create ({error}); trying another", reservation.daemon_id);
+                    self.fleet.mark_suspect(&reservation.daemon_id, SUSPECT_PERIOD).await?;
+                    attempt += 1;
+                }
                 Ok(reply) => break reply,
                 Err(FleetError::NoAnswer) if attempt < self.settings.attempts => {
                     // The daemon did not take the request: if it takes it
@@ -225,7 +251,7 @@ impl CreateService {
                 log::info!("created socket {socket} on {fqdn} for {from}");
                 Ok(Created { ok: true, fqdn, socket, protocol })
             }
-            EstablishReply::Failed { error, .. } => Err(CreateError::Upstream(error)),
+            EstablishReply::Failed { kind, error, .. } => Err(CreateError::Open { kind, error }),
             EstablishReply::Accepted { .. } => unreachable!("Fleet::establish returns outcomes only"),
         }
     }
@@ -307,6 +333,12 @@ mod tests {
         assert_eq!(CreateError::UnknownToken.status(), StatusCode::FORBIDDEN);
         assert_eq!(CreateError::Fleet(FleetError::LimitReached).status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(CreateError::Fleet(FleetError::NoDaemon).status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(CreateError::Upstream("x".into()).status(), StatusCode::BAD_GATEWAY);
+        let open = |kind| CreateError::Open { kind, error: "x".into() };
+        assert_eq!(open(OpenFailure::Rejected).status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(open(OpenFailure::Policy).status(), StatusCode::FORBIDDEN);
+        assert_eq!(open(OpenFailure::Timeout).status(), StatusCode::GATEWAY_TIMEOUT);
+        assert!(open(OpenFailure::DaemonFull).retryable() && !open(OpenFailure::Unreachable).retryable());
+        assert!(CreateError::Fleet(FleetError::NoAnswer).retryable());
+        assert!(!CreateError::UnknownToken.retryable() && !CreateError::Fleet(FleetError::LimitReached).retryable());
     }
 }

@@ -1,0 +1,95 @@
+//! Why a `/s` or `/j` request failed, and the status each failure is
+//! answered with. Its own module so that everything below the routes (the
+//! daemon, client limits) can return it without depending on the routes.
+
+use crate::socket::SendFailure;
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{ALLOW, HeaderValue};
+use polysocket_common::jsonp;
+use polysocket_common::limits::{insert_retry_after, retry_after_secs};
+use polysocket_common::wire::Failure;
+use std::time::Duration;
+
+/// Why a send or poll failed; each maps to the status the API documents.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("method not allowed: use {0}")]
+    MethodNotAllowed(&'static str),
+    #[error("missing d")]
+    MissingData,
+    #[error("invalid t: must be t (text), b (binary) or c (close)")]
+    InvalidType,
+    #[error("invalid d: not standard base64")]
+    InvalidBase64,
+    #[error("invalid d: text must be UTF-8")]
+    InvalidUtf8,
+    #[error("invalid seq: must be a number from 1")]
+    InvalidSeq,
+    #[error("invalid more: must be 0 or 1")]
+    InvalidMore,
+    #[error("invalid code: must be 1000 or 3000-4999")]
+    InvalidCloseCode,
+    #[error("invalid reason: at most 123 bytes")]
+    InvalidCloseReason,
+    #[error("invalid ttl: must be milliseconds")]
+    InvalidTtl,
+    #[error("invalid ack: must be a sequence number")]
+    InvalidAck,
+    #[error("malformed form body")]
+    MalformedForm,
+    #[error("request body too slow")]
+    SlowBody,
+    #[error("request body could not be read")]
+    UnreadableBody,
+    #[error("unsupported content type: use a form, text/plain or application/octet-stream")]
+    UnsupportedContentType,
+    #[error("unknown socket")]
+    UnknownSocket,
+    #[error("too many requests: retry in {}s", retry_after_secs(*.0))]
+    RateLimited(Duration),
+    #[error("too many polls from this address")]
+    TooManyPolls,
+    #[error("superseded by a newer poll")]
+    Superseded,
+    #[error(transparent)]
+    Send(#[from] SendFailure),
+}
+
+impl RequestError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            RequestError::UnknownSocket | RequestError::Send(SendFailure::Closed) => StatusCode::FORBIDDEN,
+            RequestError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            RequestError::UnsupportedContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            RequestError::SlowBody => StatusCode::REQUEST_TIMEOUT,
+            RequestError::Send(SendFailure::TooBig) => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestError::Superseded | RequestError::Send(SendFailure::OutOfOrder { .. }) => StatusCode::CONFLICT,
+            RequestError::RateLimited(_)
+            | RequestError::TooManyPolls
+            | RequestError::Send(SendFailure::RateLimited(_)) => StatusCode::TOO_MANY_REQUESTS,
+            RequestError::Send(SendFailure::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+            RequestError::Send(SendFailure::Upstream) => StatusCode::BAD_GATEWAY,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub fn reply(self, cb: Option<&jsonp::Callback>) -> HttpResponse {
+        let status = self.status();
+        let mut failure = Failure::new(&self);
+        if let RequestError::Send(SendFailure::OutOfOrder { expected }) = self {
+            failure.expected = Some(expected);
+        }
+        let mut response = jsonp::reply(status, cb, &failure);
+        match self {
+            RequestError::RateLimited(wait) | RequestError::Send(SendFailure::RateLimited(wait)) => {
+                insert_retry_after(&mut response, wait);
+            }
+            RequestError::MethodNotAllowed(allowed) => {
+                response.headers_mut().insert(ALLOW, HeaderValue::from_static(allowed));
+            }
+            _ => {}
+        }
+        response
+    }
+}

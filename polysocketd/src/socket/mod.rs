@@ -1,0 +1,124 @@
+//! One bridged socket: an owner task holding the upstream WebSocket and the
+//! client's receive queue, and the cloneable [`SocketHandle`] HTTP handlers
+//! use to reach it.
+//!
+//! All state of a socket lives in its task, so requests on different sockets
+//! never contend, and the order of messages is simply the order of the queue.
+//!
+//! - [`owner`]: the task, and what RFC 6455 asks of a client that awc leaves
+//!   to its user (pings, fragments, UTF-8, the closing handshake);
+//! - [`delivery`]: numbered messages, acknowledgements and the waiting poll;
+//! - [`fragments`]: messages that arrive in pieces, in either direction.
+
+pub mod delivery;
+pub mod fragments;
+mod owner;
+
+pub use self::delivery::PollOutcome;
+pub use self::owner::{End, NewSocket, UpstreamSocket, new_socket};
+
+use awc::ws::CloseReason;
+use bytes::Bytes;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// A message from the client for the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    Text(String),
+    Binary(Bytes),
+}
+
+impl Outgoing {
+    fn is_text(&self) -> bool {
+        matches!(self, Outgoing::Text(_))
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Outgoing::Text(text) => text.as_bytes(),
+            Outgoing::Binary(bytes) => bytes,
+        }
+    }
+}
+
+/// One `/s` request as the owner sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSend {
+    pub message: Outgoing,
+    /// The client's sequence number, making retried sends idempotent.
+    pub seq: Option<u64>,
+    /// More fragments of this message follow (long messages over GET).
+    pub more: bool,
+}
+
+/// Why a send (or a client close) was not forwarded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendFailure {
+    #[error("socket is closed")]
+    Closed,
+    #[error("upstream did not take the message in time")]
+    Timeout,
+    #[error("upstream write failed")]
+    Upstream,
+    #[error("out of order: expected seq {expected}")]
+    OutOfOrder { expected: u64 },
+    #[error("message too big")]
+    TooBig,
+    #[error("fragments of one message must all have the same t")]
+    MixedFragments,
+    #[error("too many sends on this socket: retry in {}s", polysocket_common::limits::retry_after_secs(*.0))]
+    RateLimited(Duration),
+}
+
+/// Per-socket limits, shared by all sockets of a daemon.
+#[derive(Debug, Clone)]
+pub struct SocketLimits {
+    pub idle_timeout: Duration,
+    pub max_message_bytes: usize,
+    pub max_queue_bytes: usize,
+    pub send_timeout: Duration,
+    /// Longest time between pings to the upstream.
+    pub ping_interval: Duration,
+    /// Sends per second one socket may make (0: no limit).
+    pub max_sends_per_second: u32,
+}
+
+enum Command {
+    // Boxed: each socket's channel allocates its slots 32 at a time, sized
+    // for the largest command, and most sockets sit idle.
+    Send { send: Box<ClientSend>, reply: oneshot::Sender<Result<(), SendFailure>> },
+    Close { reason: Option<CloseReason>, reply: oneshot::Sender<Result<(), SendFailure>> },
+    Poll { ttl: Duration, ack: Option<u64>, reply: oneshot::Sender<PollOutcome> },
+}
+
+/// How HTTP handlers reach a socket's owner task. When the last handle is
+/// dropped, the owner closes the upstream and ends.
+#[derive(Clone)]
+pub struct SocketHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+impl SocketHandle {
+    async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(command(reply)).await.ok()?;
+        answer.await.ok()
+    }
+
+    pub async fn send(&self, send: ClientSend) -> Result<(), SendFailure> {
+        self.ask(|reply| Command::Send { send: Box::new(send), reply }).await.unwrap_or(Err(SendFailure::Closed))
+    }
+
+    /// Starts the closing handshake (`None`: a Close without a code); the
+    /// upstream's answer arrives on `/j`.
+    pub async fn close(&self, reason: Option<CloseReason>) -> Result<(), SendFailure> {
+        self.ask(|reply| Command::Close { reason, reply }).await.unwrap_or(Err(SendFailure::Closed))
+    }
+
+    /// Waits up to `ttl` for messages. `ack` releases messages up to that
+    /// `seq`; without it, everything returned by earlier polls is released.
+    pub async fn poll(&self, ttl: Duration, ack: Option<u64>) -> PollOutcome {
+        self.ask(|reply| Command::Poll { ttl, ack, reply }).await.unwrap_or(PollOutcome::Gone)
+    }
+}
