@@ -71,6 +71,40 @@ impl StartError {
     }
 }
 
+/// Raises the soft open-file limit to the hard one and returns it: container
+/// runtimes start services at a soft limit of 1024, about 500 bridged
+/// sockets, and a distroless image has no shell to raise it.
+pub fn raise_open_files_limit() -> u64 {
+    let before = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(0, |(soft, _)| soft);
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(now) => {
+            log::info!("open files limit: {now} (was {before})");
+            now
+        }
+        Err(e) => {
+            log::warn!("cannot raise the open files limit from {before}: {e}");
+            before
+        }
+    }
+}
+
+/// Starts a one-thread server for the operator's endpoints on their own
+/// listener (see `--admin-listen`).
+pub fn run_admin_server<F>(listener: TcpListener, configure: F) -> Result<Server, StartError>
+where
+    F: Fn(&mut actix_web::web::ServiceConfig) + Send + Clone + 'static,
+{
+    let addr = listener.local_addr().expect("a bound listener has an address");
+    let server = HttpServer::new(move || actix_web::App::new().configure(configure.clone()))
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .listen(listener)
+        .map_err(|source| StartError::Bind { addr, source })?;
+    log::info!("health and metrics on {addr}");
+    Ok(server.run())
+}
+
 /// Binds the service's listener, saying where it could not listen.
 pub fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })
@@ -142,6 +176,11 @@ pub struct HttpArgs {
     /// Most connections each worker thread serves at once.
     #[arg(long, env = "POLYSOCKET_MAX_CONNECTIONS_PER_WORKER", default_value_t = 25_000)]
     pub max_connections_per_worker: usize,
+
+    /// Serve /healthz, /readyz and /metrics on this address only, instead
+    /// of on the public one (so an ingress in front never exposes them).
+    #[arg(long, env = "POLYSOCKET_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
 
     /// Worker threads serving HTTP (and, in polysocketd, owning sockets).
     /// By default one per core in the router; one in polysocketd, which

@@ -8,10 +8,9 @@ use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, web};
 use polysocket_common::cli::{self, StartError};
 use polysocket_common::fleet::{self, DaemonInfo, Fleet, MemoryFleet, RedisFleet};
-use polysocket_common::metrics;
 use polysocket_common::token::TokensFile;
-use polysocket_create::client;
-use polysocket_create::create::{self, CreateService};
+use polysocket_http::create::{self, CreateService};
+use polysocket_http::{client, ops};
 use prometheus::Registry;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -26,10 +25,18 @@ use std::time::Duration;
 /// balances and the fqdn reaches without forwarding.
 const DEFAULT_WORKERS: u16 = 1;
 
+/// Descriptors a socket may hold: its upstream connection and its client's
+/// poll connection (sends mostly reuse a keep-alive connection).
+const FILES_PER_SOCKET: u64 = 2;
+/// Descriptors for everything else: listeners, Redis, epoll, logs.
+const FILES_RESERVED: u64 = 256;
+
 /// A bound, not yet running daemon.
 pub struct Application {
     port: u16,
     server: Server,
+    /// `/healthz`, `/readyz` and `/metrics` on `--admin-listen`, when set.
+    admin: Option<Server>,
     daemon: Arc<Daemon>,
     shutdown_grace: Duration,
 }
@@ -38,6 +45,17 @@ impl Application {
     /// Builds the daemon the configuration describes: a fleet member on
     /// Redis, or (with `--standalone`) a single process with its own fleet.
     pub async fn build(config: &DaemonConfig) -> Result<Self, StartError> {
+        let open_files = cli::raise_open_files_limit();
+        let needed = u64::from(config.capacity) * FILES_PER_SOCKET + FILES_RESERVED;
+        if open_files < needed {
+            log::warn!(
+                "--capacity {} needs about {needed} open files, but the limit is {open_files}: the daemon will \
+                 refuse connections near {} sockets; raise the hard limit (ulimit -Hn, LimitNOFILE, the container \
+                 runtime's nofile) or lower --capacity",
+                config.capacity,
+                open_files.saturating_sub(FILES_RESERVED) / FILES_PER_SOCKET
+            );
+        }
         let listener = cli::bind(config.listen)?;
         let service = &config.service;
         let fleet: Arc<dyn Fleet> = if config.standalone {
@@ -64,15 +82,15 @@ impl Application {
         let addr = listener.local_addr().expect("a bound listener has an address");
         let registry = Registry::new();
         fleet::register_metrics(&registry);
+        let settings = DaemonSettings::from_config(config, addr.port())?;
         let info = DaemonInfo {
             id: uuid::Uuid::new_v4().simple().to_string(),
-            fqdn: config.public_fqdn(addr.port()),
+            fqdn: settings.hosts.daemon_name(),
             capacity: config.capacity,
         };
         let bridge = &config.bridge;
         let client_limits =
             ClientLimits::new(config.service.client.clone(), bridge.unknown_socket_rate, bridge.max_polls_per_ip);
-        let settings = DaemonSettings::from_config(config)?;
         let daemon = Arc::new(Daemon::new(info, fleet.clone(), settings, client_limits, &registry));
         let create = config.standalone.then(|| {
             let service = &config.service;
@@ -82,18 +100,24 @@ impl Application {
         });
         let mut http = config.service.http.clone();
         http.workers.get_or_insert(DEFAULT_WORKERS);
-        let (shared, registry) = (web::Data::from(daemon.clone()), web::Data::new(registry));
+        let shared = web::Data::from(daemon.clone());
+        let endpoints = ops::endpoints(registry, ready);
+        let admin = ops::admin_server(&http, {
+            let (shared, endpoints) = (shared.clone(), endpoints.clone());
+            move |cfg: &mut web::ServiceConfig| {
+                cfg.app_data(shared.clone());
+                endpoints(cfg);
+            }
+        })?;
+        let public_endpoints = admin.is_none();
         let opening = daemon.clone();
         let server = actix_web::HttpServer::new(move || {
             // Runs once on each worker thread as it starts.
             opening.start_opener();
-            let mut app = App::new()
-                .app_data(shared.clone())
-                .app_data(registry.clone())
-                .configure(routes::configure)
-                .route("/healthz", web::get().to(HttpResponse::Ok))
-                .route("/readyz", web::get().to(ready))
-                .route("/metrics", web::get().to(render_metrics));
+            let mut app = App::new().app_data(shared.clone()).configure(routes::configure);
+            if public_endpoints {
+                app = app.configure(endpoints.clone());
+            }
             if let Some(create) = &create {
                 app = app.configure(create::configure(create.clone())).configure(client::configure);
             }
@@ -104,7 +128,7 @@ impl Application {
         .shutdown_timeout(1);
         let server = cli::run_server(server, &http, listener)?;
         log::info!("polysocketd {} listening on {addr} as {}", daemon.info().id, daemon.info().fqdn);
-        Ok(Application { port: addr.port(), server, daemon, shutdown_grace: config.shutdown_grace })
+        Ok(Application { port: addr.port(), server, admin, daemon, shutdown_grace: config.shutdown_grace })
     }
 
     pub fn port(&self) -> u16 {
@@ -125,6 +149,12 @@ impl Application {
         let heartbeat = tokio::spawn(self.daemon.clone().heartbeat());
         let forget = tokio::spawn(self.daemon.clone().forget_idle_clients());
         let creates = tokio::spawn(self.daemon.clone().serve_creates());
+        // The operator's endpoints outlive the drain: it is when /readyz matters.
+        let admin = self.admin.map(|server| {
+            let handle = server.handle();
+            actix_web::rt::spawn(server);
+            handle
+        });
         let handle = self.server.handle();
         let mut server = self.server;
         let result = tokio::select! {
@@ -139,19 +169,23 @@ impl Application {
         heartbeat.abort();
         forget.abort();
         creates.abort();
+        if let Some(admin) = admin {
+            admin.stop(false).await;
+        }
         result
     }
 }
 
-/// Ready when the fleet answers and this daemon is registered (not draining).
+/// Ready once registered in the fleet, and from then on until it drains,
+/// whatever Redis does: its sockets keep working without Redis (only
+/// creates need it, and they fail fast at the router meanwhile).
 async fn ready(daemon: web::Data<Daemon>) -> HttpResponse {
-    match daemon.fleet().ping().await {
-        Ok(()) if daemon.is_registered() => HttpResponse::Ok().body("ready"),
-        Ok(()) => HttpResponse::ServiceUnavailable().body("not ready: not registered"),
-        Err(e) => HttpResponse::ServiceUnavailable().body(format!("not ready: {e}")),
+    if daemon.is_draining() {
+        return HttpResponse::ServiceUnavailable().body("not ready: draining");
     }
-}
-
-async fn render_metrics(registry: web::Data<Registry>) -> HttpResponse {
-    HttpResponse::Ok().content_type(metrics::CONTENT_TYPE).body(metrics::encode(&registry))
+    match (daemon.has_registered(), daemon.is_registered()) {
+        (true, true) => HttpResponse::Ok().body("ready"),
+        (true, false) => HttpResponse::Ok().body("ready; fleet unreachable, serving existing sockets"),
+        (false, _) => HttpResponse::ServiceUnavailable().body("not ready: not yet registered in the fleet"),
+    }
 }

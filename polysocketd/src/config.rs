@@ -14,9 +14,24 @@ pub struct DaemonConfig {
     pub listen: SocketAddr,
 
     /// Public name clients reach this daemon by (HOST[:PORT]); each socket
-    /// gets `{uniq}.` prepended. Defaults to `localhost:<port>` in standalone mode.
-    #[arg(long, env = "POLYSOCKET_FQDN", required_unless_present = "standalone")]
+    /// gets `{uniq}.` prepended, so the daemon needs a wildcard DNS name and
+    /// certificate of its own. Defaults to `localhost:<port>` in standalone
+    /// mode. See --socket-domain for one wildcard shared by the whole fleet.
+    #[arg(long, env = "POLYSOCKET_FQDN", required_unless_present_any = ["standalone", "socket_domain"])]
     pub fqdn: Option<String>,
+
+    /// Domain (DOMAIN[:PORT]) shared by every daemon of the fleet: sockets
+    /// are served on `s<uniq>-<daemon name>.<DOMAIN>`, so one wildcard DNS
+    /// record and certificate cover any number of daemons, and a proxy in
+    /// front routes by the daemon name in the label.
+    #[arg(long, env = "POLYSOCKET_SOCKET_DOMAIN", conflicts_with = "fqdn", requires = "daemon_name")]
+    pub socket_domain: Option<String>,
+
+    /// This daemon's name inside socket host names (with --socket-domain):
+    /// a DNS label of at most 40 lowercase letters, digits and hyphens; in
+    /// Kubernetes, the pod name.
+    #[arg(long, env = "POLYSOCKET_DAEMON_NAME", requires = "socket_domain", value_parser = parse_daemon_name)]
+    pub daemon_name: Option<String>,
 
     /// Most sockets this daemon holds at once.
     #[arg(long, env = "POLYSOCKET_CAPACITY", default_value_t = 10_000)]
@@ -113,10 +128,63 @@ pub struct BridgeSettings {
     pub send_timeout: Duration,
 }
 
+/// Longest daemon name: with `s`, 12 hex digits and a hyphen in front, a
+/// socket's label stays within DNS's 63 characters.
+const MAX_DAEMON_NAME: usize = 40;
+
+fn parse_daemon_name(name: &str) -> Result<String, String> {
+    let label_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    if name.is_empty()
+        || name.len() > MAX_DAEMON_NAME
+        || !name.chars().all(label_char)
+        || name.starts_with('-')
+        || name.ends_with('-')
+    {
+        return Err(format!(
+            "{name:?} is not a DNS label of 1-{MAX_DAEMON_NAME} lowercase letters, digits and inner hyphens"
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// How socket host names are formed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketHosts {
+    /// `{uniq}.<fqdn>`: a wildcard per daemon (the seed's form).
+    UnderDaemon { fqdn: String },
+    /// `{uniq}-<daemon>.<domain>`: one wildcard for the whole fleet.
+    SharedDomain { domain: String, daemon: String },
+}
+
+impl SocketHosts {
+    /// The host name of a socket whose unique label is `uniq`.
+    pub fn socket_host(&self, uniq: &str) -> String {
+        match self {
+            SocketHosts::UnderDaemon { fqdn } => format!("{uniq}.{fqdn}"),
+            SocketHosts::SharedDomain { domain, daemon } => format!("{uniq}-{daemon}.{domain}"),
+        }
+    }
+
+    /// How the daemon is named in the registry and in logs.
+    pub fn daemon_name(&self) -> String {
+        match self {
+            SocketHosts::UnderDaemon { fqdn } => fqdn.clone(),
+            SocketHosts::SharedDomain { domain, daemon } => format!("{daemon}.{domain}"),
+        }
+    }
+}
+
 impl DaemonConfig {
-    /// The name advertised to clients.
-    pub fn public_fqdn(&self, bound_port: u16) -> String {
-        self.fqdn.clone().unwrap_or_else(|| format!("localhost:{bound_port}"))
+    /// The host names advertised to clients.
+    pub fn socket_hosts(&self, bound_port: u16) -> SocketHosts {
+        match (&self.socket_domain, &self.daemon_name) {
+            (Some(domain), Some(daemon)) => {
+                SocketHosts::SharedDomain { domain: domain.clone(), daemon: daemon.clone() }
+            }
+            _ => SocketHosts::UnderDaemon {
+                fqdn: self.fqdn.clone().unwrap_or_else(|| format!("localhost:{bound_port}")),
+            },
+        }
     }
 }
 
@@ -128,9 +196,24 @@ mod tests {
     fn fqdn_is_required_outside_standalone() {
         assert!(DaemonConfig::try_parse_from(["polysocketd"]).is_err());
         let standalone = DaemonConfig::try_parse_from(["polysocketd", "--standalone"]).unwrap();
-        assert_eq!(standalone.public_fqdn(8081), "localhost:8081");
+        assert_eq!(standalone.socket_hosts(8081).socket_host("s1"), "s1.localhost:8081");
         let fleet = DaemonConfig::try_parse_from(["polysocketd", "--fqdn", "d1.example.com"]).unwrap();
-        assert_eq!(fleet.public_fqdn(8081), "d1.example.com");
+        assert_eq!(fleet.socket_hosts(8081).socket_host("s1"), "s1.d1.example.com");
         assert_eq!(fleet.bridge.idle_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn one_domain_for_the_whole_fleet() {
+        let parse = |args: &[&str]| DaemonConfig::try_parse_from([&["polysocketd"], args].concat());
+        let shared = parse(&["--socket-domain", "ps.example.com", "--daemon-name", "polysocketd-7"]).unwrap();
+        let hosts = shared.socket_hosts(8081);
+        assert_eq!(hosts.socket_host("s0123456789ab"), "s0123456789ab-polysocketd-7.ps.example.com");
+        assert_eq!(hosts.daemon_name(), "polysocketd-7.ps.example.com");
+        assert!(parse(&["--socket-domain", "ps.example.com"]).is_err(), "a daemon name is needed");
+        assert!(parse(&["--daemon-name", "d1"]).is_err(), "a daemon name alone means nothing");
+        assert!(parse(&["--socket-domain", "x", "--daemon-name", "d1", "--fqdn", "d1.x"]).is_err(), "one naming");
+        for bad in ["Polysocketd-0", "-a", "a-", "a.b", "", &"a".repeat(41)] {
+            assert!(parse(&["--socket-domain", "x", "--daemon-name", bad]).is_err(), "{bad:?}");
+        }
     }
 }

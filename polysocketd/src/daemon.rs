@@ -2,7 +2,7 @@
 //! fleet, opening the sockets routers hand over, and draining on shutdown.
 
 use crate::client_limits::ClientLimits;
-use crate::config::DaemonConfig;
+use crate::config::{DaemonConfig, SocketHosts};
 use crate::error::RequestError;
 use crate::metrics::DaemonMetrics;
 use crate::socket::{self, End, SocketHandle, SocketLimits};
@@ -37,6 +37,7 @@ pub struct OpenSocket {
 /// What the daemon was configured with, fixed for its life.
 #[derive(Debug, Clone)]
 pub struct DaemonSettings {
+    pub hosts: SocketHosts,
     pub socket: SocketLimits,
     pub open: OpenSettings,
     /// Longest a `/j` poll waits (a client's `ttl` is clamped to it).
@@ -49,9 +50,10 @@ pub struct DaemonSettings {
 }
 
 impl DaemonSettings {
-    pub fn from_config(config: &DaemonConfig) -> Result<Self, StartError> {
+    pub fn from_config(config: &DaemonConfig, bound_port: u16) -> Result<Self, StartError> {
         let bridge = &config.bridge;
         Ok(DaemonSettings {
+            hosts: config.socket_hosts(bound_port),
             socket: SocketLimits {
                 idle_timeout: bridge.idle_timeout,
                 max_message_bytes: bridge.max_message_bytes,
@@ -92,8 +94,10 @@ pub struct Daemon {
     /// The workers' openers (see [`Daemon::start_opener`]).
     openers: Openers,
     /// Whether the last heartbeat reached the fleet: routers can pick this
-    /// daemon only while it is registered, so readiness follows it.
+    /// daemon only while it is registered.
     registered: AtomicBool,
+    /// A heartbeat has reached the fleet since start: readiness waits for it.
+    registered_once: AtomicBool,
     /// Set on shutdown: no new sockets, no more heartbeats, not ready.
     draining: AtomicBool,
     pub metrics: Arc<DaemonMetrics>,
@@ -108,6 +112,7 @@ impl Daemon {
         client_limits: ClientLimits,
         registry: &Registry,
     ) -> Self {
+        let capacity = info.capacity;
         Daemon {
             info,
             fleet,
@@ -116,8 +121,9 @@ impl Daemon {
             handshake_gates: Arc::default(),
             openers: Openers::default(),
             registered: AtomicBool::new(false),
+            registered_once: AtomicBool::new(false),
             draining: AtomicBool::new(false),
-            metrics: Arc::new(DaemonMetrics::new(registry)),
+            metrics: Arc::new(DaemonMetrics::new(registry, capacity)),
             client_limits,
         }
     }
@@ -133,6 +139,14 @@ impl Daemon {
     /// Registered in the fleet and not draining: routers may pick it.
     pub fn is_registered(&self) -> bool {
         self.registered.load(Ordering::Acquire)
+    }
+
+    pub fn has_registered(&self) -> bool {
+        self.registered_once.load(Ordering::Acquire)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 
     /// The socket a request names, as long as its client is not guessing.
@@ -153,6 +167,10 @@ impl Daemon {
             }
             let beat = self.fleet.heartbeat(&self.info, self.sockets.len() as u32, ttl).await;
             let was_registered = self.registered.swap(beat.is_ok(), Ordering::AcqRel);
+            self.metrics.fleet_registered.set(i64::from(beat.is_ok()));
+            if beat.is_ok() {
+                self.registered_once.store(true, Ordering::Release);
+            }
             match beat {
                 Ok(()) if !was_registered => log::info!("registered as {} ({})", self.info.id, self.info.fqdn),
                 Err(e) if was_registered => log::warn!("heartbeat failed, retrying: {e}"),
@@ -246,7 +264,7 @@ impl Daemon {
         let reply = match opened {
             Ok(opened) => {
                 let socket = new_socket_id();
-                let fqdn = format!("{}.{}", new_dns_label(), self.info.fqdn);
+                let fqdn = self.settings.hosts.socket_host(&new_dns_label());
                 self.adopt(socket.clone(), &request.token, opened.upstream);
                 EstablishReply::Open { request_id: request.id.clone(), fqdn, socket, protocol: opened.protocol }
             }
@@ -320,6 +338,8 @@ impl Daemon {
         log::info!("draining {} socket(s)", self.sockets.len());
         self.draining.store(true, Ordering::Release);
         self.registered.store(false, Ordering::Release);
+        self.metrics.draining.set(1);
+        self.metrics.fleet_registered.set(0);
         if let Err(e) = self.fleet.deregister(&self.info.id).await {
             log::warn!("could not deregister: {e}");
         }

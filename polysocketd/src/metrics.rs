@@ -6,6 +6,12 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, 
 
 pub struct DaemonMetrics {
     pub sockets_open: IntGauge,
+    /// `--capacity`, so dashboards and alerts can show how full a daemon is.
+    pub socket_capacity: IntGauge,
+    /// 1 while heartbeats reach the fleet (routers can pick this daemon).
+    pub fleet_registered: IntGauge,
+    /// 1 from SIGTERM until exit.
+    pub draining: IntGauge,
     pub polls_waiting: IntGauge,
     pub handshake_seconds: Histogram,
     /// Messages and payload bytes from clients to upstreams.
@@ -28,7 +34,7 @@ impl Traffic {
 }
 
 impl DaemonMetrics {
-    pub fn new(registry: &Registry) -> Self {
+    pub fn new(registry: &Registry, capacity: u32) -> Self {
         let gauge = |name: &str, help: &str| register(registry, IntGauge::new(name, help).expect("valid metric"));
         let by_direction = |name: &str, help: &str| {
             register(registry, IntCounterVec::new(Opts::new(name, help), &["direction"]).expect("valid metric"))
@@ -39,8 +45,13 @@ impl DaemonMetrics {
             messages: messages.with_label_values(&[direction]),
             bytes: bytes.with_label_values(&[direction]),
         };
+        let socket_capacity = gauge("polysocket_socket_capacity", "Most sockets this daemon holds (--capacity)");
+        socket_capacity.set(i64::from(capacity));
         DaemonMetrics {
             sockets_open: gauge("polysocket_sockets_open", "Bridged sockets this daemon holds"),
+            socket_capacity,
+            fleet_registered: gauge("polysocket_fleet_registered", "1 while this daemon's heartbeats reach the fleet"),
+            draining: gauge("polysocket_draining", "1 while this daemon drains on shutdown"),
             polls_waiting: gauge("polysocket_polls_waiting", "Long polls waiting for messages"),
             handshake_seconds: register(
                 registry,

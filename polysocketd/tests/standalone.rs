@@ -98,3 +98,58 @@ fn a_taken_port_exits_69_not_64() {
     assert_eq!(output.status.code(), Some(69), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot listen on"), "{output:?}");
 }
+
+/// Reads the daemon's log until a line contains `wanted`, and returns the
+/// lines read.
+fn log_until(daemon: &mut Child, wanted: &str) -> Vec<String> {
+    use std::io::BufRead;
+    let stderr = daemon.stderr.take().expect("stderr is piped");
+    let mut read = Vec::new();
+    for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        let found = line.contains(wanted);
+        read.push(line);
+        if found {
+            return read;
+        }
+    }
+    panic!("no log line with {wanted:?} in {read:?}")
+}
+
+#[test]
+fn the_open_files_limit_is_raised_and_a_capacity_beyond_it_is_reported() {
+    // As a container runtime starts it: soft limit 1024, hard limit higher.
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "ulimit -Sn 1024 && ulimit -Hn 8192 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_polysocketd"))
+        .args(["--standalone", "--listen", "127.0.0.1:0", "--capacity", "10000"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut daemon = Running(command.spawn().unwrap());
+    let log = log_until(&mut daemon.0, "--capacity 10000").join("\n");
+    assert!(log.contains("open files limit: 8192 (was 1024)"), "{log}");
+    // 10,000 sockets need more than 8192 descriptors: said loudly, with a way out.
+    assert!(log.contains("WARN") && log.contains("near 3968 sockets"), "{log}");
+}
+
+#[actix_web::test]
+async fn health_and_metrics_move_to_the_admin_listener() {
+    let (port, admin_port) = (polysocket_tests::free_port(), polysocket_tests::free_port());
+    let _daemon = Running(
+        daemon()
+            .args(["--standalone", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let admin = Http::new(admin_port);
+    admin.wait_until_ok("/readyz", Duration::from_secs(20)).await;
+    assert!(admin.get(None, "/metrics", &[]).await.body.contains("polysocket_socket_capacity 10000"));
+    let public = Http::new(port);
+    for path in ["/metrics", "/readyz", "/healthz"] {
+        assert_eq!(public.get(None, path, &[]).await.status, 404, "{path} is not public");
+    }
+    assert_eq!(public.get(None, "/polysocket.js", &[]).await.status, 200, "the public side still serves");
+}

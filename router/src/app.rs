@@ -5,13 +5,13 @@ use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, web};
 use polysocket_common::cli::{self, ServiceArgs, StartError};
 use polysocket_common::fleet::{self, Fleet, RedisFleet};
-use polysocket_common::metrics;
 use polysocket_common::token::{TokenRecord, TokensFile};
-use polysocket_create::client;
-use polysocket_create::create::{self, CreateService};
+use polysocket_http::create::{self, CreateService};
+use polysocket_http::{client, ops};
 use prometheus::Registry;
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// How often the router checks that Redis still has the tokens file's records.
@@ -22,11 +22,14 @@ const TOKENS_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 pub struct Application {
     port: u16,
     server: Server,
+    /// `/healthz`, `/readyz` and `/metrics` on `--admin-listen`, when set.
+    admin: Option<Server>,
 }
 
 impl Application {
     /// Builds the production router: Redis fleet, tokens from the file.
     pub async fn build(config: &RouterConfig) -> Result<Self, StartError> {
+        cli::raise_open_files_limit();
         let service = &config.service;
         let fleet = RedisFleet::new(&service.redis.url).map_err(StartError::Redis)?;
         fleet.listen_for_replies().await;
@@ -48,23 +51,23 @@ impl Application {
         let service =
             Arc::new(CreateService::new(fleet.clone(), settings.create.clone(), settings.client.clone(), &registry));
         create::forget_idle_callers(&service);
-        let (fleet, registry) = (web::Data::from(fleet), web::Data::new(registry));
+        let readiness = web::Data::new(Readiness { fleet, reached: AtomicBool::new(false) });
+        let endpoints = ops::endpoints(registry, ready);
+        let admin = ops::admin_server(http, endpoints.clone())?;
+        let public_endpoints = admin.is_none();
         let server = actix_web::HttpServer::new(move || {
-            App::new()
-                .app_data(fleet.clone())
-                .app_data(registry.clone())
+            let app = App::new()
+                .app_data(readiness.clone())
                 .configure(create::configure(service.clone()))
-                .configure(client::configure)
-                .route("/healthz", web::get().to(HttpResponse::Ok))
-                .route("/readyz", web::get().to(ready))
-                .route("/metrics", web::get().to(render_metrics))
+                .configure(client::configure);
+            if public_endpoints { app.configure(endpoints.clone()) } else { app }
         })
         // Shutdown is ours, as in polysocketd: `run_until_stopped` decides.
         .disable_signals()
         .shutdown_timeout(drain.as_secs());
         let server = cli::run_server(server, http, listener)?;
         log::info!("router listening on {addr}");
-        Ok(Application { port: addr.port(), server })
+        Ok(Application { port: addr.port(), server, admin })
     }
 
     pub fn port(&self) -> u16 {
@@ -75,9 +78,14 @@ impl Application {
     /// then stops taking connections and lets in-flight creates finish.
     /// Must run inside an actix system.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let admin = self.admin.map(|server| {
+            let handle = server.handle();
+            actix_web::rt::spawn(server);
+            handle
+        });
         let handle = self.server.handle();
         let mut server = self.server;
-        tokio::select! {
+        let result = tokio::select! {
             result = &mut server => result,
             () = shutdown => {
                 log::info!("stopping: finishing creates in flight");
@@ -85,7 +93,36 @@ impl Application {
                 let ((), result) = tokio::join!(handle.stop(true), server);
                 result
             }
+        };
+        if let Some(admin) = admin {
+            admin.stop(false).await;
         }
+        result
+    }
+}
+
+/// What `/readyz` looks at.
+struct Readiness {
+    fleet: Arc<dyn Fleet>,
+    /// The fleet has answered at least once since start.
+    reached: AtomicBool,
+}
+
+/// Ready once the fleet has answered once, and from then on whatever Redis
+/// does: a router that cannot reach Redis still answers creates, with a
+/// retryable "fleet unavailable" a JSONP client can read, which beats the
+/// ingress's bare 503 when every router is taken out of rotation.
+async fn ready(readiness: web::Data<Readiness>) -> HttpResponse {
+    let ping = readiness.fleet.ping().await;
+    if ping.is_ok() {
+        readiness.reached.store(true, Ordering::Release);
+    }
+    match ping {
+        Ok(()) => HttpResponse::Ok().body("ready"),
+        Err(e) if readiness.reached.load(Ordering::Acquire) => {
+            HttpResponse::Ok().body(format!("ready; fleet unreachable: {e}"))
+        }
+        Err(e) => HttpResponse::ServiceUnavailable().body(format!("not ready: {e}")),
     }
 }
 
@@ -107,15 +144,4 @@ async fn keep_tokens_stored(fleet: Arc<RedisFleet>, tokens: Vec<TokenRecord>) {
             Err(e) => log::debug!("cannot check the token records: {e}"),
         }
     }
-}
-
-async fn ready(fleet: web::Data<dyn Fleet>) -> HttpResponse {
-    match fleet.ping().await {
-        Ok(()) => HttpResponse::Ok().body("ready"),
-        Err(e) => HttpResponse::ServiceUnavailable().body(format!("not ready: {e}")),
-    }
-}
-
-async fn render_metrics(registry: web::Data<Registry>) -> HttpResponse {
-    HttpResponse::Ok().content_type(metrics::CONTENT_TYPE).body(metrics::encode(&registry))
 }

@@ -1,5 +1,5 @@
 //! The polysocket router: a stateless service answering JSONP `/create`
-//! (from `polysocket-create`, which standalone polysocketd mounts too).
+//! (from `polysocket-http`, which standalone polysocketd mounts too).
 //!
 //! - [`admin`]: `router token ...`, token records managed at runtime;
 //! - [`app`]: the HTTP server (`Application::build` binds, `run_until_stopped` serves);

@@ -169,8 +169,18 @@ async fn sockets_outlive_a_redis_restart_and_creates_recover_by_themselves() {
     round_trip(&socket, "before").await;
 
     fleet.redis.kill();
-    // The data path does not use Redis.
+    // The data path does not use Redis, and both services stay in rotation:
+    // the daemon serves its sockets, the router answers creates (failing
+    // fast with a retryable error) rather than leaving the ingress to 503.
     round_trip(&socket, "during the outage").await;
+    eventually("the daemon to notice the outage", Duration::from_secs(10), || async {
+        let ready = fleet.daemons[0].http.get(None, "/readyz", &[]).await;
+        assert_eq!(ready.status, 200, "{}", ready.body);
+        ready.body.contains("fleet unreachable").then_some(())
+    })
+    .await;
+    let ready = fleet.routers[0].http.get(None, "/readyz", &[]).await;
+    assert_eq!((ready.status, ready.body.starts_with("ready; fleet unreachable")), (200, true), "{}", ready.body);
     let started = Instant::now();
     let refused = fleet.create(0, "dev").await;
     assert_eq!(refused["ok"], false);

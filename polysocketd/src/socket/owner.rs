@@ -497,7 +497,7 @@ mod tests {
     fn start(limits: SocketLimits) -> Harness {
         let (upstream, frames) = mpsc::unbounded_channel();
         let (sent, received) = mpsc::unbounded_channel();
-        let new = new_socket(Peer { frames, sent }, limits, Arc::new(DaemonMetrics::new(&Registry::new())));
+        let new = new_socket(Peer { frames, sent }, limits, Arc::new(DaemonMetrics::new(&Registry::new(), 1)));
         Harness { handle: new.handle, owner: tokio::spawn(new.owner), upstream, received }
     }
 
