@@ -216,8 +216,10 @@ pub struct CreateArgs {
     pub accept_timeout: Duration,
 
     /// Creates per second one client address may make (0: no limit); a
-    /// burst of twice that is allowed.
-    #[arg(long, env = "POLYSOCKET_CREATE_RATE_PER_IP", default_value_t = 20)]
+    /// burst of twice that is allowed. High, because hundreds of users may
+    /// share an address behind a NAT; the per-token rate and
+    /// `max_connections` bound what one customer can do.
+    #[arg(long, env = "POLYSOCKET_CREATE_RATE_PER_IP", default_value_t = 100)]
     pub create_rate_per_ip: u32,
 
     /// Creates per second one token may make, from all its clients (0: no limit).

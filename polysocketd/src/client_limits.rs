@@ -1,33 +1,30 @@
 //! Per-client bounds on the daemon: how fast an address may ask for sockets
-//! that do not exist (socket-id guessing), and how many polls it may hold open.
+//! that do not exist (socket-id guessing), and, if configured, how many polls
+//! it may hold open.
+//!
+//! Hundreds of legitimate users can share one address (a corporate NAT), so
+//! nothing here ever refuses a request for a socket that exists: a client
+//! that guesses ids only slows its own guesses down.
 
 use crate::error::RequestError;
 use actix_web::HttpRequest;
 use dashmap::DashMap;
 use polysocket_common::limits::{ClientArgs, KeyedLimit};
 use std::net::IpAddr;
-use tokio::time::Instant;
 
 pub struct ClientLimits {
     clients: ClientArgs,
-    /// Failed socket lookups per address.
+    /// Lookups of unknown sockets per address: past it, they get 429, not 403.
     unknown: KeyedLimit<IpAddr>,
-    /// Addresses that ran out of failed lookups, until when.
-    blocked: DashMap<IpAddr, Instant>,
-    /// Polls waiting per address.
+    /// Polls waiting per address (tracked only when `max_polls` is set).
     polls: DashMap<IpAddr, usize>,
+    /// 0: no limit (a socket never has more than one poll waiting anyway).
     max_polls: usize,
 }
 
 impl ClientLimits {
     pub fn new(clients: ClientArgs, unknown_per_second: u32, max_polls: usize) -> Self {
-        ClientLimits {
-            clients,
-            unknown: KeyedLimit::per_second(unknown_per_second),
-            blocked: DashMap::new(),
-            polls: DashMap::new(),
-            max_polls,
-        }
+        ClientLimits { clients, unknown: KeyedLimit::per_second(unknown_per_second), polls: DashMap::new(), max_polls }
     }
 
     /// The client's address (behind trusted proxies, the one they name).
@@ -35,39 +32,30 @@ impl ClientLimits {
         self.clients.client_ip_of(req)
     }
 
-    /// Refuses an address that has been guessing socket ids, before any lookup.
-    pub fn admit(&self, ip: IpAddr) -> Result<(), RequestError> {
-        match self.blocked.get(&ip).map(|until| *until) {
-            Some(until) if until > Instant::now() => Err(RequestError::RateLimited(until - Instant::now())),
-            _ => Ok(()),
-        }
-    }
-
-    /// Counts a lookup of a socket that does not exist.
+    /// Counts a lookup of a socket that does not exist: `403 unknown
+    /// socket`, or 429 once the address has made too many.
     pub fn unknown_socket(&self, ip: IpAddr) -> RequestError {
         match self.unknown.check(&ip) {
             Ok(()) => RequestError::UnknownSocket,
-            Err(wait) => {
-                self.blocked.insert(ip, Instant::now() + wait);
-                RequestError::RateLimited(wait)
-            }
+            Err(wait) => RequestError::RateLimited(wait),
         }
     }
 
     /// Holds one of the address's poll slots for as long as the slot lives.
-    pub fn poll_slot(&self, ip: IpAddr) -> Result<PollSlot<'_>, RequestError> {
+    pub fn poll_slot(&self, ip: IpAddr) -> Result<Option<PollSlot<'_>>, RequestError> {
+        if self.max_polls == 0 {
+            return Ok(None);
+        }
         let mut count = self.polls.entry(ip).or_default();
         if *count >= self.max_polls {
             return Err(RequestError::TooManyPolls);
         }
         *count += 1;
-        Ok(PollSlot { limits: self, ip })
+        Ok(Some(PollSlot { limits: self, ip }))
     }
 
     /// Drops state of addresses that have gone quiet.
     pub fn forget_idle(&self) {
-        let now = Instant::now();
-        self.blocked.retain(|_, until| *until > now);
         self.polls.retain(|_, count| *count > 0);
         self.unknown.forget_idle();
     }

@@ -102,12 +102,18 @@ pub struct BridgeSettings {
     pub max_handshakes_per_host: usize,
 
     /// Lookups of unknown sockets per second one client address may make
-    /// before it is refused for a while (socket-id guessing; 0: no limit).
-    #[arg(long, env = "POLYSOCKET_UNKNOWN_SOCKET_RATE", default_value_t = 5)]
+    /// (a burst of twice that) before further unknown ids get 429 instead
+    /// of 403 (socket-id guessing; 0: no limit). Real sockets are never
+    /// refused: many users may share the address. High enough that the
+    /// clients behind one NAT of the sockets a daemon lost in a restart all
+    /// hear "unknown socket" within seconds.
+    #[arg(long, env = "POLYSOCKET_UNKNOWN_SOCKET_RATE", default_value_t = 200)]
     pub unknown_socket_rate: u32,
 
-    /// Polls one client address may have waiting at once.
-    #[arg(long, env = "POLYSOCKET_MAX_POLLS_PER_IP", default_value_t = 64)]
+    /// Polls one client address may have waiting at once (0: no limit; a
+    /// socket never has more than one poll waiting, so the sockets a token
+    /// may open already bound them).
+    #[arg(long, env = "POLYSOCKET_MAX_POLLS_PER_IP", default_value_t = 0)]
     pub max_polls_per_ip: usize,
 
     /// Sends per second one socket may make (a burst of twice that; 0: no limit).

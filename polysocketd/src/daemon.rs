@@ -149,10 +149,13 @@ impl Daemon {
         self.draining.load(Ordering::Acquire)
     }
 
-    /// The socket a request names, as long as its client is not guessing.
+    /// The socket a request names; unknown ids are counted against the
+    /// client's address (see [`ClientLimits::unknown_socket`]).
     pub fn socket(&self, ip: std::net::IpAddr, id: &str) -> Result<SocketHandle, RequestError> {
-        self.client_limits.admit(ip)?;
-        self.sockets.get(id).map(|s| s.handle.clone()).ok_or_else(|| self.client_limits.unknown_socket(ip))
+        self.sockets.get(id).map(|s| s.handle.clone()).ok_or_else(|| {
+            self.metrics.unknown_sockets.inc();
+            self.client_limits.unknown_socket(ip)
+        })
     }
 
     /// Keeps the registry entry alive until the daemon drains. The entry

@@ -13,6 +13,9 @@ pub struct DaemonMetrics {
     /// 1 from SIGTERM until exit.
     pub draining: IntGauge,
     pub polls_waiting: IntGauge,
+    /// Requests naming a socket this daemon does not hold: after a restart,
+    /// clients of the sockets it lost.
+    pub unknown_sockets: IntCounter,
     pub handshake_seconds: Histogram,
     /// Messages and payload bytes from clients to upstreams.
     pub to_upstream: Traffic,
@@ -53,6 +56,14 @@ impl DaemonMetrics {
             fleet_registered: gauge("polysocket_fleet_registered", "1 while this daemon's heartbeats reach the fleet"),
             draining: gauge("polysocket_draining", "1 while this daemon drains on shutdown"),
             polls_waiting: gauge("polysocket_polls_waiting", "Long polls waiting for messages"),
+            unknown_sockets: register(
+                registry,
+                IntCounter::new(
+                    "polysocket_unknown_socket_requests_total",
+                    "Requests for sockets this daemon does not hold",
+                )
+                .expect("valid metric"),
+            ),
             handshake_seconds: register(
                 registry,
                 Histogram::with_opts(

@@ -38,6 +38,7 @@ impl Fleet {
             json!({"tokens": [
                 {"token": "dev", "targets": ["ws://127.0.0.1:*/*"], "origins": ["*"], "max_connections": 1000},
                 {"token": "two", "targets": ["ws://127.0.0.1:*/*"], "origins": ["*"], "max_connections": 2},
+                {"token": "nat", "targets": ["ws://127.0.0.1:*/*"], "origins": ["*"], "max_connections": 5000},
             ]})
             .to_string(),
         )
@@ -67,8 +68,12 @@ impl Fleet {
     }
 
     async fn add_daemon(&mut self) {
-        let port = free_port();
-        let fqdn = format!("d{}.localhost:{port}", self.daemons.len() + 1);
+        let daemon = self.start_daemon(self.daemons.len() + 1, free_port()).await;
+        self.daemons.push(daemon);
+    }
+
+    async fn start_daemon(&self, n: usize, port: u16) -> Process {
+        let fqdn = format!("d{n}.localhost:{port}");
         let args = [
             "--redis",
             &self.redis.url(),
@@ -82,7 +87,7 @@ impl Fleet {
         ];
         let daemon = Process::start("polysocketd", port, &args);
         daemon.http.wait_until_ok("/readyz", Duration::from_secs(20)).await;
-        self.daemons.push(daemon);
+        daemon
     }
 
     /// `/create` through router `router` with `token`, to the echo server.
@@ -352,4 +357,130 @@ async fn tokens_never_reach_logs_or_metrics() {
     assert!(everything.contains("created socket"), "the logs were captured");
     assert!(!everything.contains(SECRET), "a token leaked into logs or metrics");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What one simulated user behind the NAT saw.
+#[derive(Default)]
+struct UserOutcome {
+    /// Answers with 429, from any endpoint.
+    refused: usize,
+    /// Its socket was lost with its daemon and it created another.
+    recreated: usize,
+    /// Its messages that came back to it.
+    echoed: usize,
+}
+
+/// Users behind one NAT, and the moment a daemon restarts under them.
+struct NatScene {
+    fleet: Fleet,
+    /// Users past their first round trip (or out of the game).
+    first_round_done: std::sync::atomic::AtomicUsize,
+    restarted: tokio::sync::watch::Sender<bool>,
+}
+
+impl NatScene {
+    /// Creates a socket as a page load would; `None` if refused.
+    async fn create(&self, outcome: &mut UserOutcome) -> Option<Value> {
+        let target = self.fleet.upstream.url("/echo");
+        let params = query(&[("from", "nat"), ("target", &target), ("token", "nat")]);
+        let reply = self.fleet.routers[0].http.get(None, &format!("/create?{params}"), &[]).await;
+        match reply.status {
+            200 => Some(reply.json()),
+            429 => {
+                outcome.refused += 1;
+                None
+            }
+            status => panic!("create answered {status}: {}", reply.body),
+        }
+    }
+
+    /// A user: creates a socket, then sends and reads back `rounds`
+    /// messages; when its socket is lost with its daemon, creates another.
+    async fn user(&self, user: usize, rounds: usize) -> UserOutcome {
+        use std::sync::atomic::Ordering;
+        let mut outcome = UserOutcome::default();
+        let mut created = self.create(&mut outcome).await;
+        let mut round = 0;
+        while let (Some(socket), true) = (created.as_ref().map(|c| self.fleet.socket(c)), round < rounds) {
+            if round == 1 {
+                // Everyone is in the middle of using their socket when a daemon restarts.
+                self.first_round_done.fetch_add(1, Ordering::AcqRel);
+                let _ = self.restarted.subscribe().wait_for(|done| *done).await;
+            }
+            let text = format!("user {user} round {round}");
+            let sent = socket.try_post("", "text/plain", text.as_bytes()).await;
+            match sent.map_or(0, |reply| reply.status) {
+                201 => {}
+                429 => {
+                    outcome.refused += 1;
+                    break;
+                }
+                // Lost with its daemon: refused while it restarts, then 403 unknown socket.
+                status @ (0 | 403) => {
+                    assert!(outcome.recreated < 5, "user {user} keeps losing its socket ({status})");
+                    outcome.recreated += 1;
+                    created = self.create(&mut outcome).await;
+                    continue;
+                }
+                status => panic!("user {user}: send answered {status}"),
+            }
+            let reply = socket.poll_raw(&[("ttl", "10000")]).await;
+            match reply.status {
+                200 if reply.jsonp(CB)["messages"][0]["data"] == text.as_str() => outcome.echoed += 1,
+                429 => {
+                    outcome.refused += 1;
+                    break;
+                }
+                status => panic!("user {user}: poll answered {status}: {}", reply.body),
+            }
+            round += 1;
+        }
+        if round < 2 {
+            self.first_round_done.fetch_add(1, Ordering::AcqRel);
+        }
+        outcome
+    }
+}
+
+#[actix_web::test]
+async fn a_thousand_users_behind_one_address_keep_working_with_default_limits() {
+    use std::sync::atomic::Ordering;
+    const USERS: usize = 1000;
+    const ROUNDS: usize = 3;
+    let scene = NatScene {
+        fleet: Fleet::start(1, 2).await,
+        first_round_done: Default::default(),
+        restarted: tokio::sync::watch::channel(false).0,
+    };
+    let users = futures_util::future::join_all((0..USERS).map(|user| {
+        let scene = &scene;
+        async move {
+            // Page loads arrive at 100 per second, in bursts of 50.
+            tokio::time::sleep(Duration::from_millis((user / 50) as u64 * 500)).await;
+            scene.user(user, ROUNDS).await
+        }
+    }));
+    let restart = async {
+        eventually("every user's first round trip", Duration::from_secs(60), || async {
+            (scene.first_round_done.load(Ordering::Acquire) == USERS).then_some(())
+        })
+        .await;
+        let daemon = &scene.fleet.daemons[0];
+        std::process::Command::new("kill").args(["-KILL", &daemon.pid().to_string()]).status().unwrap();
+        eventually("the killed daemon's port to be free", Duration::from_secs(10), || async {
+            std::net::TcpListener::bind(("127.0.0.1", daemon.port)).ok().map(drop)
+        })
+        .await;
+        let replacement = scene.fleet.start_daemon(1, daemon.port).await;
+        scene.restarted.send_replace(true);
+        replacement
+    };
+    let (outcomes, _replacement) = tokio::join!(users, restart);
+
+    let refused: usize = outcomes.iter().map(|o| o.refused).sum();
+    let recreated: usize = outcomes.iter().map(|o| o.recreated).sum();
+    let echoed: usize = outcomes.iter().map(|o| o.echoed).sum();
+    assert_eq!(refused, 0, "no user behind the NAT was refused");
+    assert_eq!(echoed, USERS * ROUNDS, "every message came back to its user");
+    assert!(recreated > 0, "some users lost their socket with the restarted daemon and made another");
 }
