@@ -9,6 +9,11 @@
  * works wherever a page can load a script. Written in ES3: no JSON, no
  * Promise, no Array.prototype.forEach, no getters, no trailing commas.
  *
+ * Where ArrayBuffer is missing, binary messages arrive as "binary strings"
+ * (one character per byte, 0-255, as old XHR code read binary data), with
+ * binaryType "binarystring" and event.binary true; ws.sendBinary(string)
+ * sends one.
+ *
  * Delivery: polls carry `ack` (the last sequence number received), so a poll
  * whose answer is lost is simply repeated and returns the same messages;
  * sends carry `seq`, so a repeated send is not delivered twice. Long messages
@@ -65,13 +70,38 @@
     return out.join("");
   }
 
-  function decodeBase64(text) {
-    var clean = text.replace(/=+$/, ""), bytes = new Uint8Array(Math.floor(clean.length * 3 / 4));
-    var i, j = 0, n = 0, bits = 0;
+  function decodedLength(base64) {
+    return Math.floor(base64.replace(/=+$/, "").length * 3 / 4);
+  }
+
+  /* Fills `bytes` (a Uint8Array, or an Array where there is none). */
+  function decodeBase64(text, bytes) {
+    var clean = text.replace(/=+$/, ""), i, j = 0, n = 0, bits = 0;
     for (i = 0; i < clean.length; i++) {
       n = (n << 6) | BASE64.indexOf(clean.charAt(i));
       bits += 6;
       if (bits >= 8) { bits -= 8; bytes[j++] = (n >> bits) & 255; }
+    }
+    return bytes;
+  }
+
+  /* In slices: engines limit how many arguments apply() may pass. */
+  function bytesToString(bytes) {
+    var parts = [], i;
+    for (i = 0; i < bytes.length; i += 4096) {
+      parts.push(String.fromCharCode.apply(String, bytes.slice(i, i + 4096)));
+    }
+    return parts.join("");
+  }
+
+  function stringToBytes(text) {
+    var bytes = [], i, c;
+    for (i = 0; i < text.length; i++) {
+      c = text.charCodeAt(i);
+      if (c > 255) {
+        throw error("SyntaxError", "not a binary string: character " + c + " at " + i + " is not a byte");
+      }
+      bytes.push(c);
     }
     return bytes;
   }
@@ -162,7 +192,7 @@
     this.protocol = "";
     this.extensions = "";
     this.bufferedAmount = 0;
-    this.binaryType = typeof Blob === "function" ? "blob" : "arraybuffer";
+    this.binaryType = typeof Blob !== "undefined" ? "blob" : (typeof ArrayBuffer !== "undefined" ? "arraybuffer" : "binarystring");
     this.onopen = this.onmessage = this.onerror = this.onclose = null;
     this._listeners = {};
     this._outbox = [];
@@ -197,10 +227,12 @@
   PolySocket._callbacks = callbacks;
 
   /* Puts PolySocket in place of window.WebSocket where the browser has none
-     (or when options.force is true), so existing code runs unchanged. */
+     (or when options.force is true), so existing code runs unchanged. Not a
+     typeof test: old WebKit answers "object" for some host constructors
+     (which is also why this file tests typeof against "undefined"). */
   PolySocket.install = function (options) {
     PolySocket.defaults = options;
-    if (options.force || typeof global.WebSocket !== "function") {
+    if (options.force || !global.WebSocket) {
       global.WebSocket = PolySocket;
     }
     return global.WebSocket;
@@ -249,42 +281,50 @@
     if (this.readyState === CONNECTING) {
       throw error("InvalidStateError", "still connecting");
     }
-    var item = {seq: 0, parts: null, size: 0, ready: true};
-    if (typeof ArrayBuffer === "function" && data instanceof ArrayBuffer) {
+    var item = {seq: 0, parts: null, size: 0, ready: true, t: "b"}, self = this, reader;
+    if (typeof ArrayBuffer !== "undefined" && data instanceof ArrayBuffer) {
       item.size = data.byteLength;
-      item.t = "b";
       item.d = encodeBase64(new Uint8Array(data));
-    } else if (typeof ArrayBuffer === "function" && ArrayBuffer.isView && ArrayBuffer.isView(data)) {
+    } else if (typeof ArrayBuffer !== "undefined" && ArrayBuffer.isView && ArrayBuffer.isView(data)) {
       item.size = data.byteLength;
-      item.t = "b";
       item.d = encodeBase64(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-    } else if (typeof Blob === "function" && data instanceof Blob) {
+    } else if (typeof Blob !== "undefined" && data instanceof Blob && typeof FileReader !== "undefined") {
       item.size = data.size;
-      item.t = "b";
       item.ready = false;
-      this._readBlob(item, data);
+      reader = new FileReader();
+      reader.onload = function () {
+        item.d = encodeBase64(new Uint8Array(reader.result));
+        item.ready = true;
+        self._pump();
+      };
+      reader.onerror = function () { self._lost(); };
+      reader.readAsArrayBuffer(data);
     } else {
       data = String(data);
       item.size = utf8Length(data);
       item.t = "t";
       item.d = data;
     }
+    this._enqueue(item);
+  };
+
+  /* A binary message given as a binary string (one character per byte, as
+     delivered where ArrayBuffer is missing): send() of a string is always
+     text, as with a native WebSocket. */
+  proto.sendBinary = function (data) {
+    if (this.readyState === CONNECTING) {
+      throw error("InvalidStateError", "still connecting");
+    }
+    data = String(data);
+    this._enqueue({seq: 0, parts: null, size: data.length, ready: true, t: "b", d: encodeBase64(stringToBytes(data))});
+  };
+
+  proto._enqueue = function (item) {
     this.bufferedAmount += item.size;
     /* After close(), data is counted but not sent, as the standard says. */
     if (this.readyState !== OPEN) { return; }
     this._outbox.push(item);
     this._pump();
-  };
-
-  proto._readBlob = function (item, blob) {
-    var self = this, reader = new FileReader();
-    reader.onload = function () {
-      item.d = encodeBase64(new Uint8Array(reader.result));
-      item.ready = true;
-      self._pump();
-    };
-    reader.onerror = function () { self._lost(); };
-    reader.readAsArrayBuffer(blob);
   };
 
   proto.close = function (code, reason) {
@@ -381,15 +421,27 @@
           if (m.type === "heartbeat" || m.seq <= self._acked) { continue; }
           self._acked = m.seq;
           if (m.type === "close") { return self._closed(m.code, m.reason, m.code !== 1006); }
-          self._fire({type: "message", data: m.type === "text" ? m.data : self._binary(m.data), origin: "", lastEventId: ""});
+          self._fire(self._messageEvent(m));
         }
         self._poll();
       });
   };
 
+  proto._messageEvent = function (message) {
+    var binary = message.type === "binary";
+    return {type: "message", data: binary ? this._binary(message.data) : message.data, binary: binary, origin: "", lastEventId: ""};
+  };
+
+  /* "binarystring" can be chosen anywhere, and is the only form without
+     typed arrays whatever binaryType says; "blob" without Blob gives an
+     ArrayBuffer. */
   proto._binary = function (base64) {
-    var bytes = decodeBase64(base64);
-    return this.binaryType === "blob" && typeof Blob === "function" ? new Blob([bytes]) : bytes.buffer;
+    var bytes;
+    if (this.binaryType !== "binarystring" && typeof Uint8Array !== "undefined") {
+      bytes = decodeBase64(base64, new Uint8Array(decodedLength(base64)));
+      return this.binaryType === "blob" && typeof Blob !== "undefined" ? new Blob([bytes]) : bytes.buffer;
+    }
+    return bytesToString(decodeBase64(base64, []));
   };
 
   proto._closed = function (code, reason, wasClean) {
