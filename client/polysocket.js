@@ -106,6 +106,10 @@
     return bytes;
   }
 
+  function rethrow(e) {
+    setTimeout(function () { throw e; }, 0);
+  }
+
   function query(params) {
     var parts = [], key;
     for (key in params) {
@@ -195,6 +199,7 @@
     this.binaryType = typeof Blob !== "undefined" ? "blob" : (typeof ArrayBuffer !== "undefined" ? "arraybuffer" : "binarystring");
     this.onopen = this.onmessage = this.onerror = this.onclose = null;
     this._listeners = {};
+    this._events = [];
     this._outbox = [];
     this._sending = false;
     this._seq = 0;
@@ -257,24 +262,69 @@
     }
   };
 
-  /* Listeners run before the on<type> handler: ES3 cannot see when the
-     handler was assigned, and libraries usually add listeners first. */
-  proto.dispatchEvent = function (event) {
-    var handler = this["on" + event.type], list = (this._listeners[event.type] || []).slice(0), i;
+  /* The listeners an event goes to, as [function, this] pairs. Listeners
+     come before the on<type> handler: ES3 cannot see when the handler was
+     assigned, and libraries usually add listeners first. */
+  proto._targets = function (event) {
+    var handler = this["on" + event.type], list = (this._listeners[event.type] || []).slice(0), targets = [], i;
     event.target = event.currentTarget = this;
     for (i = 0; i < list.length; i++) {
-      if (typeof list[i] === "function") { list[i].call(this, event); }
-      else if (list[i] && typeof list[i].handleEvent === "function") { list[i].handleEvent(event); }
+      if (typeof list[i] === "function") { targets.push([list[i], this]); }
+      else if (list[i] && typeof list[i].handleEvent === "function") { targets.push([list[i].handleEvent, list[i]]); }
     }
-    if (typeof handler === "function") { handler.call(this, event); }
+    if (typeof handler === "function") { targets.push([handler, this]); }
+    return targets;
+  };
+
+  /* As in browsers, a listener that throws stops neither the others nor
+     the caller: its exception is reported from a task of its own. */
+  proto.dispatchEvent = function (event) {
+    var targets = this._targets(event), i;
+    for (i = 0; i < targets.length; i++) {
+      try { targets[i][0].call(targets[i][1], event); } catch (e) { rethrow(e); }
+    }
     return true;
   };
 
-  /* Events are delivered from a fresh task, as the standard queues them,
-     so an exception in a handler cannot break the transport. */
-  proto._fire = function (event) {
+  /* The socket's own events are dispatched in order, one per task as the
+     standard queues them, never from inside the transport's callbacks. A
+     listener's exception is not caught: the browser reports it as the
+     page's own, with its message and line (rethrown from here it would be
+     only "Script error." where this file comes from another origin), and
+     the rest of that event's listeners follow in a task of their own.
+     `message`, instead of an event, is a message from a poll: its event is
+     made in its task, as the standard does, so the binaryType in force then
+     applies. */
+  proto._fire = function (event, message) {
+    this._events.push({event: event, message: message, targets: null});
+    this._nextEvent();
+  };
+
+  /* A task is scheduled as each event is queued, and each serves the
+     oldest event: chained one after another, they would cost up to 15 ms
+     an event in old IE. Before each step that may throw, one more task is
+     scheduled to carry on should it throw, and cancelled if it does not:
+     not in a finally block, which IE6-8 skip when the exception goes
+     uncaught. An event that could not be made is dropped. */
+  proto._nextEvent = function () {
     var self = this;
-    setTimeout(function () { self.dispatchEvent(event); }, 0);
+    return setTimeout(function () {
+      var entry = self._events[0], target, rest;
+      if (!entry.targets) {
+        entry.targets = [];
+        rest = self._nextEvent();
+        if (entry.message) { entry.event = self._messageEvent(entry.message); }
+        entry.targets = self._targets(entry.event);
+        clearTimeout(rest);
+      }
+      while (entry.targets.length > 0) {
+        target = entry.targets.shift();
+        rest = self._nextEvent();
+        target[0].call(target[1], entry.event);
+        clearTimeout(rest);
+      }
+      self._events.shift();
+    }, 0);
   };
 
   proto.send = function (data) {
@@ -421,7 +471,7 @@
           if (m.type === "heartbeat" || m.seq <= self._acked) { continue; }
           self._acked = m.seq;
           if (m.type === "close") { return self._closed(m.code, m.reason, m.code !== 1006); }
-          self._fire(self._messageEvent(m));
+          self._fire(null, m);
         }
         self._poll();
       });
