@@ -138,10 +138,13 @@
       if (script.parentNode) { script.parentNode.removeChild(script); }
       done(failure, answer);
     }
-    callbacks[name] = function (answer) { finish(null, answer); };
+    callbacks[name] = function (answer) {
+      finish(answer && typeof answer === "object" ? null : "not an answer", answer);
+    };
     /* Browsers run a script's onload right after the script itself: a script
-       that loaded without calling back was not our answer. Old IE has no
-       onerror for scripts, only readyState. */
+       that loaded without calling back was not our answer. IE6-8 fire
+       neither onload nor onerror on scripts, only onreadystatechange, and
+       reach "loaded" whether the script ran or failed to load. */
     script.onload = function () { setTimeout(function () { finish("no answer"); }, 0); };
     script.onerror = function () { finish("failed"); };
     script.onreadystatechange = function () {
@@ -152,7 +155,9 @@
     params.cb = "PolySocket._callbacks." + name;
     script.async = true;
     script.src = url + "?" + query(params);
-    head.appendChild(script);
+    /* Not appendChild: IE6 fails to load a script appended to a head that
+       holds a <base> element. */
+    head.insertBefore(script, head.firstChild);
   }
 
   /* Repeats a JSONP request while it fails, with exponential backoff. */
@@ -464,7 +469,7 @@
     var self = this;
     persistent(this, this._base + "/j/" + this._socket, {ttl: POLL_TTL, ack: this._acked},
       POLL_TTL + POLL_SLACK, function (failure, answer) {
-        if (failure || !answer.ok) { return self._lost(); }
+        if (failure || !answer.ok || !isArray(answer.messages)) { return self._lost(); }
         var messages = answer.messages, i, m;
         for (i = 0; i < messages.length; i++) {
           m = messages[i];
