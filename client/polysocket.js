@@ -160,12 +160,17 @@
     head.insertBefore(script, head.firstChild);
   }
 
-  /* Repeats a JSONP request while it fails, with exponential backoff. */
+  /* Repeats a JSONP request while it fails, with exponential backoff. An
+     answer {"ok": false, "retryable": true} (the fleet briefly unable to
+     serve: no capacity, unavailable, a daemon timeout) fails the same way;
+     any other answer is final. Each attempt gets a callback of its own, so
+     a late answer to one cannot be taken for the answer to the next. */
   function persistent(socket, url, params, timeout, done) {
     var attempt = 0;
     function run() {
       jsonp(url, params, timeout, function (failure, answer) {
         if (socket._gone) { return; }
+        if (!failure && answer.ok === false && answer.retryable === true) { failure = "retryable"; }
         if (!failure) { return done(null, answer); }
         if (++attempt > RETRIES) { return done(failure); }
         setTimeout(run, Math.min(FIRST_BACKOFF * Math.pow(2, attempt - 1), MAX_BACKOFF));
