@@ -9,6 +9,11 @@
  * works wherever a page can load a script. Written in ES3: no JSON, no
  * Promise, no Array.prototype.forEach, no getters, no trailing commas.
  *
+ * Where ArrayBuffer is missing, binary messages arrive as "binary strings"
+ * (one character per byte, 0-255, as old XHR code read binary data), with
+ * binaryType "binarystring" and event.binary true; ws.sendBinary(string)
+ * sends one.
+ *
  * Delivery: polls carry `ack` (the last sequence number received), so a poll
  * whose answer is lost is simply repeated and returns the same messages;
  * sends carry `seq`, so a repeated send is not delivered twice. Long messages
@@ -65,15 +70,44 @@
     return out.join("");
   }
 
-  function decodeBase64(text) {
-    var clean = text.replace(/=+$/, ""), bytes = new Uint8Array(Math.floor(clean.length * 3 / 4));
-    var i, j = 0, n = 0, bits = 0;
+  function decodedLength(base64) {
+    return Math.floor(base64.replace(/=+$/, "").length * 3 / 4);
+  }
+
+  /* Fills `bytes` (a Uint8Array, or an Array where there is none). */
+  function decodeBase64(text, bytes) {
+    var clean = text.replace(/=+$/, ""), i, j = 0, n = 0, bits = 0;
     for (i = 0; i < clean.length; i++) {
       n = (n << 6) | BASE64.indexOf(clean.charAt(i));
       bits += 6;
       if (bits >= 8) { bits -= 8; bytes[j++] = (n >> bits) & 255; }
     }
     return bytes;
+  }
+
+  /* In slices: engines limit how many arguments apply() may pass. */
+  function bytesToString(bytes) {
+    var parts = [], i;
+    for (i = 0; i < bytes.length; i += 4096) {
+      parts.push(String.fromCharCode.apply(String, bytes.slice(i, i + 4096)));
+    }
+    return parts.join("");
+  }
+
+  function stringToBytes(text) {
+    var bytes = [], i, c;
+    for (i = 0; i < text.length; i++) {
+      c = text.charCodeAt(i);
+      if (c > 255) {
+        throw error("SyntaxError", "not a binary string: character " + c + " at " + i + " is not a byte");
+      }
+      bytes.push(c);
+    }
+    return bytes;
+  }
+
+  function rethrow(e) {
+    setTimeout(function () { throw e; }, 0);
   }
 
   function query(params) {
@@ -104,10 +138,13 @@
       if (script.parentNode) { script.parentNode.removeChild(script); }
       done(failure, answer);
     }
-    callbacks[name] = function (answer) { finish(null, answer); };
+    callbacks[name] = function (answer) {
+      finish(answer && typeof answer === "object" ? null : "not an answer", answer);
+    };
     /* Browsers run a script's onload right after the script itself: a script
-       that loaded without calling back was not our answer. Old IE has no
-       onerror for scripts, only readyState. */
+       that loaded without calling back was not our answer. IE6-8 fire
+       neither onload nor onerror on scripts, only onreadystatechange, and
+       reach "loaded" whether the script ran or failed to load. */
     script.onload = function () { setTimeout(function () { finish("no answer"); }, 0); };
     script.onerror = function () { finish("failed"); };
     script.onreadystatechange = function () {
@@ -118,15 +155,22 @@
     params.cb = "PolySocket._callbacks." + name;
     script.async = true;
     script.src = url + "?" + query(params);
-    head.appendChild(script);
+    /* Not appendChild: IE6 fails to load a script appended to a head that
+       holds a <base> element. */
+    head.insertBefore(script, head.firstChild);
   }
 
-  /* Repeats a JSONP request while it fails, with exponential backoff. */
+  /* Repeats a JSONP request while it fails, with exponential backoff. An
+     answer {"ok": false, "retryable": true} (the fleet briefly unable to
+     serve: no capacity, unavailable, a daemon timeout) fails the same way;
+     any other answer is final. Each attempt gets a callback of its own, so
+     a late answer to one cannot be taken for the answer to the next. */
   function persistent(socket, url, params, timeout, done) {
     var attempt = 0;
     function run() {
       jsonp(url, params, timeout, function (failure, answer) {
         if (socket._gone) { return; }
+        if (!failure && answer.ok === false && answer.retryable === true) { failure = "retryable"; }
         if (!failure) { return done(null, answer); }
         if (++attempt > RETRIES) { return done(failure); }
         setTimeout(run, Math.min(FIRST_BACKOFF * Math.pow(2, attempt - 1), MAX_BACKOFF));
@@ -162,9 +206,10 @@
     this.protocol = "";
     this.extensions = "";
     this.bufferedAmount = 0;
-    this.binaryType = typeof Blob === "function" ? "blob" : "arraybuffer";
+    this.binaryType = typeof Blob !== "undefined" ? "blob" : (typeof ArrayBuffer !== "undefined" ? "arraybuffer" : "binarystring");
     this.onopen = this.onmessage = this.onerror = this.onclose = null;
     this._listeners = {};
+    this._events = [];
     this._outbox = [];
     this._sending = false;
     this._seq = 0;
@@ -197,10 +242,12 @@
   PolySocket._callbacks = callbacks;
 
   /* Puts PolySocket in place of window.WebSocket where the browser has none
-     (or when options.force is true), so existing code runs unchanged. */
+     (or when options.force is true), so existing code runs unchanged. Not a
+     typeof test: old WebKit answers "object" for some host constructors
+     (which is also why this file tests typeof against "undefined"). */
   PolySocket.install = function (options) {
     PolySocket.defaults = options;
-    if (options.force || typeof global.WebSocket !== "function") {
+    if (options.force || !global.WebSocket) {
       global.WebSocket = PolySocket;
     }
     return global.WebSocket;
@@ -225,66 +272,119 @@
     }
   };
 
-  /* Listeners run before the on<type> handler: ES3 cannot see when the
-     handler was assigned, and libraries usually add listeners first. */
-  proto.dispatchEvent = function (event) {
-    var handler = this["on" + event.type], list = (this._listeners[event.type] || []).slice(0), i;
+  /* The listeners an event goes to, as [function, this] pairs. Listeners
+     come before the on<type> handler: ES3 cannot see when the handler was
+     assigned, and libraries usually add listeners first. */
+  proto._targets = function (event) {
+    var handler = this["on" + event.type], list = (this._listeners[event.type] || []).slice(0), targets = [], i;
     event.target = event.currentTarget = this;
     for (i = 0; i < list.length; i++) {
-      if (typeof list[i] === "function") { list[i].call(this, event); }
-      else if (list[i] && typeof list[i].handleEvent === "function") { list[i].handleEvent(event); }
+      if (typeof list[i] === "function") { targets.push([list[i], this]); }
+      else if (list[i] && typeof list[i].handleEvent === "function") { targets.push([list[i].handleEvent, list[i]]); }
     }
-    if (typeof handler === "function") { handler.call(this, event); }
+    if (typeof handler === "function") { targets.push([handler, this]); }
+    return targets;
+  };
+
+  /* As in browsers, a listener that throws stops neither the others nor
+     the caller: its exception is reported from a task of its own. */
+  proto.dispatchEvent = function (event) {
+    var targets = this._targets(event), i;
+    for (i = 0; i < targets.length; i++) {
+      try { targets[i][0].call(targets[i][1], event); } catch (e) { rethrow(e); }
+    }
     return true;
   };
 
-  /* Events are delivered from a fresh task, as the standard queues them,
-     so an exception in a handler cannot break the transport. */
-  proto._fire = function (event) {
+  /* The socket's own events are dispatched in order, one per task as the
+     standard queues them, never from inside the transport's callbacks. A
+     listener's exception is not caught: the browser reports it as the
+     page's own, with its message and line (rethrown from here it would be
+     only "Script error." where this file comes from another origin), and
+     the rest of that event's listeners follow in a task of their own.
+     `message`, instead of an event, is a message from a poll: its event is
+     made in its task, as the standard does, so the binaryType in force then
+     applies. */
+  proto._fire = function (event, message) {
+    this._events.push({event: event, message: message, targets: null});
+    this._nextEvent();
+  };
+
+  /* A task is scheduled as each event is queued, and each serves the
+     oldest event: chained one after another, they would cost up to 15 ms
+     an event in old IE. Before each step that may throw, one more task is
+     scheduled to carry on should it throw, and cancelled if it does not:
+     not in a finally block, which IE6-8 skip when the exception goes
+     uncaught. An event that could not be made is dropped. */
+  proto._nextEvent = function () {
     var self = this;
-    setTimeout(function () { self.dispatchEvent(event); }, 0);
+    return setTimeout(function () {
+      var entry = self._events[0], target, rest;
+      if (!entry.targets) {
+        entry.targets = [];
+        rest = self._nextEvent();
+        if (entry.message) { entry.event = self._messageEvent(entry.message); }
+        entry.targets = self._targets(entry.event);
+        clearTimeout(rest);
+      }
+      while (entry.targets.length > 0) {
+        target = entry.targets.shift();
+        rest = self._nextEvent();
+        target[0].call(target[1], entry.event);
+        clearTimeout(rest);
+      }
+      self._events.shift();
+    }, 0);
   };
 
   proto.send = function (data) {
     if (this.readyState === CONNECTING) {
       throw error("InvalidStateError", "still connecting");
     }
-    var item = {seq: 0, parts: null, size: 0, ready: true};
-    if (typeof ArrayBuffer === "function" && data instanceof ArrayBuffer) {
+    var item = {seq: 0, parts: null, size: 0, ready: true, t: "b"}, self = this, reader;
+    if (typeof ArrayBuffer !== "undefined" && data instanceof ArrayBuffer) {
       item.size = data.byteLength;
-      item.t = "b";
       item.d = encodeBase64(new Uint8Array(data));
-    } else if (typeof ArrayBuffer === "function" && ArrayBuffer.isView && ArrayBuffer.isView(data)) {
+    } else if (typeof ArrayBuffer !== "undefined" && ArrayBuffer.isView && ArrayBuffer.isView(data)) {
       item.size = data.byteLength;
-      item.t = "b";
       item.d = encodeBase64(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-    } else if (typeof Blob === "function" && data instanceof Blob) {
+    } else if (typeof Blob !== "undefined" && data instanceof Blob && typeof FileReader !== "undefined") {
       item.size = data.size;
-      item.t = "b";
       item.ready = false;
-      this._readBlob(item, data);
+      reader = new FileReader();
+      reader.onload = function () {
+        item.d = encodeBase64(new Uint8Array(reader.result));
+        item.ready = true;
+        self._pump();
+      };
+      reader.onerror = function () { self._lost(); };
+      reader.readAsArrayBuffer(data);
     } else {
       data = String(data);
       item.size = utf8Length(data);
       item.t = "t";
       item.d = data;
     }
+    this._enqueue(item);
+  };
+
+  /* A binary message given as a binary string (one character per byte, as
+     delivered where ArrayBuffer is missing): send() of a string is always
+     text, as with a native WebSocket. */
+  proto.sendBinary = function (data) {
+    if (this.readyState === CONNECTING) {
+      throw error("InvalidStateError", "still connecting");
+    }
+    data = String(data);
+    this._enqueue({seq: 0, parts: null, size: data.length, ready: true, t: "b", d: encodeBase64(stringToBytes(data))});
+  };
+
+  proto._enqueue = function (item) {
     this.bufferedAmount += item.size;
     /* After close(), data is counted but not sent, as the standard says. */
     if (this.readyState !== OPEN) { return; }
     this._outbox.push(item);
     this._pump();
-  };
-
-  proto._readBlob = function (item, blob) {
-    var self = this, reader = new FileReader();
-    reader.onload = function () {
-      item.d = encodeBase64(new Uint8Array(reader.result));
-      item.ready = true;
-      self._pump();
-    };
-    reader.onerror = function () { self._lost(); };
-    reader.readAsArrayBuffer(blob);
   };
 
   proto.close = function (code, reason) {
@@ -374,22 +474,34 @@
     var self = this;
     persistent(this, this._base + "/j/" + this._socket, {ttl: POLL_TTL, ack: this._acked},
       POLL_TTL + POLL_SLACK, function (failure, answer) {
-        if (failure || !answer.ok) { return self._lost(); }
+        if (failure || !answer.ok || !isArray(answer.messages)) { return self._lost(); }
         var messages = answer.messages, i, m;
         for (i = 0; i < messages.length; i++) {
           m = messages[i];
           if (m.type === "heartbeat" || m.seq <= self._acked) { continue; }
           self._acked = m.seq;
           if (m.type === "close") { return self._closed(m.code, m.reason, m.code !== 1006); }
-          self._fire({type: "message", data: m.type === "text" ? m.data : self._binary(m.data), origin: "", lastEventId: ""});
+          self._fire(null, m);
         }
         self._poll();
       });
   };
 
+  proto._messageEvent = function (message) {
+    var binary = message.type === "binary";
+    return {type: "message", data: binary ? this._binary(message.data) : message.data, binary: binary, origin: "", lastEventId: ""};
+  };
+
+  /* "binarystring" can be chosen anywhere, and is the only form without
+     typed arrays whatever binaryType says; "blob" without Blob gives an
+     ArrayBuffer. */
   proto._binary = function (base64) {
-    var bytes = decodeBase64(base64);
-    return this.binaryType === "blob" && typeof Blob === "function" ? new Blob([bytes]) : bytes.buffer;
+    var bytes;
+    if (this.binaryType !== "binarystring" && typeof Uint8Array !== "undefined") {
+      bytes = decodeBase64(base64, new Uint8Array(decodedLength(base64)));
+      return this.binaryType === "blob" && typeof Blob !== "undefined" ? new Blob([bytes]) : bytes.buffer;
+    }
+    return bytesToString(decodeBase64(base64, []));
   };
 
   proto._closed = function (code, reason, wasClean) {

@@ -21,7 +21,50 @@ test("the ES3 check rejects what ES3 engines reject", () => {
 
 test("polysocket.js uses no API that ES3 browsers lack", () => {
   const code = source.replace(/\/\*[\s\S]*?\*\//g, "").replace(/\/\/.*$/gm, "");
-  for (const api of [/\bJSON\./, /\bPromise\b/, /\.forEach\(/, /\.map\(/, /\.filter\(/, /\.indexOf\(\s*\w+\s*,/, /Object\.keys/, /\.bind\(/, /\.trim\(/]) {
+  const es5 = [/\.forEach\(/, /\.map\(/, /\.filter\(/, /\.reduce\(/, /\.some\(/, /\.every\(/, /\.lastIndexOf\(/, /\.indexOf\(\s*\w+\s*,/];
+  const library = [/\bJSON\./, /\bPromise\b/, /Array\.isArray/, /Object\.(keys|create|definePropert|getPrototypeOf|freeze|seal)/, /\.bind\(/, /Date\.now/, /\.toISOString\(/, /\.trim\(/];
+  // IE6-8 have no addEventListener, on scripts or anywhere.
+  for (const api of [...es5, ...library, /\.addEventListener\(/]) {
     assert.doesNotMatch(code, api);
   }
+});
+
+// What IE6-9 lack and later browsers have: used only where a `typeof X !==
+// "undefined"` test (one of them vouches for the others) found it first.
+const OPTIONAL = new Set(["ArrayBuffer", "Uint8Array", "Blob", "FileReader"]);
+
+/** The names a true `test` proves present: `typeof X !== "undefined"`, in an && chain. */
+function present(test) {
+  if (test.type === "LogicalExpression" && test.operator === "&&") return [...present(test.left), ...present(test.right)];
+  const isTypeof = (node) => node.type === "UnaryExpression" && node.operator === "typeof" && node.argument.type === "Identifier";
+  if (test.type === "BinaryExpression" && (test.operator === "!==" || test.operator === "!=") && isTypeof(test.left) && test.right.value === "undefined") {
+    return [test.left.argument.name];
+  }
+  return [];
+}
+
+/** Every use of an OPTIONAL name, with the chain of [node, key] that leads to it. */
+function* uses(node, path = []) {
+  if (node.type === "Identifier" && OPTIONAL.has(node.name)) yield path;
+  for (const [key, child] of Object.entries(node)) {
+    if (node.type === "MemberExpression" && key === "property" && !node.computed) continue;
+    if (node.type === "UnaryExpression" && node.operator === "typeof") continue;
+    for (const item of Array.isArray(child) ? child : [child]) {
+      if (item && typeof item.type === "string") yield* uses(item, [...path, [node, key]]);
+    }
+  }
+}
+
+test("polysocket.js uses typed arrays, Blob and FileReader only behind a typeof test", () => {
+  const guarded = ([node, key]) =>
+    ((node.type === "IfStatement" || node.type === "ConditionalExpression") && key === "consequent" && present(node.test).some((name) => OPTIONAL.has(name))) ||
+    (node.type === "LogicalExpression" && node.operator === "&&" && key === "right" && present(node.left).some((name) => OPTIONAL.has(name)));
+  const found = [...uses(acorn.parse(source, { ...ES3, locations: true }))];
+  assert.ok(found.length > 0);
+  for (const path of found) {
+    const { loc } = path.at(-1)[0];
+    assert.ok(path.some(guarded), `an unguarded use of an optional API near line ${loc.start.line}`);
+  }
+  // The check itself: the bug it exists for is caught.
+  assert.equal([...uses(acorn.parse("var b = new Uint8Array(3);", ES3))].some((p) => p.some(guarded)), false);
 });
