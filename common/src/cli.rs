@@ -33,11 +33,6 @@ pub fn parse_or_exit<T: Parser>() -> T {
     })
 }
 
-/// Logs through env_logger, `info` unless `RUST_LOG` says otherwise.
-pub fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-}
-
 /// Unwraps a start-up result, or logs why the service cannot start and exits
 /// with the code that says whose fault it is ([`StartError::exit_code`]).
 pub fn started_or_exit<T>(result: Result<T, StartError>) -> T {
@@ -146,6 +141,9 @@ where
 #[derive(Debug, Clone, Args)]
 pub struct ServiceArgs {
     #[command(flatten)]
+    pub log: crate::logging::LogArgs,
+
+    #[command(flatten)]
     pub redis: RedisArgs,
 
     #[command(flatten)]
@@ -216,13 +214,14 @@ pub struct CreateArgs {
     pub accept_timeout: Duration,
 
     /// Creates per second one client address may make (0: no limit); a
-    /// burst of twice that is allowed. High, because hundreds of users may
+    /// burst of ten seconds' worth is allowed. High, because hundreds of users may
     /// share an address behind a NAT; the per-token rate and
     /// `max_connections` bound what one customer can do.
     #[arg(long, env = "POLYSOCKET_CREATE_RATE_PER_IP", default_value_t = 100)]
     pub create_rate_per_ip: u32,
 
-    /// Creates per second one token may make, from all its clients (0: no limit).
+    /// Creates per second one token may make, from all its clients, with a
+    /// burst of ten seconds' worth (0: no limit).
     #[arg(long, env = "POLYSOCKET_CREATE_RATE_PER_TOKEN", default_value_t = 200)]
     pub create_rate_per_token: u32,
 

@@ -7,7 +7,8 @@
 //! - [`fleet`]: the [`fleet::Fleet`] both services coordinate through, with
 //!   Redis and in-memory backends;
 //! - [`limits`]: client addresses behind proxies, and rate limits;
-//! - [`metrics`]: Prometheus encoding;
+//! - [`metrics`]: Prometheus encoding, and the metrics every process has;
+//! - [`logging`]: text or JSON log lines, client faults counted not logged;
 //! - [`cli`]: command-line arguments both services share;
 //! - [`shutdown`]: the SIGTERM/SIGINT future.
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod fleet;
 pub mod jsonp;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod shutdown;
 pub mod target;

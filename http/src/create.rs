@@ -126,7 +126,7 @@ impl CreateError {
     pub fn retryable(&self) -> bool {
         match self {
             CreateError::Fleet(FleetError::LimitReached) => false,
-            CreateError::Fleet(_) => true,
+            CreateError::Fleet(_) | CreateError::RateLimited(_) => true,
             CreateError::Open { kind, .. } => *kind == OpenFailure::DaemonFull,
             _ => false,
         }
@@ -224,6 +224,7 @@ impl CreateService {
                     // The daemon gave the reservation back itself.
                     log::warn!("daemon {} refused a create ({error}); trying another", reservation.daemon_id);
                     self.fleet.mark_suspect(&reservation.daemon_id, SUSPECT_PERIOD).await?;
+                    self.metrics.moved("daemon_full");
                     attempt += 1;
                 }
                 Ok(reply) => break reply,
@@ -233,6 +234,7 @@ impl CreateService {
                     // is dead, its registry entry expires with its slots.
                     log::warn!("daemon {} did not answer a create; trying another", reservation.daemon_id);
                     self.fleet.mark_suspect(&reservation.daemon_id, SUSPECT_PERIOD).await?;
+                    self.metrics.moved("no_answer");
                     attempt += 1;
                 }
                 Err(e @ FleetError::Unavailable(_)) => {

@@ -1,13 +1,17 @@
 //! What the router measures.
 
 use polysocket_common::metrics::register;
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 
 pub struct CreateMetrics {
     /// `polysocket_creates_total{outcome}`: every create, by how it ended.
     outcomes: IntCounterVec,
     /// How long creates take, upstream handshake included.
     pub duration: Histogram,
+    /// Creates handed to another daemon, by why the first did not take it.
+    moved: IntCounterVec,
+    /// Daemons kept out of selection for a while.
+    pub suspects: IntCounter,
 }
 
 impl CreateMetrics {
@@ -19,7 +23,27 @@ impl CreateMetrics {
                 .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
         )
         .expect("valid metric");
-        CreateMetrics { outcomes: register(registry, outcomes), duration: register(registry, duration) }
+        let moved = IntCounterVec::new(
+            Opts::new("polysocket_creates_moved_total", "Creates handed to another daemon, by reason"),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let suspects =
+            IntCounter::new("polysocket_daemons_suspected_total", "Daemons kept out of selection for a while")
+                .expect("valid metric");
+        CreateMetrics {
+            outcomes: register(registry, outcomes),
+            duration: register(registry, duration),
+            moved: register(registry, moved),
+            suspects: register(registry, suspects),
+        }
+    }
+
+    /// Counts a create moved off a daemon that did not answer
+    /// (`no_answer`) or said it was full (`daemon_full`).
+    pub fn moved(&self, reason: &str) {
+        self.moved.with_label_values(&[reason]).inc();
+        self.suspects.inc();
     }
 
     pub fn outcome(&self, outcome: &str) {

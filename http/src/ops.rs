@@ -9,9 +9,15 @@ use polysocket_common::cli::{self, HttpArgs, StartError};
 use polysocket_common::metrics;
 use prometheus::Registry;
 
-/// Mounts the three endpoints, with `ready` answering `/readyz`.
-pub fn endpoints<F, Args>(registry: Registry, ready: F) -> impl Fn(&mut web::ServiceConfig) + Send + Clone + 'static
+/// Mounts the three endpoints, with `ready` answering `/readyz` from `state`
+/// (whatever the service's readiness looks at), wherever they are mounted.
+pub fn endpoints<S, F, Args>(
+    registry: Registry,
+    state: web::Data<S>,
+    ready: F,
+) -> impl Fn(&mut web::ServiceConfig) + Send + Clone + 'static
 where
+    S: ?Sized + Send + Sync + 'static,
     F: Handler<Args> + Send + Sync,
     Args: FromRequest + 'static,
     F::Output: Responder + 'static,
@@ -19,6 +25,7 @@ where
     let registry = web::Data::new(registry);
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(registry.clone())
+            .app_data(state.clone())
             .route("/healthz", web::get().to(HttpResponse::Ok))
             .route("/readyz", web::get().to(ready.clone()))
             .route("/metrics", web::get().to(render_metrics));

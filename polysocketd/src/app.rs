@@ -7,7 +7,7 @@ use crate::routes;
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, web};
 use polysocket_common::cli::{self, StartError};
-use polysocket_common::fleet::{self, DaemonInfo, Fleet, MemoryFleet, RedisFleet};
+use polysocket_common::fleet::{DaemonInfo, Fleet, MemoryFleet, RedisFleet};
 use polysocket_common::token::TokensFile;
 use polysocket_http::create::{self, CreateService};
 use polysocket_http::{client, ops};
@@ -81,7 +81,7 @@ impl Application {
     pub fn serve(listener: TcpListener, fleet: Arc<dyn Fleet>, config: &DaemonConfig) -> Result<Self, StartError> {
         let addr = listener.local_addr().expect("a bound listener has an address");
         let registry = Registry::new();
-        fleet::register_metrics(&registry);
+        polysocket_common::metrics::register_process_metrics(&registry);
         let settings = DaemonSettings::from_config(config, addr.port())?;
         let info = DaemonInfo {
             id: uuid::Uuid::new_v4().simple().to_string(),
@@ -101,14 +101,8 @@ impl Application {
         let mut http = config.service.http.clone();
         http.workers.get_or_insert(DEFAULT_WORKERS);
         let shared = web::Data::from(daemon.clone());
-        let endpoints = ops::endpoints(registry, ready);
-        let admin = ops::admin_server(&http, {
-            let (shared, endpoints) = (shared.clone(), endpoints.clone());
-            move |cfg: &mut web::ServiceConfig| {
-                cfg.app_data(shared.clone());
-                endpoints(cfg);
-            }
-        })?;
+        let endpoints = ops::endpoints(registry, shared.clone(), ready);
+        let admin = ops::admin_server(&http, endpoints.clone())?;
         let public_endpoints = admin.is_none();
         let opening = daemon.clone();
         let server = actix_web::HttpServer::new(move || {

@@ -102,7 +102,7 @@ pub struct BridgeSettings {
     pub max_handshakes_per_host: usize,
 
     /// Lookups of unknown sockets per second one client address may make
-    /// (a burst of twice that) before further unknown ids get 429 instead
+    /// (a burst of ten seconds' worth) before further unknown ids get 429 instead
     /// of 403 (socket-id guessing; 0: no limit). Real sockets are never
     /// refused: many users may share the address. High enough that the
     /// clients behind one NAT of the sockets a daemon lost in a restart all

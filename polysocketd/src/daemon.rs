@@ -11,6 +11,7 @@ use awc::ws::{CloseCode, CloseReason};
 use dashmap::DashMap;
 use polysocket_common::cli::StartError;
 use polysocket_common::fleet::{DaemonInfo, Fleet};
+use polysocket_common::logging::Outage;
 use polysocket_common::wire::{EstablishReply, EstablishRequest, OpenFailure, unix_millis};
 use prometheus::Registry;
 use std::rc::Rc;
@@ -26,6 +27,8 @@ const RETRY_DELAY: Duration = Duration::from_secs(1);
 const FORGET_IDLE_EVERY: Duration = Duration::from_secs(60);
 /// How often a drain checks whether every socket has ended.
 const DRAIN_CHECK: Duration = Duration::from_millis(50);
+/// How often a drain logs how many sockets are left.
+const DRAIN_PROGRESS: Duration = Duration::from_secs(5);
 
 /// A socket as the daemon keeps it.
 pub struct OpenSocket {
@@ -213,13 +216,17 @@ impl Daemon {
     /// openers in turn. (Requests in flight are bounded by the capacity the
     /// fleet reserved for them, hence unbounded channels.)
     pub async fn serve_creates(self: Arc<Self>) {
+        let mut outage = Outage::new("taking create requests");
         while !self.draining.load(Ordering::Acquire) {
             match self.fleet.next_request(&self.info.id).await {
                 // Not awaited: the next request need not wait for this one's reply.
-                Ok(Some(request)) => drop(tokio::spawn(self.clone().accept(request))),
-                Ok(None) => {}
+                Ok(Some(request)) => {
+                    outage.ended();
+                    drop(tokio::spawn(self.clone().accept(request)));
+                }
+                Ok(None) => outage.ended(),
                 Err(e) => {
-                    log::warn!("cannot take create requests: {e}");
+                    outage.failed(&e);
                     tokio::time::sleep(RETRY_DELAY).await;
                 }
             }
@@ -310,6 +317,7 @@ impl Daemon {
             daemon.sockets.remove(&socket);
             daemon.metrics.sockets_open.dec();
             daemon.metrics.closed(match end {
+                _ if daemon.is_draining() => "drained",
                 End::Delivered { .. } => "delivered",
                 End::Idle => "idle",
                 End::Abandoned => "abandoned",
@@ -350,8 +358,12 @@ impl Daemon {
         let going_away = CloseReason { code: CloseCode::Away, description: Some("going away".into()) };
         futures_util::future::join_all(handles.iter().map(|h| h.close(Some(going_away.clone())))).await;
         let deadline = tokio::time::Instant::now() + grace;
+        let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + DRAIN_PROGRESS, DRAIN_PROGRESS);
         while !self.sockets.is_empty() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(DRAIN_CHECK).await;
+            tokio::select! {
+                _ = progress.tick() => log::info!("draining: {} socket(s) left", self.sockets.len()),
+                () = tokio::time::sleep(DRAIN_CHECK) => {}
+            }
         }
         log::info!("drained; {} socket(s) left unread", self.sockets.len());
         // Dropping the last handles makes the remaining owners end.

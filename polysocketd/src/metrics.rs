@@ -1,8 +1,10 @@
 //! What the daemon measures. Counters on the message path are resolved once
 //! here, so counting a message is an atomic add, not a label lookup.
 
+use actix_web::http::StatusCode;
 use polysocket_common::metrics::register;
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use std::time::Duration;
 
 pub struct DaemonMetrics {
     pub sockets_open: IntGauge,
@@ -22,6 +24,26 @@ pub struct DaemonMetrics {
     /// Messages and payload bytes from upstreams to clients.
     pub to_client: Traffic,
     closes: IntCounterVec,
+    /// `/s` and `/j` answers by endpoint and status.
+    requests: IntCounterVec,
+    /// How long `/s` and `/j` take (for `/j`, the wait for messages included).
+    request_seconds: HistogramVec,
+}
+
+/// The daemon's two endpoints, as metric labels.
+#[derive(Clone, Copy)]
+pub enum Endpoint {
+    Send,
+    Poll,
+}
+
+impl Endpoint {
+    fn label(self) -> &'static str {
+        match self {
+            Endpoint::Send => "send",
+            Endpoint::Poll => "poll",
+        }
+    }
 }
 
 pub struct Traffic {
@@ -79,11 +101,38 @@ impl DaemonMetrics {
                 IntCounterVec::new(Opts::new("polysocket_socket_closes_total", "Sockets ended, by cause"), &["cause"])
                     .expect("valid metric"),
             ),
+            requests: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new("polysocket_requests_total", "/s and /j answers by endpoint and status"),
+                    &["endpoint", "status"],
+                )
+                .expect("valid metric"),
+            ),
+            request_seconds: register(
+                registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "polysocket_request_seconds",
+                        "Time to answer /s and /j (polls: waiting included)",
+                    )
+                    .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0, 60.0]),
+                    &["endpoint"],
+                )
+                .expect("valid metric"),
+            ),
         }
     }
 
+    /// Counts one `/s` or `/j` answer.
+    pub fn answered(&self, endpoint: Endpoint, status: StatusCode, took: Duration) {
+        self.requests.with_label_values(&[endpoint.label(), status.as_str()]).inc();
+        self.request_seconds.with_label_values(&[endpoint.label()]).observe(took.as_secs_f64());
+    }
+
     /// Counts a socket's end: `delivered` (its close reached the client),
-    /// `idle`, or `abandoned` (shutdown, or a create nobody waited for).
+    /// `idle`, `abandoned` (a create nobody waited for), or `drained`
+    /// (closed because the daemon shut down).
     pub fn closed(&self, cause: &str) {
         self.closes.with_label_values(&[cause]).inc();
     }

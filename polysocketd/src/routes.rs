@@ -2,6 +2,7 @@
 
 use crate::daemon::Daemon;
 use crate::error::RequestError;
+use crate::metrics::Endpoint;
 use crate::socket::{ClientSend, Outgoing, PollOutcome, SendFailure};
 use actix_web::error::ErrorNotFound;
 use actix_web::http::Method;
@@ -16,7 +17,7 @@ use polysocket_common::jsonp;
 use polysocket_common::wire::{Accepted, Messages};
 use prometheus::IntGauge;
 use serde::Deserialize;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A poll's wait when the client gives no `ttl`.
 const DEFAULT_TTL: Duration = Duration::from_millis(25_000);
@@ -112,6 +113,7 @@ async fn send(
     payload: web::Payload,
     daemon: web::Data<Daemon>,
 ) -> HttpResponse {
+    let started = Instant::now();
     let (params, cb) = match jsonp::parse_query::<SendParams>(req.query_string(), |p| p.cb.as_deref()) {
         Ok(parsed) => parsed,
         Err(e) => return e.response(),
@@ -143,10 +145,12 @@ async fn send(
         sent.map_err(RequestError::from)
     }
     .await;
-    match outcome {
+    let response = match outcome {
         Ok(()) => jsonp::reply(StatusCode::CREATED, cb.as_ref(), &Accepted::OK),
         Err(e) => e.reply(cb.as_ref()),
-    }
+    };
+    daemon.metrics.answered(Endpoint::Send, response.status(), started.elapsed());
+    response
 }
 
 /// Builds the request from parameters; `body` is the message when a raw
@@ -232,6 +236,7 @@ pub fn send_request(
 }
 
 async fn poll(req: HttpRequest, SocketId(socket): SocketId, daemon: web::Data<Daemon>) -> HttpResponse {
+    let started = Instant::now();
     let (params, cb) = match jsonp::parse_query::<PollParams>(req.query_string(), |p| p.cb.as_deref()) {
         Ok(parsed) => parsed,
         Err(e) => return e.response(),
@@ -260,10 +265,12 @@ async fn poll(req: HttpRequest, SocketId(socket): SocketId, daemon: web::Data<Da
         }
     }
     .await;
-    match outcome {
+    let response = match outcome {
         Ok(messages) => jsonp::reply(StatusCode::OK, cb.as_ref(), &Messages { ok: true, messages }),
         Err(e) => e.reply(cb.as_ref()),
-    }
+    };
+    daemon.metrics.answered(Endpoint::Poll, response.status(), started.elapsed());
+    response
 }
 
 #[cfg(test)]

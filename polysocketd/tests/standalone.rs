@@ -153,3 +153,38 @@ async fn health_and_metrics_move_to_the_admin_listener() {
     }
     assert_eq!(public.get(None, "/polysocket.js", &[]).await.status, 200, "the public side still serves");
 }
+
+#[actix_web::test]
+async fn malformed_requests_are_counted_not_logged_and_logs_can_be_json() {
+    use std::io::{BufRead, Write};
+    let port = polysocket_tests::free_port();
+    let log = std::env::temp_dir().join(format!("polysocket-{}-json.log", std::process::id()));
+    let mut daemon = Running(
+        daemon()
+            .args(["--standalone", "--listen", &format!("127.0.0.1:{port}"), "--log-format", "json"])
+            .env("RUST_LOG", "info")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let http = Http::new(port);
+    http.wait_until_ok("/readyz", Duration::from_secs(20)).await;
+    // What an outsider can send as often as they like.
+    for _ in 0..50 {
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        conn.write_all(b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let _ = std::io::Read::read(&mut conn, &mut [0; 256]);
+    }
+    http.wait_for_metric("polysocket_http_client_errors_total 50").await;
+    let _ = daemon.0.kill();
+    let _ = daemon.0.wait();
+
+    let lines: Vec<String> =
+        std::io::BufReader::new(std::fs::File::open(&log).unwrap()).lines().map_while(Result::ok).collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(entry["ts"].is_string() && entry["target"].is_string() && entry["msg"].is_string(), "{line}");
+        assert_ne!(entry["level"], "ERROR", "a client's malformed request is not an error of ours: {line}");
+    }
+}

@@ -4,7 +4,7 @@ use crate::config::RouterConfig;
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, web};
 use polysocket_common::cli::{self, ServiceArgs, StartError};
-use polysocket_common::fleet::{self, Fleet, RedisFleet};
+use polysocket_common::fleet::{Fleet, RedisFleet};
 use polysocket_common::token::{TokenRecord, TokensFile};
 use polysocket_http::create::{self, CreateService};
 use polysocket_http::{client, ops};
@@ -44,7 +44,7 @@ impl Application {
     pub fn serve(listener: TcpListener, fleet: Arc<dyn Fleet>, settings: &ServiceArgs) -> Result<Self, StartError> {
         let addr = listener.local_addr().expect("a bound listener has an address");
         let registry = Registry::new();
-        fleet::register_metrics(&registry);
+        polysocket_common::metrics::register_process_metrics(&registry);
         // In-flight creates finish on SIGTERM; none lasts longer than this.
         let drain = settings.create.create_timeout + Duration::from_secs(1);
         let http = &settings.http;
@@ -52,7 +52,7 @@ impl Application {
             Arc::new(CreateService::new(fleet.clone(), settings.create.clone(), settings.client.clone(), &registry));
         create::forget_idle_callers(&service);
         let readiness = web::Data::new(Readiness { fleet, reached: AtomicBool::new(false) });
-        let endpoints = ops::endpoints(registry, ready);
+        let endpoints = ops::endpoints(registry, readiness.clone(), ready);
         let admin = ops::admin_server(http, endpoints.clone())?;
         let public_endpoints = admin.is_none();
         let server = actix_web::HttpServer::new(move || {

@@ -1,5 +1,6 @@
-use polysocket_common::cli::{StartError, init_logging, parse_or_exit, started_or_exit};
+use polysocket_common::cli::{StartError, parse_or_exit, started_or_exit};
 use polysocket_common::fleet::RedisFleet;
+use polysocket_common::logging;
 use polysocket_common::shutdown;
 use router::app::Application;
 use router::config::{RouterCommand, RouterConfig};
@@ -9,8 +10,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
-    init_logging();
     let config: RouterConfig = parse_or_exit();
+    logging::init(&config.service.log);
     match config.command {
         None => started_or_exit(Application::build(&config).await).run_until_stopped(shutdown::signal()).await,
         Some(RouterCommand::Token(command)) => {

@@ -255,10 +255,14 @@ async fn sigterm_drains_and_tells_every_client() {
         let close = socket.receive(1).await;
         assert_eq!((close[0]["type"].clone(), close[0]["code"].clone()), (json!("close"), json!(1001)));
     }
+    // An operator watching the drain sees it, and its closes apart from normal ones.
+    fleet.daemons[0].http.wait_for_metric("polysocket_draining 1").await;
     // Acknowledging the closes lets the daemon finish before its grace ends.
-    for socket in &sockets {
+    for socket in &sockets[..2] {
         let _ = socket.try_poll(&[("ttl", "0")]).await;
     }
+    fleet.daemons[0].http.wait_for_metric(r#"polysocket_socket_closes_total{cause="drained"} 2"#).await;
+    let _ = sockets[2].try_poll(&[("ttl", "0")]).await;
     let status = fleet.daemons[0].wait_exit(Duration::from_secs(10)).expect("the daemon exits after draining");
     assert!(status.success(), "{status:?}");
     // It left the fleet: nothing is placed on it any more.
@@ -299,7 +303,7 @@ async fn tokens_are_managed_at_runtime_and_revocation_can_close_sockets() {
         .lines()
         .map(|line| serde_json::from_str::<Value>(line).unwrap()["token"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(names, ["dev", "live", "two"]);
+    assert_eq!(names, ["dev", "live", "nat", "two"]);
 
     let (code, out, _) = token(&["revoke", "live", "--close-sockets"]);
     assert_eq!((code, out.trim()), (Some(0), "revoked live; its sockets are being closed"));
@@ -411,6 +415,10 @@ impl NatScene {
             let sent = socket.try_post("", "text/plain", text.as_bytes()).await;
             match sent.map_or(0, |reply| reply.status) {
                 201 => {}
+                // The request never reached the socket (this one-thread test
+                // client fell behind the server's header or body timeout while
+                // sharing two cores with the fleet): sending again is safe.
+                408 => continue,
                 429 => {
                     outcome.refused += 1;
                     break;
@@ -483,4 +491,41 @@ async fn a_thousand_users_behind_one_address_keep_working_with_default_limits() 
     assert_eq!(refused, 0, "no user behind the NAT was refused");
     assert_eq!(echoed, USERS * ROUNDS, "every message came back to its user");
     assert!(recreated > 0, "some users lost their socket with the restarted daemon and made another");
+}
+
+#[actix_web::test]
+async fn a_redis_outage_is_logged_when_it_starts_and_ends_not_per_retry() {
+    let mut fleet = Fleet::start(0, 1).await;
+    let log = std::env::temp_dir().join(format!("polysocket-router-outage-{}.log", free_port()));
+    let tokens = fleet.tokens.to_str().unwrap().to_owned();
+    let router =
+        Process::start_logging_to("router", free_port(), &["--redis", &fleet.redis.url(), "--tokens", &tokens], &log);
+    router.http.wait_until_ok("/readyz", Duration::from_secs(20)).await;
+    fleet.routers.push(router);
+
+    fleet.redis.kill();
+    // The router retries its subscription every 250 ms: a dozen retries.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    fleet.redis.restart();
+    eventually("creates to recover", Duration::from_secs(20), || async {
+        (fleet.create(0, "dev").await["ok"] == true).then_some(())
+    })
+    .await;
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let about = |words: &[&str]| lines.lines().filter(|l| words.iter().all(|w| l.contains(w))).count();
+    assert_eq!(about(&["WARN", "subscription to"]), 1, "one warning for the outage:\n{lines}");
+    assert_eq!(about(&["subscription to", "recovered after"]), 1, "one line when it ends:\n{lines}");
+}
+
+#[actix_web::test]
+async fn a_router_serves_health_and_metrics_on_its_admin_listener_only() {
+    let fleet = Fleet::start(0, 1).await;
+    let admin_port = free_port();
+    let admin = format!("127.0.0.1:{admin_port}");
+    let router = Process::start("router", free_port(), &["--redis", &fleet.redis.url(), "--admin-listen", &admin]);
+    let admin = Http::new(admin_port);
+    admin.wait_until_ok("/readyz", Duration::from_secs(20)).await;
+    assert!(admin.get(None, "/metrics", &[]).await.body.contains("polysocket_redis_errors_total"));
+    assert_eq!(router.http.get(None, "/metrics", &[]).await.status, 404, "not on the public port");
+    assert_eq!(router.http.get(None, "/polysocket.js", &[]).await.status, 200);
 }

@@ -16,7 +16,7 @@ pub use self::redis::RedisFleet;
 use crate::token::TokenRecord;
 use crate::wire::{EstablishReply, EstablishRequest};
 use async_trait::async_trait;
-use prometheus::{IntCounter, Registry};
+use prometheus::IntCounter;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -58,14 +58,9 @@ pub enum FleetError {
 
 /// Failed Redis operations, process-wide: every Redis error becomes a
 /// [`FleetError`] through the conversions below, which count it.
-static REDIS_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
+pub(crate) static REDIS_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
     IntCounter::new("polysocket_redis_errors_total", "Redis operations that failed").expect("valid metric")
 });
-
-/// Adds the fleet's metrics to a service's registry.
-pub fn register_metrics(registry: &Registry) {
-    crate::metrics::register(registry, REDIS_ERRORS.clone());
-}
 
 impl From<::redis::RedisError> for FleetError {
     fn from(e: ::redis::RedisError) -> Self {

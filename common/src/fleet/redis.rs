@@ -12,6 +12,7 @@
 //! - `ps:suspect:<id>`: set for a while when a daemon left a create unanswered.
 
 use super::{DaemonInfo, Fleet, FleetError, Reservation};
+use crate::logging::Outage;
 use crate::token::TokenRecord;
 use crate::wire::{EstablishReply, EstablishRequest, unix_millis};
 use async_trait::async_trait;
@@ -188,9 +189,10 @@ impl RedisFleet {
     ) {
         let client = self.client.clone();
         tokio::spawn(async move {
+            let mut outage = Outage::new(format!("subscription to {channel}"));
             loop {
-                if let Err(e) = relay(&client, &channel, &subscribed, &on_message).await {
-                    log::warn!("subscription to {channel} lost: {e}");
+                if let Err(e) = relay(&client, &channel, &subscribed, &mut outage, &on_message).await {
+                    outage.failed(&e);
                 }
                 subscribed.store(false, Ordering::Release);
                 tokio::time::sleep(RESUBSCRIBE_DELAY).await;
@@ -223,11 +225,13 @@ async fn relay(
     client: &redis::Client,
     channel: &str,
     subscribed: &AtomicBool,
+    outage: &mut Outage,
     on_message: &(impl Fn(&[u8]) + Send + Sync),
 ) -> Result<(), redis::RedisError> {
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     subscribed.store(true, Ordering::Release);
+    outage.ended();
     let mut messages = pubsub.on_message();
     while let Some(message) = messages.next().await {
         on_message(message.get_payload_bytes());
