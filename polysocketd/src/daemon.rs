@@ -174,11 +174,17 @@ impl Daemon {
             let beat = self.fleet.heartbeat(&self.info, self.sockets.len() as u32, ttl).await;
             let was_registered = self.registered.swap(beat.is_ok(), Ordering::AcqRel);
             self.metrics.fleet_registered.set(i64::from(beat.is_ok()));
-            if beat.is_ok() {
-                self.registered_once.store(true, Ordering::Release);
-            }
+            let registered_before = self.registered_once.swap(beat.is_ok() || self.has_registered(), Ordering::AcqRel);
             match beat {
-                Ok(()) if !was_registered => log::info!("registered as {} ({})", self.info.id, self.info.fqdn),
+                // The fleet had forgotten this daemon: it was paused or cut
+                // off past its entry's ttl, or Redis restarted empty.
+                Ok(true) if registered_before => log::warn!(
+                    "registered again as {} ({}) with {} socket(s): the fleet had lost this daemon's entry",
+                    self.info.id,
+                    self.info.fqdn,
+                    self.sockets.len()
+                ),
+                Ok(_) if !was_registered => log::info!("registered as {} ({})", self.info.id, self.info.fqdn),
                 Err(e) if was_registered => log::warn!("heartbeat failed, retrying: {e}"),
                 _ => {}
             }

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// How often the router checks that Redis still has the tokens file's records.
+/// How often the router checks that Redis still has the tokens file's records
+/// when no create has noticed they are gone.
 const TOKENS_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A bound, not yet running router. Binding first lets tests use port 0 and
@@ -137,7 +138,12 @@ async fn keep_tokens_stored(fleet: Arc<RedisFleet>, tokens: Vec<TokenRecord>) {
     log::info!("stored {} token record(s)", tokens.len());
     let mut checks = tokio::time::interval(TOKENS_CHECK_INTERVAL);
     loop {
-        checks.tick().await;
+        // A create that finds the records gone wakes this at once; the
+        // periodic check covers a Redis restart while nobody creates.
+        tokio::select! {
+            _ = checks.tick() => {}
+            () = fleet.tokens_lost() => {}
+        }
         match fleet.restore_tokens(&tokens).await {
             Ok(true) => log::warn!("Redis had lost the token records; stored them again"),
             Ok(false) => {}

@@ -196,6 +196,11 @@ async fn sockets_outlive_a_redis_restart_and_creates_recover_by_themselves() {
     fleet.redis.restart();
     let created = eventually("creates to recover", Duration::from_secs(20), || async {
         let created = fleet.create(0, "dev").await;
+        if created["ok"] == false {
+            // The token is not unknown while its record is being restored.
+            assert_ne!(created["error"], "unknown token", "{created}");
+            assert_eq!(created["retryable"], true, "{created}");
+        }
         (created["ok"] == true).then_some(created)
     })
     .await;
@@ -528,4 +533,24 @@ async fn a_router_serves_health_and_metrics_on_its_admin_listener_only() {
     assert!(admin.get(None, "/metrics", &[]).await.body.contains("polysocket_redis_errors_total"));
     assert_eq!(router.http.get(None, "/metrics", &[]).await.status, 404, "not on the public port");
     assert_eq!(router.http.get(None, "/polysocket.js", &[]).await.status, 200);
+}
+
+#[actix_web::test]
+async fn a_daemon_that_outlived_its_entry_says_so_when_it_registers_again() {
+    let fleet = Fleet::start(1, 0).await;
+    let log = std::env::temp_dir().join(format!("polysocket-daemon-rejoin-{}.log", free_port()));
+    let port = free_port();
+    let fqdn = format!("d1.localhost:{port}");
+    let args =
+        ["--redis", &fleet.redis.url(), "--fqdn", &fqdn, "--allow-private-targets", "--heartbeat-interval", "300ms"];
+    let daemon = Process::start_logging_to("polysocketd", port, &args, &log);
+    daemon.http.wait_until_ok("/readyz", Duration::from_secs(20)).await;
+    // Frozen for twice its entry's 600 ms ttl: the entry expires.
+    daemon.freeze();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    daemon.thaw();
+    eventually("the daemon to say it registered again", Duration::from_secs(10), || async {
+        std::fs::read_to_string(&log).unwrap().contains("registered again").then_some(())
+    })
+    .await;
 }

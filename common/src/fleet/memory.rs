@@ -92,13 +92,16 @@ impl Fleet for MemoryFleet {
         Ok(self.state().tokens.get(token).cloned())
     }
 
-    async fn heartbeat(&self, daemon: &DaemonInfo, load: u32, ttl: Duration) -> Result<(), FleetError> {
+    async fn heartbeat(&self, daemon: &DaemonInfo, load: u32, ttl: Duration) -> Result<bool, FleetError> {
         let mut state = self.state();
-        let expires_at = Instant::now() + ttl;
+        let now = Instant::now();
+        let expires_at = now + ttl;
         match state.daemons.get_mut(&daemon.id) {
             Some(entry) => {
+                let expired = entry.expires_at < now;
                 entry.info = daemon.clone();
                 entry.expires_at = expires_at;
+                return Ok(expired);
             }
             None => {
                 let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
@@ -115,7 +118,7 @@ impl Fleet for MemoryFleet {
                 );
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn deregister(&self, daemon_id: &str) -> Result<(), FleetError> {

@@ -96,9 +96,10 @@ pub trait Fleet: Send + Sync + 'static {
     async fn revoke_token(&self, token: &str, close_sockets: bool) -> Result<bool, FleetError>;
 
     /// Registers the daemon or renews its entry for `ttl`. `load` is only
-    /// used when the entry has to be created afresh (first start, or a Redis
-    /// that lost its data); otherwise reservations and releases keep it exact.
-    async fn heartbeat(&self, daemon: &DaemonInfo, load: u32, ttl: Duration) -> Result<(), FleetError>;
+    /// used when the entry has to be created afresh (first start, an entry
+    /// that expired, or a Redis that lost its data); otherwise reservations
+    /// and releases keep it exact. `Ok(true)` when the entry was created afresh.
+    async fn heartbeat(&self, daemon: &DaemonInfo, load: u32, ttl: Duration) -> Result<bool, FleetError>;
 
     async fn deregister(&self, daemon_id: &str) -> Result<(), FleetError>;
 

@@ -102,9 +102,10 @@ end
 /// reservations made since the daemon last counted its sockets.
 const HEARTBEAT_SCRIPT: &str = r#"
 redis.call('HSET', KEYS[2], 'fqdn', ARGV[1], 'capacity', ARGV[2])
-redis.call('HSETNX', KEYS[2], 'load', ARGV[3])
+local created = redis.call('HSETNX', KEYS[2], 'load', ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('SADD', KEYS[1], ARGV[5])
+return created
 "#;
 
 pub struct RedisFleet {
@@ -123,6 +124,9 @@ pub struct RedisFleet {
     /// The daemon's connection for blocking pops: its own, without a response
     /// timeout, so a pop never stalls other commands.
     inbox: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    /// Woken when a lookup finds Redis has lost every token record, so they
+    /// are stored again at once rather than at the next periodic check.
+    tokens_lost: tokio::sync::Notify,
 }
 
 impl RedisFleet {
@@ -151,6 +155,7 @@ impl RedisFleet {
             waiting: Arc::default(),
             subscribed: Arc::default(),
             inbox: tokio::sync::Mutex::new(None),
+            tokens_lost: tokio::sync::Notify::new(),
         });
         Ok(fleet)
     }
@@ -198,6 +203,11 @@ impl RedisFleet {
                 tokio::time::sleep(RESUBSCRIBE_DELAY).await;
             }
         });
+    }
+
+    /// Resolves when a token lookup has found the token records gone.
+    pub async fn tokens_lost(&self) {
+        self.tokens_lost.notified().await
     }
 
     async fn conn(&self) -> Result<deadpool_redis::Connection, FleetError> {
@@ -283,13 +293,23 @@ impl Fleet for RedisFleet {
     }
 
     async fn token(&self, token: &str) -> Result<Option<TokenRecord>, FleetError> {
-        let json: Option<String> = self.conn().await?.hget(TOKENS_KEY, token).await?;
+        let (json, stored): (Option<String>, bool) = redis::pipe()
+            .hget(TOKENS_KEY, token)
+            .exists(TOKENS_STORED_KEY)
+            .query_async(&mut self.conn().await?)
+            .await?;
+        if json.is_none() && !stored {
+            // Redis restarted empty: the token is not unknown, its record is
+            // missing until the routers store the tokens file again.
+            self.tokens_lost.notify_waiters();
+            return Err(FleetError::Unavailable("token records are being restored after a Redis restart".into()));
+        }
         json.map(|json| serde_json::from_str(&json).map_err(|e| FleetError::Unavailable(Box::new(e)))).transpose()
     }
 
-    async fn heartbeat(&self, daemon: &DaemonInfo, load: u32, ttl: Duration) -> Result<(), FleetError> {
+    async fn heartbeat(&self, daemon: &DaemonInfo, load: u32, ttl: Duration) -> Result<bool, FleetError> {
         let mut conn = self.conn().await?;
-        let _: () = self
+        let created: bool = self
             .heartbeat
             .key(DAEMONS_KEY)
             .key(daemon_key(&daemon.id))
@@ -300,7 +320,7 @@ impl Fleet for RedisFleet {
             .arg(&daemon.id)
             .invoke_async(&mut conn)
             .await?;
-        Ok(())
+        Ok(created)
     }
 
     async fn deregister(&self, daemon_id: &str) -> Result<(), FleetError> {
