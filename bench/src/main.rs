@@ -4,6 +4,7 @@
 //! `scripts/bench.sh` runs the scenarios and builds the table.
 
 mod baselines;
+mod control_plane;
 mod peers;
 mod polysocket;
 mod run;
@@ -88,6 +89,8 @@ enum Command {
         #[command(flatten)]
         load: Load,
     },
+    /// Redis CPU per create's reservation, with N daemons registered.
+    ReserveCost(control_plane::ReserveCost),
     /// Serves the floor.
     ServeFloor {
         #[arg(long)]
@@ -99,6 +102,9 @@ enum Command {
 async fn main() -> std::io::Result<()> {
     match Args::parse().command {
         Command::ServeFloor { listen } => return baselines::serve(listen).await,
+        Command::ReserveCost(args) => {
+            run::print_line(control_plane::run(&args).await.map_err(|e| std::io::Error::other(e.to_string()))?);
+        }
         Command::Polysocket { name, creating, send_only, load } => {
             let scenario = if send_only { "send" } else { "round-trip" };
             report(&name, scenario, load, run::run(load, |_| polysocket::bridged(&creating, send_only)).await);

@@ -10,7 +10,7 @@ use crate::upstream::{self, HandshakeGates, OpenSettings, Opener, Upstream};
 use awc::ws::{CloseCode, CloseReason};
 use dashmap::DashMap;
 use polysocket_common::cli::StartError;
-use polysocket_common::fleet::{DaemonInfo, Fleet};
+use polysocket_common::fleet::{DaemonInfo, Fleet, Heartbeat, Registration};
 use polysocket_common::logging::Outage;
 use polysocket_common::wire::{EstablishReply, EstablishRequest, OpenFailure, unix_millis};
 use prometheus::Registry;
@@ -92,6 +92,9 @@ pub struct Daemon {
     /// Open sockets by id. Removing an entry drops the last handle, which
     /// tells the owner task to close the upstream and end.
     sockets: DashMap<String, OpenSocket>,
+    /// Token slots this daemon's sockets hold, per token: the truth the fleet
+    /// rebuilds its counts from when it has lost them.
+    held: DashMap<String, u32>,
     /// Shared by the openers of all worker threads.
     handshake_gates: Arc<HandshakeGates>,
     /// The workers' openers (see [`Daemon::start_opener`]).
@@ -121,6 +124,7 @@ impl Daemon {
             fleet,
             settings,
             sockets: DashMap::new(),
+            held: DashMap::new(),
             handshake_gates: Arc::default(),
             openers: Openers::default(),
             registered: AtomicBool::new(false),
@@ -171,14 +175,21 @@ impl Daemon {
             if self.draining.load(Ordering::Acquire) {
                 return;
             }
-            let beat = self.fleet.heartbeat(&self.info, self.sockets.len() as u32, ttl).await;
+            let holdings = || self.held.iter().map(|entry| (entry.key().clone(), *entry.value())).collect();
+            let beat =
+                Heartbeat { daemon: &self.info, ttl, registered_before: self.has_registered(), holdings: &holdings };
+            let beat = self.fleet.heartbeat(&beat).await;
             let was_registered = self.registered.swap(beat.is_ok(), Ordering::AcqRel);
             self.metrics.fleet_registered.set(i64::from(beat.is_ok()));
             let registered_before = self.registered_once.swap(beat.is_ok() || self.has_registered(), Ordering::AcqRel);
             match beat {
-                // The fleet had forgotten this daemon: it was paused or cut
-                // off past its entry's ttl, or Redis restarted empty.
-                Ok(true) if registered_before => log::warn!(
+                Ok(Registration::Revived) => log::warn!(
+                    "registered again as {}: its entry had expired (the daemon was paused or cut off), so routers \
+                     had stopped choosing it",
+                    self.info.id
+                ),
+                // The fleet had lost this daemon: Redis restarted empty.
+                Ok(Registration::Created) if registered_before => log::warn!(
                     "registered again as {} ({}) with {} socket(s): the fleet had lost this daemon's entry",
                     self.info.id,
                     self.info.fqdn,
@@ -308,12 +319,17 @@ impl Daemon {
     fn adopt(self: &Arc<Self>, socket: String, token: &str, upstream: Upstream) {
         let new = socket::new_socket(upstream, self.settings.socket.clone(), self.metrics.clone());
         self.sockets.insert(socket.clone(), OpenSocket { handle: new.handle, token: token.to_owned() });
+        *self.held.entry(token.to_owned()).or_default() += 1;
         self.metrics.sockets_open.inc();
         let (daemon, token) = (self.clone(), token.to_owned());
         actix_web::rt::spawn(async move {
             // The slot is free once the upstream is gone, even while the
             // client has yet to read the close.
             let _ = new.upstream_ended.await;
+            daemon.held.remove_if_mut(&token, |_, held| {
+                *held -= 1;
+                *held == 0
+            });
             daemon.release(&token).await;
         });
         let daemon = self.clone();

@@ -39,6 +39,7 @@ impl Fleet {
                 {"token": "dev", "targets": ["ws://127.0.0.1:*/*"], "origins": ["*"], "max_connections": 1000},
                 {"token": "two", "targets": ["ws://127.0.0.1:*/*"], "origins": ["*"], "max_connections": 2},
                 {"token": "nat", "targets": ["ws://127.0.0.1:*/*"], "origins": ["*"], "max_connections": 5000},
+                {"token": "ten", "targets": ["ws://127.0.0.1:*/*"], "origins": ["*"], "max_connections": 10},
             ]})
             .to_string(),
         )
@@ -308,7 +309,7 @@ async fn tokens_are_managed_at_runtime_and_revocation_can_close_sockets() {
         .lines()
         .map(|line| serde_json::from_str::<Value>(line).unwrap()["token"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(names, ["dev", "live", "nat", "two"]);
+    assert_eq!(names, ["dev", "live", "nat", "ten", "two"]);
 
     let (code, out, _) = token(&["revoke", "live", "--close-sockets"]);
     assert_eq!((code, out.trim()), (Some(0), "revoked live; its sockets are being closed"));
@@ -553,4 +554,57 @@ async fn a_daemon_that_outlived_its_entry_says_so_when_it_registers_again() {
         std::fs::read_to_string(&log).unwrap().contains("registered again").then_some(())
     })
     .await;
+}
+
+/// Opens the `ten` token's ten sockets and checks an eleventh is refused.
+async fn fill_ten(fleet: &Fleet) -> Vec<Socket> {
+    let mut sockets = Vec::new();
+    for _ in 0..10 {
+        sockets.push(fleet.socket(&fleet.create(0, "ten").await));
+    }
+    assert_eq!(fleet.create(0, "ten").await["error"], "connection limit reached");
+    sockets
+}
+
+#[actix_web::test]
+async fn token_limits_hold_through_a_redis_restart_and_do_not_drift() {
+    let mut fleet = Fleet::start(1, 2).await;
+    let sockets = fill_ten(&fleet).await;
+    fleet.redis.kill();
+    fleet.redis.restart();
+    // Redis is back empty: the daemons bring back what they hold before any
+    // create may count against it. Never an eleventh socket meanwhile.
+    eventually("the limit to be known again", Duration::from_secs(20), || async {
+        let created = fleet.create(0, "ten").await;
+        assert_ne!(created["ok"], true, "an eleventh socket against a limit of ten: {created}");
+        (created["error"] == "connection limit reached").then_some(())
+    })
+    .await;
+    // No drift: closing one old socket makes room for exactly one new one.
+    assert_eq!(sockets[0].send_get(&[("t", "c")]).await.status, 201);
+    let reopened = eventually("the closed socket's slot to come back", Duration::from_secs(10), || async {
+        let created = fleet.create(0, "ten").await;
+        (created["ok"] == true).then_some(created)
+    })
+    .await;
+    round_trip(&fleet.socket(&reopened), "in the freed slot").await;
+    assert_eq!(fleet.create(0, "ten").await["error"], "connection limit reached");
+}
+
+#[actix_web::test]
+async fn a_paused_daemon_keeps_its_token_slots_counted() {
+    let fleet = Fleet::start(1, 2).await;
+    let sockets = fill_ten(&fleet).await;
+    let on_first = sockets.iter().filter(|s| s.host.ends_with(&format!(":{}", fleet.daemons[0].port))).count();
+    assert!(on_first > 0, "some of the sockets are on the daemon that will pause");
+    // Past its entry's 600 ms ttl (out of selection), long before it counts as dead.
+    fleet.daemons[0].freeze();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for _ in 0..3 {
+        let created = fleet.create(0, "ten").await;
+        assert_eq!(created["error"], "connection limit reached", "{created}");
+    }
+    fleet.daemons[0].thaw();
+    round_trip(&sockets[0], "after the pause").await;
+    assert_eq!(fleet.create(0, "ten").await["error"], "connection limit reached");
 }

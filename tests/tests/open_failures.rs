@@ -70,9 +70,11 @@ async fn a_full_daemon_refuses_and_the_client_may_retry() {
     // fleet thinks there is room, the daemon knows better.
     let redis = redis::Client::open(stack.redis_url()).unwrap();
     let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::AsyncCommands::keys(&mut conn, "ps:daemon:*").await.unwrap();
+    let keys: Vec<String> = redis::AsyncCommands::keys(&mut conn, "{ps}:daemon:*").await.unwrap();
     assert_eq!(keys.len(), 1);
+    let id = keys[0].trim_start_matches("{ps}:daemon:");
     let _: () = redis::AsyncCommands::hset(&mut conn, &keys[0], "load", 0).await.unwrap();
+    let _: () = redis::AsyncCommands::zadd(&mut conn, "{ps}:pick", id, 0).await.unwrap();
 
     let (status, answer) = create(&stack, "lan", &stack.upstream.url("/echo")).await;
     assert_eq!((status, answer["error"].as_str()), (503, Some("daemon is full")));

@@ -1,6 +1,6 @@
 //! An in-process fleet for standalone mode and tests.
 
-use super::{DaemonInfo, Fleet, FleetError, Reservation};
+use super::{DaemonInfo, Fleet, FleetError, Heartbeat, Registration, Reservation};
 use crate::token::TokenRecord;
 use crate::wire::{EstablishReply, EstablishRequest};
 use async_trait::async_trait;
@@ -92,7 +92,8 @@ impl Fleet for MemoryFleet {
         Ok(self.state().tokens.get(token).cloned())
     }
 
-    async fn heartbeat(&self, daemon: &DaemonInfo, load: u32, ttl: Duration) -> Result<bool, FleetError> {
+    async fn heartbeat(&self, beat: &Heartbeat<'_>) -> Result<Registration, FleetError> {
+        let (daemon, ttl) = (beat.daemon, beat.ttl);
         let mut state = self.state();
         let now = Instant::now();
         let expires_at = now + ttl;
@@ -101,7 +102,7 @@ impl Fleet for MemoryFleet {
                 let expired = entry.expires_at < now;
                 entry.info = daemon.clone();
                 entry.expires_at = expires_at;
-                return Ok(expired);
+                return Ok(if expired { Registration::Revived } else { Registration::Renewed });
             }
             None => {
                 let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
@@ -109,7 +110,8 @@ impl Fleet for MemoryFleet {
                     daemon.id.clone(),
                     Daemon {
                         info: daemon.clone(),
-                        load,
+                        // Nothing is lost in memory: only a daemon's first start creates its entry.
+                        load: (beat.holdings)().iter().map(|(_, n)| n).sum(),
                         expires_at,
                         suspect_until: None,
                         inbox_tx,
@@ -118,7 +120,7 @@ impl Fleet for MemoryFleet {
                 );
             }
         }
-        Ok(true)
+        Ok(Registration::Created)
     }
 
     async fn deregister(&self, daemon_id: &str) -> Result<(), FleetError> {
@@ -229,13 +231,18 @@ mod tests {
         DaemonInfo { id: id.into(), fqdn: format!("{id}.localhost"), capacity }
     }
 
+    async fn beat(fleet: &MemoryFleet, daemon: &DaemonInfo, ttl: Duration) {
+        let beat = Heartbeat { daemon, ttl, registered_before: false, holdings: &Vec::new };
+        fleet.heartbeat(&beat).await.unwrap();
+    }
+
     #[tokio::test]
     async fn reserve_spreads_and_respects_limits() {
         let fleet = MemoryFleet::new();
         assert!(matches!(fleet.reserve("t", 10).await, Err(FleetError::NoDaemon)));
         let ttl = Duration::from_secs(10);
-        fleet.heartbeat(&daemon("a", 2), 0, ttl).await.unwrap();
-        fleet.heartbeat(&daemon("b", 2), 0, ttl).await.unwrap();
+        beat(&fleet, &daemon("a", 2), ttl).await;
+        beat(&fleet, &daemon("b", 2), ttl).await;
         let mut picked = Vec::new();
         for _ in 0..4 {
             picked.push(fleet.reserve("t", 10).await.unwrap().daemon_id);
@@ -251,11 +258,11 @@ mod tests {
     #[tokio::test]
     async fn expired_daemons_are_not_picked_and_free_their_slots() {
         let fleet = MemoryFleet::new();
-        fleet.heartbeat(&daemon("a", 5), 0, Duration::from_millis(20)).await.unwrap();
+        beat(&fleet, &daemon("a", 5), Duration::from_millis(20)).await;
         fleet.reserve("t", 1).await.unwrap();
         assert!(matches!(fleet.reserve("t", 1).await, Err(FleetError::LimitReached)));
         tokio::time::sleep(Duration::from_millis(40)).await;
-        fleet.heartbeat(&daemon("b", 5), 0, Duration::from_secs(10)).await.unwrap();
+        beat(&fleet, &daemon("b", 5), Duration::from_secs(10)).await;
         assert_eq!(fleet.reserve("t", 1).await.unwrap().daemon_id, "b");
     }
 }

@@ -30,6 +30,31 @@ pub struct DaemonInfo {
     pub capacity: u32,
 }
 
+/// What a daemon tells the fleet with each heartbeat.
+pub struct Heartbeat<'a> {
+    pub daemon: &'a DaemonInfo,
+    /// How long the entry lives unless renewed.
+    pub ttl: Duration,
+    /// The daemon has been registered before: finding its entry gone means
+    /// the fleet lost it (it expired, or Redis lost its data).
+    pub registered_before: bool,
+    /// The sockets it holds, per token: called only when the fleet must
+    /// rebuild the daemon's entry, so counts come back from the truth.
+    pub holdings: &'a (dyn Fn() -> Vec<(String, u32)> + Sync),
+}
+
+/// What a heartbeat found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// The entry was live: renewed.
+    Renewed,
+    /// The entry had expired (the daemon was out of selection) but still
+    /// held its counts: the daemon was paused or cut off, not dead.
+    Revived,
+    /// There was no entry: built afresh from the daemon's holdings.
+    Created,
+}
+
 /// A create's claim on a token slot and a daemon's capacity, taken together so
 /// neither can be taken without the other.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,11 +120,11 @@ pub trait Fleet: Send + Sync + 'static {
     /// `Ok(false)` when there was no such token.
     async fn revoke_token(&self, token: &str, close_sockets: bool) -> Result<bool, FleetError>;
 
-    /// Registers the daemon or renews its entry for `ttl`. `load` is only
-    /// used when the entry has to be created afresh (first start, an entry
-    /// that expired, or a Redis that lost its data); otherwise reservations
-    /// and releases keep it exact. `Ok(true)` when the entry was created afresh.
-    async fn heartbeat(&self, daemon: &DaemonInfo, load: u32, ttl: Duration) -> Result<bool, FleetError>;
+    /// Registers the daemon or renews its entry. When the entry has to be
+    /// created afresh (first start, an entry reaped as dead, or a Redis that
+    /// lost its data), the daemon's holdings rebuild its load and its tokens'
+    /// counts; otherwise reservations and releases keep them exact.
+    async fn heartbeat(&self, beat: &Heartbeat<'_>) -> Result<Registration, FleetError>;
 
     async fn deregister(&self, daemon_id: &str) -> Result<(), FleetError>;
 

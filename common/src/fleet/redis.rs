@@ -1,17 +1,29 @@
 //! The production fleet, coordinated through one Redis.
 //!
-//! Keys (all under `ps:`):
-//! - `ps:tokens` hash: token -> JSON [`TokenRecord`], and `ps:tokens:stored`
-//!   telling that tokens were stored (gone when Redis lost its data);
-//! - `ps:daemons` set of daemon ids, and `ps:daemon:<id>` hash (`fqdn`,
-//!   `capacity`, `load`) that expires unless heartbeats renew it;
-//! - `ps:slots:<token>` hash: daemon id -> sockets that token holds there, so
-//!   the slots of a daemon that died go away with its registry entry;
-//! - `ps:inbox:<id>` list: create requests for a daemon (at-least-once until
-//!   popped), answered by `PUBLISH` on the router's own reply channel;
-//! - `ps:suspect:<id>`: set for a while when a daemon left a create unanswered.
+//! Every create, release and heartbeat costs O(log N) Redis work in the
+//! number of daemons N, whatever the fleet's size: nothing walks the fleet.
+//! Keys touched together share the hash tag `{ps}`, as Redis Cluster needs:
+//! - `{ps}:tokens` hash: token -> JSON [`TokenRecord`], and
+//!   `{ps}:tokens:stored` telling that tokens were stored (gone when Redis
+//!   lost its data);
+//! - `{ps}:daemon:<id>` hash (`fqdn`, `capacity`, `load`);
+//! - `{ps}:pick` sorted set: the daemons routers may choose, scored by
+//!   load/capacity, so the least loaded is the first member;
+//! - `{ps}:live` sorted set: daemon id -> when its entry expires (unix ms)
+//!   unless a heartbeat renews it; an expired daemon leaves `{ps}:pick`;
+//! - `{ps}:dead` sorted set: daemon id -> when it counts as dead, long after
+//!   it expired; only then are the token slots its sockets held freed, so a
+//!   daemon that was only paused comes back to counts that still hold;
+//! - `{ps}:used` hash: token -> sockets it holds fleet-wide, and
+//!   `{ps}:held:<id>` hash: token -> sockets it holds on that daemon;
+//! - `{ps}:suspect:<id>`: set for a while when a daemon left a create
+//!   unanswered (it is out of `{ps}:pick` meanwhile);
+//! - `{ps}:warm_until`: after Redis lost its data, creates wait until every
+//!   live daemon has registered again with what it holds;
+//! - `ps:inbox:{<id>}` list: create requests for a daemon (at-least-once
+//!   until popped), answered by `PUBLISH` on the router's own reply channel.
 
-use super::{DaemonInfo, Fleet, FleetError, Reservation};
+use super::{Fleet, FleetError, Heartbeat, Registration, Reservation};
 use crate::logging::Outage;
 use crate::token::TokenRecord;
 use crate::wire::{EstablishReply, EstablishRequest, unix_millis};
@@ -26,12 +38,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-const TOKENS_KEY: &str = "ps:tokens";
+const TOKENS_KEY: &str = "{ps}:tokens";
 /// Where revocations that close sockets are announced to the daemons.
 const REVOCATIONS_CHANNEL: &str = "ps:revocations";
 /// Set whenever tokens are stored: its absence means Redis lost its data.
-const TOKENS_STORED_KEY: &str = "ps:tokens:stored";
-const DAEMONS_KEY: &str = "ps:daemons";
+const TOKENS_STORED_KEY: &str = "{ps}:tokens:stored";
+/// A daemon's slots are freed this many entry ttls after it stopped beating:
+/// a daemon paused for less (a GC pause, a frozen VM, a partition) keeps its
+/// slots counted, so its token limits hold when it comes back.
+const DEAD_AFTER_TTLS: u64 = 10;
 /// How long a daemon's blocking pop waits before it re-checks for shutdown.
 const INBOX_WAIT_SECS: f64 = 1.0;
 /// Bounds every Redis round trip, so an unreachable Redis turns into an error
@@ -40,72 +55,133 @@ const REDIS_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Pause between attempts to re-establish the reply subscription.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(250);
 
-fn daemon_key(id: &str) -> String {
-    format!("ps:daemon:{id}")
-}
-
-fn slots_key(token: &str) -> String {
-    format!("ps:slots:{token}")
-}
-
 fn inbox_key(id: &str) -> String {
-    format!("ps:inbox:{id}")
+    format!("ps:inbox:{{{id}}}")
 }
 
-/// Checks the token's live slots and claims one on the least-loaded daemon
-/// (by load/capacity, then absolute load) in one atomic step, so concurrent
-/// creates from many routers neither overshoot a limit nor pile onto one daemon.
-const RESERVE_SCRIPT: &str = r#"
-local max = tonumber(ARGV[1])
-local held = redis.call('HGETALL', KEYS[2])
-local total = 0
-for i = 1, #held, 2 do
-  if redis.call('EXISTS', 'ps:daemon:' .. held[i]) == 1 then
-    total = total + tonumber(held[i + 1])
-  else
-    redis.call('HDEL', KEYS[2], held[i])
-  end
-end
-if total >= max then return {'limit'} end
-local best, best_load, best_cap
-local live = 0
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local v = redis.call('HMGET', 'ps:daemon:' .. id, 'capacity', 'load')
-  if v[1] and redis.call('EXISTS', 'ps:suspect:' .. id) == 0 then
-    live = live + 1
-    local cap, load = tonumber(v[1]), tonumber(v[2] or '0')
-    if load < cap and (not best or load * best_cap < best_load * cap
-        or (load * best_cap == best_load * cap and load < best_load)) then
-      best, best_load, best_cap = id, load, cap
+/// What every script starts with: Redis' own clock (so the hosts' clocks
+/// never need to agree), and freeing the slots of at most one dead daemon, a
+/// bounded share of the clean-up costing O(log N + the tokens it held).
+const PRELUDE: &str = r#"
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local function reap()
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', '{ps}:dead', '-inf', '(' .. now, 'LIMIT', 0, 1)) do
+    local held = redis.call('HGETALL', '{ps}:held:' .. id)
+    for i = 1, #held, 2 do
+      if redis.call('HINCRBY', '{ps}:used', held[i], -tonumber(held[i + 1])) <= 0 then
+        redis.call('HDEL', '{ps}:used', held[i])
+      end
     end
-  elseif not v[1] then
-    redis.call('SREM', KEYS[1], id)
+    redis.call('DEL', '{ps}:held:' .. id, '{ps}:daemon:' .. id)
+    redis.call('ZREM', '{ps}:live', id)
+    redis.call('ZREM', '{ps}:dead', id)
+    redis.call('ZREM', '{ps}:pick', id)
   end
 end
-if live == 0 then return {'nodaemon'} end
-if not best then return {'nocapacity'} end
-redis.call('HINCRBY', 'ps:daemon:' .. best, 'load', 1)
-redis.call('HINCRBY', KEYS[2], best, 1)
-return {'ok', best}
 "#;
 
+/// Checks the token's fleet-wide count and claims a slot on the least-loaded
+/// live daemon in one atomic step, so concurrent creates from many routers
+/// neither overshoot a limit nor pile onto one daemon. ARGV: token, max.
+const RESERVE_SCRIPT: &str = r#"
+local token, max = ARGV[1], tonumber(ARGV[2])
+reap()
+if now < tonumber(redis.call('GET', '{ps}:warm_until') or '0') then return {'warming'} end
+local used = tonumber(redis.call('HGET', '{ps}:used', token) or '0')
+if used >= max then return {'limit'} end
+-- Expired daemons met at the head leave the pick set: a bounded number per call.
+for _ = 1, 16 do
+  local head = redis.call('ZRANGE', '{ps}:pick', 0, 0, 'WITHSCORES')
+  if #head == 0 then return {'nodaemon'} end
+  local id, share = head[1], tonumber(head[2])
+  if tonumber(redis.call('ZSCORE', '{ps}:live', id) or '0') < now then
+    redis.call('ZREM', '{ps}:pick', id)
+  elseif share >= 1 then
+    return {'nocapacity'}
+  else
+    local daemon = '{ps}:daemon:' .. id
+    local load = redis.call('HINCRBY', daemon, 'load', 1)
+    redis.call('ZADD', '{ps}:pick', load / tonumber(redis.call('HGET', daemon, 'capacity')), id)
+    redis.call('HINCRBY', '{ps}:held:' .. id, token, 1)
+    redis.call('HINCRBY', '{ps}:used', token, 1)
+    return {'ok', id}
+  end
+end
+return {'nodaemon'}
+"#;
+
+/// Gives back a slot, if that daemon still holds one for the token: a late
+/// release (after its daemon was reaped) must not make counts drift.
+/// ARGV: token, daemon id.
 const RELEASE_SCRIPT: &str = r#"
-if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then
-  redis.call('HDEL', KEYS[1], ARGV[1])
+local token, id = ARGV[1], ARGV[2]
+local held = '{ps}:held:' .. id
+if tonumber(redis.call('HGET', held, token) or '0') <= 0 then return 0 end
+if redis.call('HINCRBY', held, token, -1) <= 0 then redis.call('HDEL', held, token) end
+if redis.call('HINCRBY', '{ps}:used', token, -1) <= 0 then redis.call('HDEL', '{ps}:used', token) end
+local daemon = '{ps}:daemon:' .. id
+local load = redis.call('HINCRBY', daemon, 'load', -1)
+if load < 0 then
+  load = 0
+  redis.call('HSET', daemon, 'load', 0)
 end
-if redis.call('EXISTS', KEYS[2]) == 1 and redis.call('HINCRBY', KEYS[2], 'load', -1) < 0 then
-  redis.call('HSET', KEYS[2], 'load', 0)
+if redis.call('ZSCORE', '{ps}:pick', id) then
+  redis.call('ZADD', '{ps}:pick', load / tonumber(redis.call('HGET', daemon, 'capacity')), id)
 end
+return 1
 "#;
 
-/// `load` is only written when the entry is new, so a heartbeat never undoes
-/// reservations made since the daemon last counted its sockets.
+/// Renews a daemon's entry. An entry that is missing (first start, reaped,
+/// or lost with Redis' data) is rebuilt from what the daemon holds, per
+/// token: it answers 'missing' when called without that report, so the
+/// usual heartbeat stays O(log N). A daemon that had been registered before
+/// and finds its entry gone holds creates back for one ttl (`warm_until`), so
+/// every other live daemon can bring its counts back first.
+/// ARGV: id, fqdn, capacity, ttl ms, registered before (0/1), report given
+/// (0/1), then token, count pairs.
 const HEARTBEAT_SCRIPT: &str = r#"
-redis.call('HSET', KEYS[2], 'fqdn', ARGV[1], 'capacity', ARGV[2])
-local created = redis.call('HSETNX', KEYS[2], 'load', ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-redis.call('SADD', KEYS[1], ARGV[5])
-return created
+local id, fqdn, capacity, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+reap()
+local daemon = '{ps}:daemon:' .. id
+local created = redis.call('EXISTS', daemon) == 0
+if created then
+  if ARGV[6] == '0' then return 'missing' end
+  redis.call('DEL', '{ps}:held:' .. id)
+  local load = 0
+  for i = 7, #ARGV, 2 do
+    local n = tonumber(ARGV[i + 1])
+    redis.call('HINCRBY', '{ps}:held:' .. id, ARGV[i], n)
+    redis.call('HINCRBY', '{ps}:used', ARGV[i], n)
+    load = load + n
+  end
+  redis.call('HSET', daemon, 'load', load)
+  if ARGV[5] == '1' then redis.call('SET', '{ps}:warm_until', now + ttl, 'PX', ttl, 'NX') end
+end
+redis.call('HSET', daemon, 'fqdn', fqdn, 'capacity', capacity)
+local expired = tonumber(redis.call('ZSCORE', '{ps}:live', id) or '0') < now
+redis.call('ZADD', '{ps}:live', now + ttl, id)
+redis.call('ZADD', '{ps}:dead', now + ttl * DEAD_AFTER_TTLS, id)
+if redis.call('EXISTS', '{ps}:suspect:' .. id) == 0 then
+  redis.call('ZADD', '{ps}:pick', tonumber(redis.call('HGET', daemon, 'load')) / capacity, id)
+end
+if created then return 'created' end
+if expired then return 'revived' end
+return 'renewed'
+"#;
+
+/// Keeps a daemon out of selection until its suspicion expires (its next
+/// heartbeat after that puts it back). ARGV: id, period ms.
+const SUSPECT_SCRIPT: &str = r#"
+redis.call('SET', '{ps}:suspect:' .. ARGV[1], 1, 'PX', ARGV[2])
+redis.call('ZREM', '{ps}:pick', ARGV[1])
+"#;
+
+/// A draining daemon leaves selection at once; its entry stays until it
+/// expires and is reaped, so the releases of its last sockets still count.
+const DEREGISTER_SCRIPT: &str = r#"
+redis.call('ZREM', '{ps}:pick', ARGV[1])
+redis.call('ZADD', '{ps}:live', 0, ARGV[1])
 "#;
 
 pub struct RedisFleet {
@@ -114,6 +190,8 @@ pub struct RedisFleet {
     reserve: redis::Script,
     release: redis::Script,
     heartbeat: redis::Script,
+    suspect: redis::Script,
+    deregister: redis::Script,
     /// This process's channel for establish replies.
     reply_channel: String,
     /// Creates waiting for a daemon's replies, by request id.
@@ -148,9 +226,11 @@ impl RedisFleet {
         let fleet = Arc::new(RedisFleet {
             client,
             pool,
-            reserve: redis::Script::new(RESERVE_SCRIPT),
-            release: redis::Script::new(RELEASE_SCRIPT),
-            heartbeat: redis::Script::new(HEARTBEAT_SCRIPT),
+            reserve: script(RESERVE_SCRIPT),
+            release: script(RELEASE_SCRIPT),
+            heartbeat: script(HEARTBEAT_SCRIPT),
+            suspect: script(SUSPECT_SCRIPT),
+            deregister: script(DEREGISTER_SCRIPT),
             reply_channel: format!("ps:replies:{}", uuid::Uuid::new_v4().simple()),
             waiting: Arc::default(),
             subscribed: Arc::default(),
@@ -225,6 +305,12 @@ impl RedisFleet {
         *slot = Some(conn.clone());
         Ok(conn)
     }
+}
+
+/// A script with the prelude every script shares.
+fn script(body: &str) -> redis::Script {
+    let body = body.replace("DEAD_AFTER_TTLS", &DEAD_AFTER_TTLS.to_string());
+    redis::Script::new(&format!("{PRELUDE}{body}"))
 }
 
 /// Subscribes to `channel` and hands each reply to the create waiting for it.
@@ -307,50 +393,58 @@ impl Fleet for RedisFleet {
         json.map(|json| serde_json::from_str(&json).map_err(|e| FleetError::Unavailable(Box::new(e)))).transpose()
     }
 
-    async fn heartbeat(&self, daemon: &DaemonInfo, load: u32, ttl: Duration) -> Result<bool, FleetError> {
+    async fn heartbeat(&self, beat: &Heartbeat<'_>) -> Result<Registration, FleetError> {
         let mut conn = self.conn().await?;
-        let created: bool = self
-            .heartbeat
-            .key(DAEMONS_KEY)
-            .key(daemon_key(&daemon.id))
-            .arg(&daemon.fqdn)
-            .arg(daemon.capacity)
-            .arg(load)
-            .arg(ttl.as_millis() as u64)
-            .arg(&daemon.id)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(created)
+        let call = |report: bool| {
+            let mut invocation = self.heartbeat.prepare_invoke();
+            let daemon = beat.daemon;
+            invocation
+                .arg(&daemon.id)
+                .arg(&daemon.fqdn)
+                .arg(daemon.capacity)
+                .arg(beat.ttl.as_millis() as u64)
+                .arg(u8::from(beat.registered_before))
+                .arg(u8::from(report));
+            if report {
+                for (token, count) in (beat.holdings)() {
+                    invocation.arg(token).arg(count);
+                }
+            }
+            invocation
+        };
+        let outcome: String = call(false).invoke_async(&mut conn).await?;
+        let outcome = match outcome.as_str() {
+            "missing" => call(true).invoke_async(&mut conn).await?,
+            _ => outcome,
+        };
+        Ok(match outcome.as_str() {
+            "created" => Registration::Created,
+            "revived" => Registration::Revived,
+            _ => Registration::Renewed,
+        })
     }
 
     async fn deregister(&self, daemon_id: &str) -> Result<(), FleetError> {
-        let mut conn = self.conn().await?;
-        let _: () =
-            redis::pipe().srem(DAEMONS_KEY, daemon_id).del(daemon_key(daemon_id)).query_async(&mut conn).await?;
+        let _: () = self.deregister.arg(daemon_id).invoke_async(&mut self.conn().await?).await?;
         Ok(())
     }
 
     async fn reserve(&self, token: &str, max_connections: u32) -> Result<Reservation, FleetError> {
         let mut conn = self.conn().await?;
-        let outcome: Vec<String> =
-            self.reserve.key(DAEMONS_KEY).key(slots_key(token)).arg(max_connections).invoke_async(&mut conn).await?;
+        let outcome: Vec<String> = self.reserve.arg(token).arg(max_connections).invoke_async(&mut conn).await?;
         match outcome.as_slice() {
             [status, daemon_id] if status == "ok" => Ok(Reservation { daemon_id: daemon_id.clone() }),
             [status] if status == "limit" => Err(FleetError::LimitReached),
             [status] if status == "nocapacity" => Err(FleetError::NoCapacity),
+            [status] if status == "warming" => {
+                Err(FleetError::Unavailable("the registry is being rebuilt after Redis lost its data".into()))
+            }
             _ => Err(FleetError::NoDaemon),
         }
     }
 
     async fn release(&self, token: &str, daemon_id: &str) -> Result<(), FleetError> {
-        let mut conn = self.conn().await?;
-        let _: () = self
-            .release
-            .key(slots_key(token))
-            .key(daemon_key(daemon_id))
-            .arg(daemon_id)
-            .invoke_async(&mut conn)
-            .await?;
+        let _: u8 = self.release.arg(token).arg(daemon_id).invoke_async(&mut self.conn().await?).await?;
         Ok(())
     }
 
@@ -381,7 +475,7 @@ impl Fleet for RedisFleet {
 
     async fn mark_suspect(&self, daemon_id: &str, period: Duration) -> Result<(), FleetError> {
         let millis = period.as_millis().max(1) as u64;
-        let _: () = self.conn().await?.pset_ex(format!("ps:suspect:{daemon_id}"), 1, millis).await?;
+        let _: () = self.suspect.arg(daemon_id).arg(millis).invoke_async(&mut self.conn().await?).await?;
         Ok(())
     }
 
