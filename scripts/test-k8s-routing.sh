@@ -48,18 +48,13 @@ check() { if [[ "$3" == "$2" ]]; then ok "$1"; else fail "$1: want $2, got $3"; 
 for b in router polysocketd echo-upstream; do
   [[ -x "$BIN/$b" ]] || die "$BIN/$b is missing: run 'cargo build -p router -p polysocketd -p polysocket-tests --bins' first (or set CARGO_TARGET_DIR)"
 done
-find_nginx() { command -v nginx || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; } || true; }
-NGINX="$(find_nginx)"
+# shellcheck source=lib/install.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/install.sh"
 apt_missing=()
-[[ -n "$NGINX" ]] || apt_missing+=(nginx)
+[[ -n "$(find_nginx)" ]] || apt_missing+=(nginx)
 command -v redis-server >/dev/null 2>&1 || apt_missing+=(redis-server)
-if ((${#apt_missing[@]})); then
-  log "installing with apt-get: ${apt_missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${apt_missing[@]}" >/dev/null
-  NGINX="$(find_nginx)"
-fi
+apt_install "${apt_missing[@]}"
+NGINX="$(find_nginx)"
 [[ -n "$NGINX" ]] || die "no nginx found after installing it"
 
 TMP="$(mktemp -d)"

@@ -6,12 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_install() {
-  echo "== installing $*"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "$@" >/dev/null
-}
+# shellcheck source=lib/install.sh
+source scripts/lib/install.sh
 
 command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 [ -x /usr/bin/chromium ] || apt_install chromium

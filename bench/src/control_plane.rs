@@ -29,7 +29,12 @@ pub async fn run(args: &ReserveCost) -> Result<serde_json::Value, Box<dyn std::e
     let no_holdings = Vec::new;
     for n in 0..args.daemons {
         let daemon = DaemonInfo { id: format!("sim{n}"), fqdn: format!("d{n}.sim"), capacity: 1_000_000 };
-        let beat = Heartbeat { daemon: &daemon, ttl: Duration::from_secs(3600), registered_before: false, holdings: &no_holdings };
+        let beat = Heartbeat {
+            daemon: &daemon,
+            ttl: Duration::from_secs(3600),
+            registered_before: false,
+            holdings: &no_holdings,
+        };
         fleet.heartbeat(&beat).await?;
     }
     let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut admin).await?;

@@ -66,6 +66,38 @@ impl StartError {
     }
 }
 
+/// Runs a service's server (and its admin server, if any) until the server
+/// ends or `shutdown` resolves; then `before_stop` runs (a daemon drains
+/// there) and the server stops, finishing the requests in flight. The admin
+/// server outlives `before_stop`: that is when `/readyz` matters.
+pub async fn serve_until_stopped<D: Future<Output = ()>>(
+    server: Server,
+    admin: Option<Server>,
+    shutdown: impl Future<Output = ()>,
+    before_stop: impl FnOnce() -> D,
+) -> std::io::Result<()> {
+    let admin = admin.map(|admin| {
+        let handle = admin.handle();
+        actix_web::rt::spawn(admin);
+        handle
+    });
+    let handle = server.handle();
+    let mut server = server;
+    let result = tokio::select! {
+        result = &mut server => result,
+        () = shutdown => {
+            before_stop().await;
+            // The server future must keep running to carry out the stop.
+            let ((), result) = tokio::join!(handle.stop(true), server);
+            result
+        }
+    };
+    if let Some(admin) = admin {
+        admin.stop(false).await;
+    }
+    result
+}
+
 /// Raises the soft open-file limit to the hard one and returns it: container
 /// runtimes start services at a soft limit of 1024, about 500 bridged
 /// sockets, and a distroless image has no shell to raise it.

@@ -143,29 +143,14 @@ impl Application {
         let heartbeat = tokio::spawn(self.daemon.clone().heartbeat());
         let forget = tokio::spawn(self.daemon.clone().forget_idle_clients());
         let creates = tokio::spawn(self.daemon.clone().serve_creates());
-        // The operator's endpoints outlive the drain: it is when /readyz matters.
-        let admin = self.admin.map(|server| {
-            let handle = server.handle();
-            actix_web::rt::spawn(server);
-            handle
-        });
-        let handle = self.server.handle();
-        let mut server = self.server;
-        let result = tokio::select! {
-            result = &mut server => result,
-            () = shutdown => {
-                self.daemon.drain(self.shutdown_grace).await;
-                // The server future must keep running to carry out the stop.
-                let ((), result) = tokio::join!(handle.stop(true), server);
-                result
-            }
-        };
+        let (daemon, grace) = (self.daemon.clone(), self.shutdown_grace);
+        let result = cli::serve_until_stopped(self.server, self.admin, shutdown, || async move {
+            daemon.drain(grace).await;
+        })
+        .await;
         heartbeat.abort();
         forget.abort();
         creates.abort();
-        if let Some(admin) = admin {
-            admin.stop(false).await;
-        }
         result
     }
 }

@@ -79,26 +79,10 @@ impl Application {
     /// then stops taking connections and lets in-flight creates finish.
     /// Must run inside an actix system.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        let admin = self.admin.map(|server| {
-            let handle = server.handle();
-            actix_web::rt::spawn(server);
-            handle
-        });
-        let handle = self.server.handle();
-        let mut server = self.server;
-        let result = tokio::select! {
-            result = &mut server => result,
-            () = shutdown => {
-                log::info!("stopping: finishing creates in flight");
-                // The server future must keep running to carry out the stop.
-                let ((), result) = tokio::join!(handle.stop(true), server);
-                result
-            }
-        };
-        if let Some(admin) = admin {
-            admin.stop(false).await;
-        }
-        result
+        cli::serve_until_stopped(self.server, self.admin, shutdown, || async {
+            log::info!("stopping: finishing creates in flight");
+        })
+        .await
     }
 }
 
