@@ -393,15 +393,22 @@ impl NatScene {
     async fn create(&self, outcome: &mut UserOutcome) -> Option<Value> {
         let target = self.fleet.upstream.url("/echo");
         let params = query(&[("from", "nat"), ("target", &target), ("token", "nat")]);
-        let reply = self.fleet.routers[0].http.get(None, &format!("/create?{params}"), &[]).await;
-        match reply.status {
-            200 => Some(reply.json()),
-            429 => {
-                outcome.refused += 1;
-                None
+        for _ in 0..10 {
+            let reply = self.fleet.routers[0].http.get(None, &format!("/create?{params}"), &[]).await;
+            match reply.status {
+                200 => return Some(reply.json()),
+                429 => {
+                    outcome.refused += 1;
+                    return None;
+                }
+                // A fleet fault, not a limit (on this loaded machine, a
+                // Redis connection not had in time): retried, as
+                // polysocket.js retries answers marked retryable.
+                _ if reply.json()["retryable"] == true => tokio::time::sleep(Duration::from_millis(250)).await,
+                status => panic!("create answered {status}: {}", reply.body),
             }
-            status => panic!("create answered {status}: {}", reply.body),
         }
+        panic!("creates kept failing")
     }
 
     /// A user: creates a socket, then sends and reads back `rounds`
