@@ -203,7 +203,14 @@ impl CreateService {
         let client_ip = Some(client_ip.to_string());
         let mut attempt = 1;
         let reply = loop {
-            let reservation = self.fleet.reserve(&token.token, token.max_connections).await?;
+            let reservation = match self.fleet.reserve(&token.token, token.max_connections).await {
+                Err(FleetError::LimitReached) => {
+                    self.metrics.token_usage(&token.metric_label(), token.max_connections, token.max_connections);
+                    return Err(FleetError::LimitReached.into());
+                }
+                reserved => reserved?,
+            };
+            self.metrics.token_usage(&token.metric_label(), reservation.used, token.max_connections);
             let now = unix_millis();
             let request = EstablishRequest {
                 id: uuid::Uuid::new_v4().simple().to_string(),

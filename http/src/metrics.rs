@@ -1,7 +1,7 @@
 //! What the router measures.
 
 use polysocket_common::metrics::register;
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 pub struct CreateMetrics {
     /// `polysocket_creates_total{outcome}`: every create, by how it ended.
@@ -12,6 +12,9 @@ pub struct CreateMetrics {
     moved: IntCounterVec,
     /// Daemons kept out of selection for a while.
     pub suspects: IntCounter,
+    /// Sockets a token holds fleet-wide, as of this router's last create with it.
+    token_sockets: IntGaugeVec,
+    token_limit: IntGaugeVec,
 }
 
 impl CreateMetrics {
@@ -31,12 +34,23 @@ impl CreateMetrics {
         let suspects =
             IntCounter::new("polysocket_daemons_suspected_total", "Daemons kept out of selection for a while")
                 .expect("valid metric");
+        let by_token = |name: &str, help: &str| {
+            register(registry, IntGaugeVec::new(Opts::new(name, help), &["token"]).expect("valid metric"))
+        };
         CreateMetrics {
+            token_sockets: by_token("polysocket_token_sockets", "Sockets a token holds fleet-wide, at its last create"),
+            token_limit: by_token("polysocket_token_max_connections", "A token's max_connections"),
             outcomes: register(registry, outcomes),
             duration: register(registry, duration),
             moved: register(registry, moved),
             suspects: register(registry, suspects),
         }
+    }
+
+    /// Records a token's use against its limit; `label` is never the token.
+    pub fn token_usage(&self, label: &str, used: u32, limit: u32) {
+        self.token_sockets.with_label_values(&[label]).set(i64::from(used));
+        self.token_limit.with_label_values(&[label]).set(i64::from(limit));
     }
 
     /// Counts a create moved off a daemon that did not answer

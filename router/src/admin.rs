@@ -63,6 +63,7 @@ async fn store(fleet: &dyn Fleet, fields: TokenFields, out: &mut dyn std::io::Wr
         origins: fields.origins,
         max_connections: fields.max_connections,
         allow_private: fields.allow_private,
+        label: fields.label,
     };
     fleet.store_tokens(std::slice::from_ref(&record)).await?;
     let _ = writeln!(out, "{}", serde_json::to_string(&record).expect("records serialize"));

@@ -61,4 +61,7 @@ pub struct TokenFields {
     /// Comma-separated non-public networks (CIDR) the token may reach on purpose.
     #[arg(long, value_delimiter = ',')]
     pub allow_private: Vec<ipnet::IpNet>,
+    /// How the token is named in metrics (default: a hash of it).
+    #[arg(long)]
+    pub label: Option<String>,
 }

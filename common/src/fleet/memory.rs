@@ -153,7 +153,7 @@ impl Fleet for MemoryFleet {
         best.load += 1;
         let daemon_id = best.info.id.clone();
         *state.slots.entry(token.to_owned()).or_default().entry(daemon_id.clone()).or_default() += 1;
-        Ok(Reservation { daemon_id })
+        Ok(Reservation { daemon_id, used: held + 1 })
     }
 
     async fn release(&self, token: &str, daemon_id: &str) -> Result<(), FleetError> {

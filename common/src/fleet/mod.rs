@@ -60,6 +60,8 @@ pub enum Registration {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
     pub daemon_id: String,
+    /// Sockets the token holds fleet-wide, this one included.
+    pub used: u32,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -104,8 +104,7 @@ for _ = 1, 16 do
     local load = redis.call('HINCRBY', daemon, 'load', 1)
     redis.call('ZADD', '{ps}:pick', load / tonumber(redis.call('HGET', daemon, 'capacity')), id)
     redis.call('HINCRBY', '{ps}:held:' .. id, token, 1)
-    redis.call('HINCRBY', '{ps}:used', token, 1)
-    return {'ok', id}
+    return {'ok', id, tostring(redis.call('HINCRBY', '{ps}:used', token, 1))}
   end
 end
 return {'nodaemon'}
@@ -433,7 +432,9 @@ impl Fleet for RedisFleet {
         let mut conn = self.conn().await?;
         let outcome: Vec<String> = self.reserve.arg(token).arg(max_connections).invoke_async(&mut conn).await?;
         match outcome.as_slice() {
-            [status, daemon_id] if status == "ok" => Ok(Reservation { daemon_id: daemon_id.clone() }),
+            [status, daemon_id, used] if status == "ok" => {
+                Ok(Reservation { daemon_id: daemon_id.clone(), used: used.parse().unwrap_or(0) })
+            }
             [status] if status == "limit" => Err(FleetError::LimitReached),
             [status] if status == "nocapacity" => Err(FleetError::NoCapacity),
             [status] if status == "warming" => {
