@@ -2,7 +2,7 @@
 #
 # polysocket: router and polysocketd in one image.
 #
-#   docker build -t polysocket:latest .
+#   docker build -t polysocket:latest .        # Docker >= 23 (BuildKit)
 #   docker run --rm polysocket:latest --help                                  # the router
 #   docker run --rm --entrypoint /usr/local/bin/polysocketd polysocket:latest --help
 #
@@ -15,14 +15,22 @@ ARG RUST_VERSION=1
 FROM rust:${RUST_VERSION}-bookworm AS builder
 
 WORKDIR /src
-# The whole workspace (common, router, polysocketd and the tests crate, which
-# must be present for the workspace to resolve); .dockerignore keeps target/
-# and .git/ out of the build context.
+# The whole workspace (common, http, router, polysocketd, and the tests and
+# bench crates, which must be present for the workspace to resolve);
+# .dockerignore keeps target/, .git/ and what is not a build input (docs, k8s/,
+# scripts/, ...) out of the build context.
 COPY . .
 
-RUN cargo build --release --locked -p router -p polysocketd \
- && install -D -m 0755 target/release/router /out/router \
- && install -D -m 0755 target/release/polysocketd /out/polysocketd
+# Cache mounts (BuildKit, buildah): crates and target/ outlive the build, so a
+# rebuild after a source change compiles only what changed, and neither lands
+# in a layer. The binaries are stripped of their symbol tables (debug info is
+# already off in release): a quarter of their size, and the image stays under
+# 40 MB (scripts/image.sh checks it).
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p router -p polysocketd \
+ && install -D -s -m 0755 target/release/router /out/router \
+ && install -D -s -m 0755 target/release/polysocketd /out/polysocketd
 
 # ---- runtime ----------------------------------------------------------------
 # glibc + libgcc + CA certificates, no shell, no package manager; runs as the
