@@ -2,11 +2,13 @@
 #
 # polysocket: router and polysocketd in one image.
 #
-#   docker build -t polysocket:latest .        # Docker >= 23 (BuildKit)
-#   docker run --rm polysocket:latest --help                                  # the router
-#   docker run --rm --entrypoint /usr/local/bin/polysocketd polysocket:latest --help
+#   docker build -t polysocket:0.1.0 .          # Docker >= 23 (BuildKit)
+#   docker run --rm polysocket:0.1.0 --help                                  # the router
+#   docker run --rm --entrypoint /usr/local/bin/polysocketd polysocket:0.1.0 --help
 #
-# The Kubernetes manifests in k8s/ set `command` explicitly for each service.
+# The Kubernetes manifests in k8s/ refer to it as polysocket:<workspace
+# version> and set `command` explicitly for each service. CI builds this file
+# unchanged without any container registry: scripts/image.sh.
 
 # ---- build ------------------------------------------------------------------
 # Any Rust >= 1.88 (edition 2024). TLS is rustls with ring: a C compiler is all
