@@ -133,6 +133,15 @@ wait_exit() {
   RC=$?
 }
 
+# wait_log FILE TEXT [SECONDS]: until FILE holds TEXT.
+wait_log() {
+  local deadline=$((SECONDS + ${3:-20}))
+  until grep -q "$2" "$1" 2>/dev/null; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.1
+  done
+}
+
 json_get() { # FILE EXPR: evaluates a Python expression on the JSON in FILE (as j)
   python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2" 2>/dev/null
 }
@@ -165,6 +174,9 @@ check "router /readyz" wait_http "http://127.0.0.1:$P_ROUTER/readyz"
 check "daemon d1 /readyz" wait_http "http://127.0.0.1:$P_D1/readyz"
 check "daemon d2 /readyz" wait_http "http://127.0.0.1:$P_D2/readyz"
 check "router /healthz" wait_http "http://127.0.0.1:$P_ROUTER/healthz" 2
+# The create below dials the echo server at once: on a loaded machine Python can
+# still be starting when the binaries already answer.
+check "upstream echo server listens" wait_log "$LOGS/echo.log" listening
 
 # ---- they run as a container would run them ------------------------------------
 for svc in router:$PID_ROUTER d1:$PID_D1 d2:$PID_D2; do
@@ -197,10 +209,14 @@ host=${FQDN%:*} port=${FQDN##*:}
 case "$port" in
   "$P_D1") OWNER=d1 PID_OWNER=$PID_D1 PID_OTHER=$PID_D2 ;;
   "$P_D2") OWNER=d2 PID_OWNER=$PID_D2 PID_OTHER=$PID_D1 ;;
-  *) OWNER="" ;;
+  *) OWNER="" PID_OWNER="" PID_OTHER="" ;;
 esac
 check "the create names a daemon of the fleet ($FQDN)" \
   bash -c '[ -n "$1" ] && [[ $2 == *.d?.localhost ]]' _ "$OWNER" "$host"
+if [ -z "$OWNER" ]; then # the rest needs the socket: stop with the logs
+  dump_logs
+  exit 0
+fi
 RESOLVE=(--resolve "$host:$port:127.0.0.1")
 
 code=$(curl -sS --max-time 10 "${RESOLVE[@]}" -o "$WORK/send.json" -w '%{http_code}' \
