@@ -9,6 +9,11 @@
  * works wherever a page can load a script. Written in ES3: no JSON, no
  * Promise, no Array.prototype.forEach, no getters, no trailing commas.
  *
+ * Upstreams that authenticate the handshake with a bearer (a browser's own
+ * WebSocket cannot send one): install({..., bearer: "..."}), or a function
+ * of the target URL returning the current credential; the token must allow
+ * it (forward_bearer). It travels in the /create URL only.
+ *
  * Where ArrayBuffer is missing, binary messages arrive as "binary strings"
  * (one character per byte, 0-255, as old XHR code read binary data), with
  * binaryType "binarystring" and event.binary true; ws.sendBinary(string)
@@ -217,9 +222,10 @@
     this._gone = false;
     this._router = config.router.replace(/\/+$/, "");
     var list = parseProtocols(protocols);
-    persistent(this, this._router + "/create",
-      {from: CLIENT, target: url, token: config.token, protocols: list.join(",")},
-      CREATE_TIMEOUT, function (failure, answer) {
+    var params = {from: CLIENT, target: url, token: config.token, protocols: list.join(",")};
+    var bearer = typeof config.bearer === "function" ? config.bearer(url) : config.bearer;
+    if (bearer) { params.bearer = String(bearer); }
+    persistent(this, this._router + "/create", params, CREATE_TIMEOUT, function (failure, answer) {
         if (failure || !answer.ok) { return self._lost(); }
         var scheme = /^https?:/i.exec(self._router);
         self._base = (scheme ? scheme[0] : global.location.protocol) + "//" + answer.fqdn;

@@ -1,8 +1,11 @@
 //! Token records: who may open sockets, from which pages, to which targets.
 
 use crate::target::{Target, glob_match, normalize_pattern};
+use crate::wire::Secret;
+use actix_web::http::header::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// One token as written in the tokens file and stored in the fleet.
@@ -26,9 +29,61 @@ pub struct TokenRecord {
     /// appear there); without it, a hash of the token names it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// Headers the daemon adds to every upstream handshake for this token
+    /// (an API key the page must never see); see [`TokenRecord::validate`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub upstream_headers: BTreeMap<String, Secret>,
+    /// Whether a client may hand a bearer credential to `/create` (`bearer=`
+    /// or `Authorization: Bearer`) for the daemon to send upstream as
+    /// `Authorization: Bearer ...`. Off unless the operator turns it on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forward_bearer: bool,
 }
 
+/// Headers a token may not set upstream: the connection's own (RFC 9110
+/// §7.6.1 hop-by-hop), the WebSocket handshake's, and those the bridge sets
+/// itself (`Origin` is the page's, `X-Forwarded-For` the client's).
+const RESERVED_HEADERS: [&str; 13] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "origin",
+    "x-forwarded-for",
+];
+
 impl TokenRecord {
+    /// Checks what serde cannot: a non-empty token and upstream headers that
+    /// are valid HTTP and leave the handshake to the bridge.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.token.is_empty() {
+            return Err("empty token".into());
+        }
+        for (name, value) in &self.upstream_headers {
+            let parsed = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("upstream header {name:?} is not a valid header name"))?;
+            let lower = parsed.as_str();
+            if RESERVED_HEADERS.contains(&lower) || lower.starts_with("sec-websocket-") {
+                return Err(format!(
+                    "upstream header {name:?} is not allowed: hop-by-hop and WebSocket handshake headers are the bridge's"
+                ));
+            }
+            if lower == "authorization" && self.forward_bearer {
+                return Err("an Authorization upstream header and forward_bearer exclude each other".into());
+            }
+            HeaderValue::from_str(&value.0)
+                .map_err(|_| format!("upstream header {name:?} has a value that is not a valid header value"))?;
+        }
+        Ok(())
+    }
+
     /// The token's name in metric labels: the operator's `label`, or
     /// `t-` and 12 hex digits of its SHA-1, which cannot be turned back
     /// into the token.
@@ -65,8 +120,11 @@ impl TokensFile {
             std::fs::read_to_string(path).map_err(|source| TokensFileError::Read { path: shown.clone(), source })?;
         let file: TokensFile =
             serde_json::from_str(&text).map_err(|source| TokensFileError::Parse { path: shown.clone(), source })?;
-        if let Some(record) = file.tokens.iter().find(|r| r.token.is_empty()) {
-            return Err(TokensFileError::Invalid { path: shown, reason: format!("empty token in {record:?}") });
+        for record in &file.tokens {
+            record.validate().map_err(|reason| TokensFileError::Invalid {
+                path: shown.clone(),
+                reason: format!("{reason} (token labelled {})", record.metric_label()),
+            })?;
         }
         Ok(file)
     }
@@ -111,7 +169,36 @@ mod tests {
             max_connections: 1,
             allow_private: Vec::new(),
             label: None,
+            upstream_headers: BTreeMap::new(),
+            forward_bearer: false,
         }
+    }
+
+    fn with_headers(headers: &[(&str, &str)], forward_bearer: bool) -> TokenRecord {
+        let upstream_headers = headers.iter().map(|(n, v)| (n.to_string(), Secret(v.to_string()))).collect();
+        TokenRecord { upstream_headers, forward_bearer, ..record(&["*"]) }
+    }
+
+    #[test]
+    fn upstream_headers_leave_the_handshake_to_the_bridge() {
+        assert_eq!(with_headers(&[("X-Api-Key", "k"), ("Authorization", "Basic eA==")], false).validate(), Ok(()));
+        for reserved in ["Connection", "upgrade", "Host", "Sec-WebSocket-Protocol", "sec-websocket-key", "Origin"] {
+            let refused = with_headers(&[(reserved, "x")], false).validate().unwrap_err();
+            assert!(refused.contains("is not allowed"), "{reserved}: {refused}");
+        }
+        assert!(with_headers(&[("bad name", "x")], false).validate().unwrap_err().contains("not a valid header name"));
+        assert!(
+            with_headers(&[("X-A", "line\nbreak")], false).validate().unwrap_err().contains("not a valid header value")
+        );
+        let both = with_headers(&[("authorization", "Basic eA==")], true).validate().unwrap_err();
+        assert!(both.contains("exclude each other"), "{both}");
+        assert!(TokenRecord { token: String::new(), ..record(&["*"]) }.validate().is_err());
+    }
+
+    #[test]
+    fn upstream_header_values_never_show_in_debug() {
+        let shown = format!("{:?}", with_headers(&[("X-Api-Key", "hunter2")], false));
+        assert!(shown.contains("X-Api-Key") && !shown.contains("hunter2"), "{shown}");
     }
 
     #[test]
@@ -160,5 +247,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(file.tokens[0].max_connections, 100);
+        assert!(file.tokens[0].upstream_headers.is_empty() && !file.tokens[0].forward_bearer);
+        let record = &serde_json::from_str::<TokensFile>(
+            r#"{"tokens":[{"token":"t","targets":["wss://*"],"origins":["*"],"max_connections":1,"upstream_headers":{"X-Api-Key":"k"},"forward_bearer":true}]}"#,
+        )
+        .unwrap()
+        .tokens[0];
+        assert_eq!(record.upstream_headers["X-Api-Key"], Secret("k".into()));
+        assert!(record.forward_bearer);
     }
 }

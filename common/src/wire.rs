@@ -41,11 +41,15 @@ pub struct Failure {
     /// request's. Absent when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retryable: bool,
+    /// On a create the upstream refused: the HTTP status it answered the
+    /// handshake with (401 and 403 usually mean a missing or bad credential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_status: Option<u16>,
 }
 
 impl Failure {
     pub fn new(error: impl ToString) -> Self {
-        Failure { ok: false, error: error.to_string(), expected: None, retryable: false }
+        Failure { ok: false, error: error.to_string(), expected: None, retryable: false, upstream_status: None }
     }
 }
 
@@ -105,6 +109,24 @@ pub struct EstablishRequest {
     /// Non-public networks the token may reach (see `TokenRecord::allow_private`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_private: Vec<ipnet::IpNet>,
+    /// Headers added to the upstream handshake: the token's operator-held
+    /// headers and, where the token allows it, the client's bearer as
+    /// `Authorization`. Checked by the router; the daemon adds them as given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstream_headers: Vec<(String, Secret)>,
+}
+
+/// A credential (an upstream header's value, a forwarded bearer): it travels
+/// and serializes as a plain string but never shows in `Debug` output, so a
+/// logged request or token record cannot leak it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// Who failed when a daemon could not open a socket, so the router can
@@ -197,6 +219,13 @@ mod tests {
             let EstablishReply::Failed { kind, .. } = serde_json::from_str(other).unwrap() else { panic!("{other}") };
             assert_eq!(kind, OpenFailure::Other);
         }
+    }
+
+    #[test]
+    fn secrets_travel_but_never_show_in_debug() {
+        let secret = Secret("hunter2".into());
+        assert_eq!(format!("{secret:?}"), "Secret(..)");
+        assert_eq!(serde_json::to_string(&secret).unwrap(), r#""hunter2""#);
     }
 
     #[test]

@@ -2,15 +2,15 @@
 
 use crate::metrics::CreateMetrics;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{ORIGIN, REFERER};
+use actix_web::http::header::{AUTHORIZATION, ORIGIN, REFERER};
 use actix_web::{HttpRequest, HttpResponse, web};
 use polysocket_common::cli::CreateArgs;
 use polysocket_common::fleet::{Fleet, FleetError};
-use polysocket_common::jsonp;
+use polysocket_common::jsonp::{self, MAX_QUERY_BYTES};
 use polysocket_common::limits::{ClientArgs, KeyedLimit, insert_retry_after, retry_after_secs};
 use polysocket_common::target::{Target, TargetError, origin_of};
 use polysocket_common::token::Refusal;
-use polysocket_common::wire::{Created, EstablishReply, EstablishRequest, Failure, OpenFailure, unix_millis};
+use polysocket_common::wire::{Created, EstablishReply, EstablishRequest, Failure, OpenFailure, Secret, unix_millis};
 use prometheus::Registry;
 use serde::Deserialize;
 use std::net::IpAddr;
@@ -21,6 +21,8 @@ use std::time::Duration;
 const MAX_FROM_LEN: usize = 64;
 /// Most subprotocols a client may offer; real protocols offer a handful.
 const MAX_PROTOCOLS: usize = 16;
+/// Longest bearer credential forwarded upstream; JWTs with many claims fit.
+const MAX_BEARER_LEN: usize = 4096;
 
 /// How long a daemon that left a create unanswered, or said it was full,
 /// stays out of selection.
@@ -59,7 +61,10 @@ impl CreateService {
 /// Mounts `/create` on an app, for the router and for standalone polysocketd.
 pub fn configure(service: Arc<CreateService>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
-        cfg.app_data(web::Data::from(service)).route("/create", web::get().to(create));
+        cfg.app_data(web::Data::from(service))
+            .app_data(web::PayloadConfig::new(MAX_QUERY_BYTES))
+            .route("/create", web::get().to(create))
+            .route("/create", web::post().to(create_posted));
     }
 }
 
@@ -70,6 +75,8 @@ struct CreateQuery {
     target: Option<String>,
     token: Option<String>,
     protocols: Option<String>,
+    /// A credential for the upstream handshake; never logged nor echoed.
+    bearer: Option<String>,
 }
 
 /// Why a create failed. The messages are stable: clients match on them.
@@ -81,6 +88,10 @@ pub enum CreateError {
     InvalidFrom,
     #[error("invalid protocols: comma-separated tokens, at most 16")]
     InvalidProtocols,
+    #[error("invalid bearer: {0}")]
+    InvalidBearer(&'static str),
+    #[error("bearer not allowed: this token does not forward credentials")]
+    BearerNotAllowed,
     #[error(transparent)]
     InvalidTarget(#[from] TargetError),
     #[error("rate limited: retry in {}s", retry_after_secs(*.0))]
@@ -91,9 +102,10 @@ pub enum CreateError {
     Refused(#[from] Refusal),
     #[error("{0}")]
     Fleet(#[from] FleetError),
-    /// The daemon's account of why the upstream did not open, and who failed.
+    /// The daemon's account of why the upstream did not open, who failed
+    /// and, when the upstream answered the handshake, with which status.
     #[error("{error}")]
-    Open { kind: OpenFailure, error: String },
+    Open { kind: OpenFailure, status: Option<u16>, error: String },
 }
 
 impl CreateError {
@@ -104,8 +116,11 @@ impl CreateError {
             CreateError::Missing(_)
             | CreateError::InvalidFrom
             | CreateError::InvalidProtocols
+            | CreateError::InvalidBearer(_)
             | CreateError::InvalidTarget(_) => StatusCode::BAD_REQUEST,
-            CreateError::UnknownToken | CreateError::Refused(_) => StatusCode::FORBIDDEN,
+            CreateError::UnknownToken | CreateError::Refused(_) | CreateError::BearerNotAllowed => {
+                StatusCode::FORBIDDEN
+            }
             CreateError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             CreateError::Fleet(FleetError::LimitReached) => StatusCode::TOO_MANY_REQUESTS,
             CreateError::Fleet(FleetError::NoAnswer | FleetError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
@@ -138,8 +153,9 @@ impl CreateError {
             CreateError::Missing(_)
             | CreateError::InvalidFrom
             | CreateError::InvalidProtocols
+            | CreateError::InvalidBearer(_)
             | CreateError::InvalidTarget(_) => "invalid",
-            CreateError::UnknownToken | CreateError::Refused(_) => "refused",
+            CreateError::UnknownToken | CreateError::Refused(_) | CreateError::BearerNotAllowed => "refused",
             CreateError::RateLimited(_) => "rate_limited",
             CreateError::Fleet(FleetError::LimitReached) => "limit_reached",
             CreateError::Fleet(FleetError::NoDaemon | FleetError::NoCapacity) => "no_capacity",
@@ -158,12 +174,30 @@ impl CreateError {
 }
 
 async fn create(req: HttpRequest, service: web::Data<CreateService>) -> HttpResponse {
-    let (query, callback) = match jsonp::parse_query::<CreateQuery>(req.query_string(), |q| q.cb.as_deref()) {
+    answer(&req, &service, req.query_string()).await
+}
+
+/// `POST /create`, for curl and servers: the parameters may also come as a
+/// form body, which keeps a bearer out of URLs (and so out of proxies' logs).
+async fn create_posted(req: HttpRequest, body: web::Bytes, service: web::Data<CreateService>) -> HttpResponse {
+    let Ok(form) = std::str::from_utf8(&body) else {
+        return jsonp::QueryError::NotUtf8.response();
+    };
+    let params = match (req.query_string(), form) {
+        (query, "") => query.to_owned(),
+        ("", form) => form.to_owned(),
+        (query, form) => format!("{query}&{form}"),
+    };
+    answer(&req, &service, &params).await
+}
+
+async fn answer(req: &HttpRequest, service: &CreateService, params: &str) -> HttpResponse {
+    let (query, callback) = match jsonp::parse_query::<CreateQuery>(params, |q| q.cb.as_deref()) {
         Ok(parsed) => parsed,
         Err(e) => return e.response(),
     };
     let timer = service.metrics.duration.start_timer();
-    let outcome = service.create(&req, query).await;
+    let outcome = service.create(req, query).await;
     timer.observe_duration();
     match outcome {
         Ok(created) => {
@@ -174,7 +208,11 @@ async fn create(req: HttpRequest, service: web::Data<CreateService>) -> HttpResp
             log::info!("create refused: {e}");
             service.metrics.outcome(e.outcome());
             let status = if callback.is_some() { StatusCode::OK } else { e.status() };
-            let failure = Failure { retryable: e.retryable(), ..Failure::new(&e) };
+            let upstream_status = match e {
+                CreateError::Open { status, .. } => status,
+                _ => None,
+            };
+            let failure = Failure { retryable: e.retryable(), upstream_status, ..Failure::new(&e) };
             let mut response = jsonp::reply(status, callback.as_ref(), &failure);
             if let CreateError::RateLimited(wait) = e {
                 insert_retry_after(&mut response, wait);
@@ -193,6 +231,7 @@ impl CreateService {
         let target = Target::parse(&query.target.ok_or(CreateError::Missing("target"))?)?;
         let token_name = query.token.ok_or(CreateError::Missing("token"))?;
         let protocols = parse_protocols(query.protocols.as_deref())?;
+        let bearer = bearer_of(req, query.bearer)?;
         let origin = page_origin(req);
         let client_ip = self.clients.client_ip_of(req);
         self.per_ip.check(&client_ip).map_err(CreateError::RateLimited)?;
@@ -200,6 +239,14 @@ impl CreateService {
         let token = self.fleet.token(&token_name).await?.ok_or(CreateError::UnknownToken)?;
         self.per_token.check(&token.token).map_err(CreateError::RateLimited)?;
         token.authorize(origin.as_deref(), &target)?;
+        let mut upstream_headers: Vec<(String, Secret)> =
+            token.upstream_headers.iter().map(|(name, value)| (name.clone(), value.clone())).collect();
+        if let Some(bearer) = bearer {
+            if !token.forward_bearer {
+                return Err(CreateError::BearerNotAllowed);
+            }
+            upstream_headers.push((AUTHORIZATION.to_string(), Secret(format!("Bearer {bearer}"))));
+        }
         let client_ip = Some(client_ip.to_string());
         let mut attempt = 1;
         let reply = loop {
@@ -223,6 +270,7 @@ impl CreateService {
                 client_ip: client_ip.clone(),
                 token: token.token.clone(),
                 allow_private: token.allow_private.clone(),
+                upstream_headers: upstream_headers.clone(),
             };
             match self.fleet.establish(&reservation.daemon_id, request).await {
                 Ok(EstablishReply::Failed { kind: OpenFailure::DaemonFull, error, .. })
@@ -260,7 +308,7 @@ impl CreateService {
                 log::info!("created socket {socket} on {fqdn} for {from}");
                 Ok(Created { ok: true, fqdn, socket, protocol })
             }
-            EstablishReply::Failed { kind, error, .. } => Err(CreateError::Open { kind, error }),
+            EstablishReply::Failed { kind, status, error, .. } => Err(CreateError::Open { kind, status, error }),
             EstablishReply::Accepted { .. } => unreachable!("Fleet::establish returns outcomes only"),
         }
     }
@@ -294,6 +342,35 @@ fn page_origin(req: &HttpRequest) -> Option<String> {
         Some(origin) => Some(origin.to_owned()),
         None => header(REFERER).and_then(origin_of),
     }
+}
+
+/// The client's bearer credential, from `bearer=` or an `Authorization:
+/// Bearer` header (not both), checked against RFC 6750's token syntax so it
+/// cannot smuggle anything into the upstream's headers.
+fn bearer_of(req: &HttpRequest, param: Option<String>) -> Result<Option<String>, CreateError> {
+    let header = match req.headers().get(AUTHORIZATION) {
+        None => None,
+        Some(value) => {
+            let value = value.to_str().map_err(|_| CreateError::InvalidBearer("not ASCII"))?;
+            match value.split_once(' ') {
+                Some((scheme, credential)) if scheme.eq_ignore_ascii_case("bearer") => {
+                    Some(credential.trim().to_owned())
+                }
+                _ => return Err(CreateError::InvalidBearer("Authorization must use the Bearer scheme")),
+            }
+        }
+    };
+    let bearer = match (param, header) {
+        (Some(_), Some(_)) => return Err(CreateError::InvalidBearer("given both as bearer= and Authorization")),
+        (one, other) => one.or(other),
+    };
+    let Some(bearer) = bearer else { return Ok(None) };
+    let body = bearer.trim_end_matches('=');
+    let is_token68 = |c: char| c.is_ascii_alphanumeric() || "-._~+/".contains(c);
+    if body.is_empty() || bearer.len() > MAX_BEARER_LEN || !body.chars().all(is_token68) {
+        return Err(CreateError::InvalidBearer("must be an RFC 6750 token of at most 4096 characters"));
+    }
+    Ok(Some(bearer))
 }
 
 /// Splits `protocols` into subprotocol names, each an RFC 7230 token.
@@ -337,12 +414,30 @@ mod tests {
     }
 
     #[test]
+    fn bearer_comes_from_the_query_or_the_header() {
+        let plain = TestRequest::default().to_http_request();
+        assert_eq!(bearer_of(&plain, None).unwrap(), None);
+        assert_eq!(bearer_of(&plain, Some("eyJ0.eyJ1-_.sig==".into())).unwrap().as_deref(), Some("eyJ0.eyJ1-_.sig=="));
+        let header = TestRequest::default().insert_header((AUTHORIZATION, "Bearer abc")).to_http_request();
+        assert_eq!(bearer_of(&header, None).unwrap().as_deref(), Some("abc"));
+        assert!(matches!(bearer_of(&header, Some("abc".into())), Err(CreateError::InvalidBearer(_))));
+        let basic = TestRequest::default().insert_header((AUTHORIZATION, "Basic eA==")).to_http_request();
+        assert!(matches!(bearer_of(&basic, None), Err(CreateError::InvalidBearer(_))));
+        for smuggled in ["a\r\nX-Evil: 1", "a b", "", "=", &"x".repeat(4097)] {
+            assert!(
+                matches!(bearer_of(&plain, Some(smuggled.into())), Err(CreateError::InvalidBearer(_))),
+                "{smuggled}"
+            );
+        }
+    }
+
+    #[test]
     fn statuses_for_curl_users() {
         assert_eq!(CreateError::Missing("from").status(), StatusCode::BAD_REQUEST);
         assert_eq!(CreateError::UnknownToken.status(), StatusCode::FORBIDDEN);
         assert_eq!(CreateError::Fleet(FleetError::LimitReached).status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(CreateError::Fleet(FleetError::NoDaemon).status(), StatusCode::SERVICE_UNAVAILABLE);
-        let open = |kind| CreateError::Open { kind, error: "x".into() };
+        let open = |kind| CreateError::Open { kind, status: None, error: "x".into() };
         assert_eq!(open(OpenFailure::Rejected).status(), StatusCode::BAD_GATEWAY);
         assert_eq!(open(OpenFailure::Policy).status(), StatusCode::FORBIDDEN);
         assert_eq!(open(OpenFailure::Timeout).status(), StatusCode::GATEWAY_TIMEOUT);

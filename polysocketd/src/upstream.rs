@@ -188,6 +188,9 @@ impl Opener {
         if let Some(ip) = &request.client_ip {
             handshake = handshake.header("X-Forwarded-For", ip.as_str());
         }
+        for (name, value) in &request.upstream_headers {
+            handshake = handshake.header(name.as_str(), value.0.as_str());
+        }
         let (response, upstream) = handshake.connect().await.map_err(describe)?;
         // awc checks neither of these; RFC 6455 §4.1 requires the client to
         // fail the connection when the server picks what was not offered.
@@ -272,6 +275,7 @@ mod tests {
             client_ip: None,
             token: "t".into(),
             allow_private: vec!["127.0.0.0/8".parse().unwrap()],
+            upstream_headers: Vec::new(),
         }
     }
 

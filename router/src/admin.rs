@@ -4,6 +4,7 @@ use crate::config::{TokenCommand, TokenFields};
 use polysocket_common::cli::{EXIT_DATA, EXIT_UNAVAILABLE};
 use polysocket_common::fleet::{Fleet, FleetError};
 use polysocket_common::token::TokenRecord;
+use polysocket_common::wire::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -11,6 +12,8 @@ pub enum AdminError {
     Exists(String),
     #[error("no token {0:?}")]
     Missing(String),
+    #[error("invalid token record: {0}")]
+    Invalid(String),
     #[error(transparent)]
     Fleet(#[from] FleetError),
 }
@@ -18,7 +21,7 @@ pub enum AdminError {
 impl AdminError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            AdminError::Exists(_) | AdminError::Missing(_) => EXIT_DATA,
+            AdminError::Exists(_) | AdminError::Missing(_) | AdminError::Invalid(_) => EXIT_DATA,
             AdminError::Fleet(_) => EXIT_UNAVAILABLE,
         }
     }
@@ -28,16 +31,18 @@ impl AdminError {
 pub async fn run(fleet: &dyn Fleet, command: TokenCommand, out: &mut dyn std::io::Write) -> Result<(), AdminError> {
     match command {
         TokenCommand::Add(fields) => {
-            if fleet.token(&fields.token).await?.is_some() {
-                return Err(AdminError::Exists(fields.token));
+            let record = record_of(fields)?;
+            if fleet.token(&record.token).await?.is_some() {
+                return Err(AdminError::Exists(record.token));
             }
-            store(fleet, fields, out).await
+            store(fleet, record, out).await
         }
         TokenCommand::Update(fields) => {
-            if fleet.token(&fields.token).await?.is_none() {
-                return Err(AdminError::Missing(fields.token));
+            let record = record_of(fields)?;
+            if fleet.token(&record.token).await?.is_none() {
+                return Err(AdminError::Missing(record.token));
             }
-            store(fleet, fields, out).await
+            store(fleet, record, out).await
         }
         TokenCommand::List => {
             for record in fleet.tokens().await? {
@@ -56,7 +61,7 @@ pub async fn run(fleet: &dyn Fleet, command: TokenCommand, out: &mut dyn std::io
     }
 }
 
-async fn store(fleet: &dyn Fleet, fields: TokenFields, out: &mut dyn std::io::Write) -> Result<(), AdminError> {
+fn record_of(fields: TokenFields) -> Result<TokenRecord, AdminError> {
     let record = TokenRecord {
         token: fields.token,
         targets: fields.targets,
@@ -64,7 +69,14 @@ async fn store(fleet: &dyn Fleet, fields: TokenFields, out: &mut dyn std::io::Wr
         max_connections: fields.max_connections,
         allow_private: fields.allow_private,
         label: fields.label,
+        upstream_headers: fields.upstream_headers.into_iter().map(|(name, value)| (name, Secret(value))).collect(),
+        forward_bearer: fields.forward_bearer,
     };
+    record.validate().map_err(AdminError::Invalid)?;
+    Ok(record)
+}
+
+async fn store(fleet: &dyn Fleet, record: TokenRecord, out: &mut dyn std::io::Write) -> Result<(), AdminError> {
     fleet.store_tokens(std::slice::from_ref(&record)).await?;
     let _ = writeln!(out, "{}", serde_json::to_string(&record).expect("records serialize"));
     Ok(())

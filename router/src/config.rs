@@ -64,4 +64,17 @@ pub struct TokenFields {
     /// How the token is named in metrics (default: a hash of it).
     #[arg(long)]
     pub label: Option<String>,
+    /// A header added to every upstream handshake, as `Name: value`
+    /// (repeatable), e.g. an API key the page must never see.
+    #[arg(long = "upstream-header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    pub upstream_headers: Vec<(String, String)>,
+    /// Let clients pass a bearer credential to /create (`bearer=` or
+    /// `Authorization: Bearer`) for the upstream handshake.
+    #[arg(long)]
+    pub forward_bearer: bool,
+}
+
+fn parse_header(raw: &str) -> Result<(String, String), String> {
+    let (name, value) = raw.split_once(':').ok_or("expected `Name: value`")?;
+    Ok((name.trim().to_owned(), value.trim().to_owned()))
 }

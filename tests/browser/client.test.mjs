@@ -76,7 +76,10 @@ before(async () => {
   const scratch = mkdtempSync(join(tmpdir(), "polysocket-browser-"));
   screenshots = process.env.SCREENSHOT_DIR || scratch;
   const tokens = join(scratch, "tokens.json");
-  writeFileSync(tokens, JSON.stringify({ tokens: [{ token: "dev", targets: ["ws://127.0.0.1:*/*"], origins: ["*"], max_connections: 100 }] }));
+  writeFileSync(tokens, JSON.stringify({ tokens: [
+    { token: "dev", targets: ["ws://127.0.0.1:*/*"], origins: ["*"], max_connections: 100 },
+    { token: "tachyon", targets: ["ws://127.0.0.1:*/tachyon"], origins: ["*"], max_connections: 100, forward_bearer: true },
+  ] }));
   const [upstreamPort, daemonPort] = [await freePort(), await freePort()];
   start(binary("echo-upstream"), [String(upstreamPort)]);
   start(binary("polysocketd"), ["--standalone", "--listen", `127.0.0.1:${daemonPort}`, "--tokens", tokens, "--allow-private-targets"]);
@@ -235,7 +238,7 @@ function harness(url, options, scenario) {
   }
   setTimeout(function () { finish("timed out"); }, 20000);
   try {
-    ws = new WebSocket(url);
+    ws = options.protocols ? new WebSocket(url, options.protocols) : new WebSocket(url);
     if (options.binaryType) { ws.binaryType = options.binaryType; }
     watch(ws);
     ws.addEventListener("close", function () { finish(null); });
@@ -264,7 +267,8 @@ async function servePages() {
 <script src="${origin}/polysocket.js"></script><script src="/${id}.js"></script></body></html>`);
     } else {
       res.writeHead(200, { "content-type": "application/javascript; charset=utf-8" });
-      res.end(`PolySocket.install({router: ${JSON.stringify(origin)}, token: ${JSON.stringify(run.options.token || "dev")}});
+      const install = { router: origin, token: run.options.token || "dev", bearer: run.options.bearer };
+      res.end(`PolySocket.install(${JSON.stringify(install)});
 (${harness})(${JSON.stringify(run.url)}, ${JSON.stringify(run.options)}, function (ws, events, url) {
 ${run.body}
 });`);
@@ -638,6 +642,24 @@ for (const profile of Object.keys(profiles)) {
     ]);
     assert.equal(callbacks.length, 4, "a failed request, two retryable answers, then the socket");
     assert.equal(new Set(callbacks).size, 4, `a fresh callback for each attempt: ${callbacks}`);
+    await page.context().close();
+  });
+
+  test(`${profile}: a bearer reaches an upstream that authenticates the handshake`, async () => {
+    const page = await open(profile);
+    const seen = watchRequests(page);
+    const events = await run(
+      page,
+      `${upstream}/tachyon`,
+      `ws.onopen = function () { events.push({type: "protocol", data: ws.protocol}); ws.send('{"messageId":"b1"}'); };
+       ws.onmessage = function () { ws.close(); };`,
+      { token: "tachyon", bearer: "tachyon-test.access_token-0", protocols: ["v0.tachyon"] },
+    );
+    assert.deepEqual(events.slice(0, 2), [{ type: "open" }, { type: "protocol", data: "v0.tachyon" }]);
+    const [answer] = messages(events);
+    assert.match(answer, /"echo":\{"messageId":"b1"\}/);
+    const [create] = seen.requests.filter((r) => r.url.pathname === "/create");
+    assert.equal(create.url.searchParams.get("bearer"), "tachyon-test.access_token-0");
     await page.context().close();
   });
 

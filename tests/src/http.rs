@@ -57,6 +57,10 @@ impl Http {
         Http { client, addr: SocketAddr::from(([127, 0, 0, 1], port)) }
     }
 
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
     fn url(&self, host: Option<&str>, path_and_query: &str) -> String {
         let host = host.map(str::to_owned).unwrap_or_else(|| self.addr.to_string());
         format!("http://{host}{path_and_query}")

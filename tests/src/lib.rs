@@ -4,6 +4,7 @@
 //! - [`redis_server`]: a private `redis-server` on a free port, killable and
 //!   restartable;
 //! - [`upstream`]: real WebSocket servers with scripted behaviours;
+//! - [`tachyon`]: one of them, a Tachyon-like server that needs a bearer;
 //! - [`http`]: a small HTTP client that checks and unwraps JSONP answers;
 //! - [`process`]: the real router and polysocketd binaries as child processes;
 //! - [`eventually`]: retries an assertion until a deadline instead of sleeping.
@@ -14,6 +15,7 @@
 pub mod http;
 pub mod process;
 pub mod redis_server;
+pub mod tachyon;
 pub mod upstream;
 
 use std::future::Future;

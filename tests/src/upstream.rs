@@ -14,7 +14,11 @@
 //! - `/slow?ms=N`: waits N ms before accepting the handshake; the most
 //!   handshakes it ever had in progress at once is at `GET /slow-stats`;
 //! - `/wrong-protocol`: accepts the handshake selecting a subprotocol nobody offered;
-//! - `/forbidden`: answers the handshake with HTTP 403.
+//! - `/forbidden`: answers the handshake with HTTP 403;
+//! - `/tachyon`: a Tachyon-like server that requires a bearer (see [`crate::tachyon`]).
+//!
+//! `/headers` also reports the `Authorization` and `X-Api-Key` it saw, for
+//! the headers a token adds upstream.
 
 use actix_web::http::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
@@ -74,6 +78,7 @@ impl UpstreamServer {
                 .route("/forbidden", web::get().to(|| async { HttpResponse::Forbidden().body("no") }))
                 .route("/slow", web::get().to(slow))
                 .route("/slow-stats", web::get().to(slow_stats))
+                .route("/tachyon", web::get().to(crate::tachyon::handshake))
                 .default_service(web::get().to(websocket))
         })
         .workers(1)
@@ -132,6 +137,8 @@ async fn websocket(req: HttpRequest, body: web::Payload) -> Result<HttpResponse,
     let seen = serde_json::json!({
         "origin": header("origin"),
         "x-forwarded-for": header("x-forwarded-for"),
+        "authorization": header("authorization"),
+        "x-api-key": header("x-api-key"),
         "protocol": response.headers().get(SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok()).unwrap_or(""),
     });
     actix_web::rt::spawn(async move {

@@ -271,7 +271,11 @@ async fn upstream_sees_origin_protocols_and_client_address(backend: Backend) {
     assert_eq!(created["protocol"], "v2.test", "{created}");
     let socket = stack.socket_from(&created);
     let seen: Value = serde_json::from_str(socket.receive(1).await[0]["data"].as_str().unwrap()).unwrap();
-    assert_eq!(seen, json!({"origin": "https://page.test", "x-forwarded-for": "127.0.0.1", "protocol": "v2.test"}));
+    assert_eq!(
+        seen,
+        json!({"origin": "https://page.test", "x-forwarded-for": "127.0.0.1", "protocol": "v2.test",
+               "authorization": "", "x-api-key": ""})
+    );
 }
 
 async fn ack_returns_unacknowledged_messages_again(backend: Backend) {

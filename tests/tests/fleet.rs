@@ -301,6 +301,13 @@ async fn tokens_are_managed_at_runtime_and_revocation_can_close_sockets() {
     assert!(err.contains("already exists"), "{err}");
     let (code, _, err) = token(&["update", "nope", "--targets", "*", "--origins", "*", "--max-connections", "1"]);
     assert_eq!((code, err.trim()), (Some(65), "no token \"nope\""));
+    let keyed = ["add", "keyed", "--targets", "*", "--origins", "*", "--max-connections", "1"];
+    let (code, out, _) = token(&[&keyed[..], &["--upstream-header", "X-Api-Key: k1", "--forward-bearer"]].concat());
+    assert_eq!(code, Some(0));
+    assert!(out.contains(r#""upstream_headers":{"X-Api-Key":"k1"},"forward_bearer":true"#), "{out}");
+    let (code, _, err) = token(&[&keyed[..], &["--upstream-header", "Sec-WebSocket-Protocol: x"]].concat());
+    assert_eq!(code, Some(65));
+    assert!(err.contains("\"Sec-WebSocket-Protocol\" is not allowed"), "{err}");
 
     let socket = fleet.socket(&fleet.create(0, "live").await);
     round_trip(&socket, "with a token added at runtime").await;
@@ -309,7 +316,7 @@ async fn tokens_are_managed_at_runtime_and_revocation_can_close_sockets() {
         .lines()
         .map(|line| serde_json::from_str::<Value>(line).unwrap()["token"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(names, ["dev", "live", "nat", "ten", "two"]);
+    assert_eq!(names, ["dev", "keyed", "live", "nat", "ten", "two"]);
 
     let (code, out, _) = token(&["revoke", "live", "--close-sockets"]);
     assert_eq!((code, out.trim()), (Some(0), "revoked live; its sockets are being closed"));
@@ -321,6 +328,8 @@ async fn tokens_are_managed_at_runtime_and_revocation_can_close_sockets() {
 #[actix_web::test]
 async fn tokens_never_reach_logs_or_metrics() {
     const SECRET: &str = "s3cr3t-t0ken-value";
+    const BEARER: &str = "s3cr3t-b3arer-value";
+    const API_KEY: &str = "s3cr3t-api-key";
     let redis = RedisServer::start();
     let upstream = UpstreamServer::start();
     let dir = std::env::temp_dir().join(format!("polysocket-secrets-{}-{}", std::process::id(), free_port()));
@@ -328,7 +337,8 @@ async fn tokens_never_reach_logs_or_metrics() {
     let tokens = dir.join("tokens.json");
     std::fs::write(
         &tokens,
-        json!({"tokens": [{"token": SECRET, "targets": ["ws://127.0.0.1:*/*"], "origins": ["https://app.test"], "max_connections": 1}]})
+        json!({"tokens": [{"token": SECRET, "targets": ["ws://127.0.0.1:*/*"], "origins": ["https://app.test"], "max_connections": 1,
+                           "forward_bearer": true, "upstream_headers": {"X-Api-Key": API_KEY}}]})
             .to_string(),
     )
     .unwrap();
@@ -350,7 +360,7 @@ async fn tokens_never_reach_logs_or_metrics() {
     // Every path a token takes: success, refusals, limit, traffic, close.
     let target = upstream.url("/echo");
     let create = |origin: &'static str| {
-        let params = query(&[("cb", CB), ("from", "t"), ("target", &target), ("token", SECRET)]);
+        let params = query(&[("cb", CB), ("from", "t"), ("target", &target), ("token", SECRET), ("bearer", BEARER)]);
         let http = router.http.clone();
         async move { http.get(None, &format!("/create?{params}"), &[("origin", origin)]).await.jsonp(CB) }
     };
@@ -365,7 +375,9 @@ async fn tokens_never_reach_logs_or_metrics() {
     everything += &router.http.get(None, "/metrics", &[]).await.body;
     everything += &daemon.http.get(None, "/metrics", &[]).await.body;
     assert!(everything.contains("created socket"), "the logs were captured");
-    assert!(!everything.contains(SECRET), "a token leaked into logs or metrics");
+    for secret in [SECRET, BEARER, API_KEY] {
+        assert!(!everything.contains(secret), "{secret} leaked into logs or metrics");
+    }
     // Its use against its limit is there all the same, under a hash.
     let usage = everything.lines().find(|l| l.starts_with("polysocket_token_sockets{")).expect("per-token usage");
     assert!(usage.starts_with("polysocket_token_sockets{token=\"t-") && usage.ends_with("} 1"), "{usage}");
