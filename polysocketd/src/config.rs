@@ -82,6 +82,17 @@ pub struct BridgeSettings {
     #[arg(long, env = "POLYSOCKET_MAX_MESSAGE_BYTES", default_value_t = 1 << 20)]
     pub max_message_bytes: usize,
 
+    /// Longest a streaming /j response (SSE, NDJSON) lives before its client
+    /// reconnects from the last seq it read.
+    #[arg(long, env = "POLYSOCKET_MAX_STREAM_TIME", default_value = "60s", value_parser = parse_duration)]
+    pub max_stream_time: Duration,
+
+    /// Bytes a streaming /j response writes before it ends and its client
+    /// reconnects (what it wrote stays queued until then; at most half of
+    /// --max-queue-bytes is used).
+    #[arg(long, env = "POLYSOCKET_MAX_STREAM_BYTES", default_value_t = 128 << 10)]
+    pub max_stream_bytes: usize,
+
     /// Undelivered bytes a socket buffers for its client before it stops
     /// reading from the upstream (backpressure instead of loss).
     #[arg(long, env = "POLYSOCKET_MAX_QUEUE_BYTES", default_value_t = 4 << 20)]

@@ -6,6 +6,7 @@ use crate::config::{DaemonConfig, SocketHosts};
 use crate::error::RequestError;
 use crate::metrics::DaemonMetrics;
 use crate::socket::{self, End, SocketHandle, SocketLimits};
+use crate::stream::StreamLimits;
 use crate::upstream::{self, HandshakeGates, OpenSettings, Opener, Upstream};
 use awc::ws::{CloseCode, CloseReason};
 use dashmap::DashMap;
@@ -35,6 +36,8 @@ pub struct OpenSocket {
     pub handle: SocketHandle,
     /// The token whose slot it holds, to close it if the token is revoked.
     pub token: String,
+    /// The page origin that created it, the only one CORS lets use it.
+    pub origin: Option<Box<str>>,
 }
 
 /// What the daemon was configured with, fixed for its life.
@@ -45,6 +48,7 @@ pub struct DaemonSettings {
     pub open: OpenSettings,
     /// Longest a `/j` poll waits (a client's `ttl` is clamped to it).
     pub max_poll_ttl: Duration,
+    pub stream: StreamLimits,
     /// Largest `/s` body read (a message, plus room for form and base64 encoding).
     pub body_limit: usize,
     /// How long a `/s` body may take to arrive.
@@ -76,6 +80,7 @@ impl DaemonSettings {
                 },
             },
             max_poll_ttl: bridge.max_poll_ttl,
+            stream: StreamLimits { lifetime: bridge.max_stream_time, max_bytes: bridge.max_stream_bytes },
             // Forms and base64 inflate a message by a third; leave room for that.
             body_limit: bridge.max_message_bytes / 3 * 4 + 4096,
             body_timeout: bridge.body_timeout,
@@ -163,6 +168,11 @@ impl Daemon {
             self.metrics.unknown_sockets.inc();
             self.client_limits.unknown_socket(ip)
         })
+    }
+
+    /// Whether the socket was created from the page origin `origin`.
+    pub fn socket_created_from(&self, id: &str, origin: &[u8]) -> bool {
+        self.sockets.get(id).is_some_and(|s| s.origin.as_deref().is_some_and(|o| o.as_bytes() == origin))
     }
 
     /// Keeps the registry entry alive until the daemon drains. The entry
@@ -292,7 +302,7 @@ impl Daemon {
             Ok(opened) => {
                 let socket = new_socket_id();
                 let fqdn = self.settings.hosts.socket_host(&new_dns_label());
-                self.adopt(socket.clone(), &request.token, opened.upstream);
+                self.adopt(socket.clone(), &request, opened.upstream);
                 EstablishReply::Open { request_id: request.id.clone(), fqdn, socket, protocol: opened.protocol }
             }
             Err(e) => {
@@ -316,9 +326,11 @@ impl Daemon {
     }
 
     /// Starts the owner task of a freshly opened upstream.
-    fn adopt(self: &Arc<Self>, socket: String, token: &str, upstream: Upstream) {
+    fn adopt(self: &Arc<Self>, socket: String, request: &EstablishRequest, upstream: Upstream) {
+        let token = request.token.as_str();
         let new = socket::new_socket(upstream, self.settings.socket.clone(), self.metrics.clone());
-        self.sockets.insert(socket.clone(), OpenSocket { handle: new.handle, token: token.to_owned() });
+        let origin = request.origin.as_deref().map(Box::from);
+        self.sockets.insert(socket.clone(), OpenSocket { handle: new.handle, token: token.to_owned(), origin });
         *self.held.entry(token.to_owned()).or_default() += 1;
         self.metrics.sockets_open.inc();
         let (daemon, token) = (self.clone(), token.to_owned());

@@ -36,6 +36,10 @@ pub enum RequestError {
     InvalidTtl,
     #[error("invalid ack: must be a sequence number")]
     InvalidAck,
+    #[error("invalid stream: must be sse or ndjson")]
+    InvalidStream,
+    #[error("origin not allowed for this socket")]
+    CorsRefused,
     #[error("malformed form body")]
     MalformedForm,
     #[error("request body too slow")]
@@ -59,7 +63,9 @@ pub enum RequestError {
 impl RequestError {
     pub fn status(&self) -> StatusCode {
         match self {
-            RequestError::UnknownSocket | RequestError::Send(SendFailure::Closed) => StatusCode::FORBIDDEN,
+            RequestError::UnknownSocket | RequestError::CorsRefused | RequestError::Send(SendFailure::Closed) => {
+                StatusCode::FORBIDDEN
+            }
             RequestError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             RequestError::UnsupportedContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RequestError::SlowBody => StatusCode::REQUEST_TIMEOUT,

@@ -15,6 +15,8 @@ pub struct DaemonMetrics {
     /// 1 from SIGTERM until exit.
     pub draining: IntGauge,
     pub polls_waiting: IntGauge,
+    /// Streaming `/j` responses open.
+    pub streams_open: IntGauge,
     /// Requests naming a socket this daemon does not hold: after a restart,
     /// clients of the sockets it lost.
     pub unknown_sockets: IntCounter,
@@ -30,11 +32,30 @@ pub struct DaemonMetrics {
     request_seconds: HistogramVec,
 }
 
+/// Counts one in a gauge for as long as it lives, including when a client
+/// goes away mid-wait and its handler is dropped.
+pub struct Counted(IntGauge);
+
+impl Counted {
+    pub fn start(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        Counted(gauge.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// The daemon's two endpoints, as metric labels.
 #[derive(Clone, Copy)]
 pub enum Endpoint {
     Send,
     Poll,
+    /// A streaming `/j`, counted when its response starts.
+    Stream,
 }
 
 impl Endpoint {
@@ -42,6 +63,7 @@ impl Endpoint {
         match self {
             Endpoint::Send => "send",
             Endpoint::Poll => "poll",
+            Endpoint::Stream => "stream",
         }
     }
 }
@@ -78,6 +100,7 @@ impl DaemonMetrics {
             fleet_registered: gauge("polysocket_fleet_registered", "1 while this daemon's heartbeats reach the fleet"),
             draining: gauge("polysocket_draining", "1 while this daemon drains on shutdown"),
             polls_waiting: gauge("polysocket_polls_waiting", "Long polls waiting for messages"),
+            streams_open: gauge("polysocket_streams_open", "Streaming /j responses (SSE, NDJSON) open"),
             unknown_sockets: register(
                 registry,
                 IntCounter::new(

@@ -1,9 +1,12 @@
-//! `/s/<socket>` (send) and `/j/<socket>` (long-poll receive).
+//! `/s/<socket>` (send) and `/j/<socket>` (long-poll or streaming receive),
+//! with CORS preflights on both.
 
+use crate::cors;
 use crate::daemon::Daemon;
 use crate::error::RequestError;
-use crate::metrics::Endpoint;
-use crate::socket::{ClientSend, Outgoing, PollOutcome, SendFailure};
+use crate::metrics::{Counted, Endpoint};
+use crate::socket::{ClientSend, Outgoing, PollOutcome, PollRange, SendFailure};
+use crate::stream;
 use actix_web::error::ErrorNotFound;
 use actix_web::http::Method;
 use actix_web::http::StatusCode;
@@ -15,7 +18,6 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use polysocket_common::jsonp;
 use polysocket_common::wire::{Accepted, Messages};
-use prometheus::IntGauge;
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 
@@ -45,23 +47,6 @@ impl FromRequest for SocketId {
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let id = req.match_info().unprocessed().strip_prefix('/').filter(|id| !id.is_empty() && !id.contains('/'));
         std::future::ready(id.map(|id| SocketId(id.to_owned())).ok_or_else(|| ErrorNotFound("no such path")))
-    }
-}
-
-/// Counts a poll as waiting for as long as it lives, including when its
-/// client goes away mid-wait and the handler is dropped.
-struct Waiting<'a>(&'a IntGauge);
-
-impl<'a> Waiting<'a> {
-    fn start(gauge: &'a IntGauge) -> Self {
-        gauge.inc();
-        Waiting(gauge)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 
@@ -97,6 +82,13 @@ struct PollParams {
     cb: Option<String>,
     ttl: Option<String>,
     ack: Option<String>,
+    stream: Option<String>,
+}
+
+/// What a `/j` request gets.
+enum Received {
+    Messages(Vec<polysocket_common::wire::ClientMessage>),
+    Stream(HttpResponse),
 }
 
 /// What a `/s` request asks for.
@@ -118,6 +110,9 @@ async fn send(
         Ok(parsed) => parsed,
         Err(e) => return e.response(),
     };
+    if req.method() == Method::OPTIONS {
+        return cors::preflight(&daemon, &socket, &req, SEND_METHODS);
+    }
     let outcome = async {
         if !matches!(*req.method(), Method::GET | Method::POST) {
             return Err(RequestError::MethodNotAllowed(SEND_METHODS));
@@ -145,10 +140,11 @@ async fn send(
         sent.map_err(RequestError::from)
     }
     .await;
-    let response = match outcome {
+    let mut response = match outcome {
         Ok(()) => jsonp::reply(StatusCode::CREATED, cb.as_ref(), &Accepted::OK),
         Err(e) => e.reply(cb.as_ref()),
     };
+    cors::allow(&daemon, &socket, &req, &mut response);
     daemon.metrics.answered(Endpoint::Send, response.status(), started.elapsed());
     response
 }
@@ -241,11 +237,17 @@ async fn poll(req: HttpRequest, SocketId(socket): SocketId, daemon: web::Data<Da
         Ok(parsed) => parsed,
         Err(e) => return e.response(),
     };
+    if req.method() == Method::OPTIONS {
+        return cors::preflight(&daemon, &socket, &req, POLL_METHODS);
+    }
     let outcome = async {
         if req.method() != Method::GET {
             return Err(RequestError::MethodNotAllowed(POLL_METHODS));
         }
+        let streaming = stream::Format::requested(params.stream.as_deref(), &req)?;
+        // For a stream, `ttl` is the time between heartbeats.
         let ttl = match params.ttl.as_deref() {
+            None | Some("") if streaming.is_some() => stream::DEFAULT_HEARTBEAT,
             None | Some("") => DEFAULT_TTL,
             Some(ms) => Duration::from_millis(ms.parse().map_err(|_| RequestError::InvalidTtl)?),
         }
@@ -256,20 +258,29 @@ async fn poll(req: HttpRequest, SocketId(socket): SocketId, daemon: web::Data<Da
         };
         let ip = daemon.client_limits.client_ip(&req);
         let handle = daemon.socket(ip, &socket)?;
-        let _slot = daemon.client_limits.poll_slot(ip)?;
-        let _waiting = Waiting::start(&daemon.metrics.polls_waiting);
-        match handle.poll(ttl, ack).await {
-            PollOutcome::Messages(messages) => Ok(messages),
+        let slot = daemon.client_limits.poll_slot(ip)?;
+        if let Some(format) = streaming {
+            drop(slot); // the stream holds one for each wait
+            let ack = stream::start_ack(&req, ack)?;
+            return Ok(Received::Stream(stream::respond(format, daemon.clone(), handle, ip, ttl, ack)));
+        }
+        let _waiting = Counted::start(&daemon.metrics.polls_waiting);
+        match handle.poll(ttl, PollRange { ack, ..PollRange::default() }).await {
+            PollOutcome::Messages(messages) => Ok(Received::Messages(messages)),
             PollOutcome::Superseded => Err(RequestError::Superseded),
             PollOutcome::Gone => Err(RequestError::UnknownSocket),
         }
     }
     .await;
-    let response = match outcome {
-        Ok(messages) => jsonp::reply(StatusCode::OK, cb.as_ref(), &Messages { ok: true, messages }),
-        Err(e) => e.reply(cb.as_ref()),
+    let (mut response, endpoint) = match outcome {
+        Ok(Received::Messages(messages)) => {
+            (jsonp::reply(StatusCode::OK, cb.as_ref(), &Messages { ok: true, messages }), Endpoint::Poll)
+        }
+        Ok(Received::Stream(response)) => (response, Endpoint::Stream),
+        Err(e) => (e.reply(cb.as_ref()), Endpoint::Poll),
     };
-    daemon.metrics.answered(Endpoint::Poll, response.status(), started.elapsed());
+    cors::allow(&daemon, &socket, &req, &mut response);
+    daemon.metrics.answered(endpoint, response.status(), started.elapsed());
     response
 }
 

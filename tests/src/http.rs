@@ -40,6 +40,53 @@ impl Reply {
     }
 }
 
+/// A response read as it arrives (a streaming `/j`).
+pub struct Streamed {
+    pub status: u16,
+    pub headers: awc::http::header::HeaderMap,
+    body: awc::ClientResponse,
+    buffered: Vec<u8>,
+}
+
+impl Streamed {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    /// The next piece of the body up to and without `separator`, or `None`
+    /// once the response has ended; panics if nothing comes for 10 s.
+    pub async fn next_until(&mut self, separator: &str) -> Option<String> {
+        let separator = separator.as_bytes();
+        loop {
+            if let Some(at) = self.buffered.windows(separator.len()).position(|w| w == separator) {
+                let piece: Vec<u8> = self.buffered.drain(..at + separator.len()).take(at).collect();
+                return Some(String::from_utf8(piece).expect("UTF-8 stream"));
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), futures_util::StreamExt::next(&mut self.body))
+                .await
+                .expect("the stream went silent for 10 s");
+            match chunk {
+                Some(Ok(bytes)) => self.buffered.extend_from_slice(&bytes),
+                Some(Err(_)) | None => {
+                    assert!(self.buffered.is_empty(), "the stream ended mid-message: {:?}", self.buffered);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The next NDJSON line, parsed.
+    pub async fn next_line(&mut self) -> Option<Value> {
+        let line = self.next_until("\n").await?;
+        Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("invalid NDJSON line {line:?}: {e}")))
+    }
+
+    /// The next Server-Sent Events block, as written.
+    pub async fn next_event(&mut self) -> Option<String> {
+        self.next_until("\n\n").await
+    }
+}
+
 /// A client bound to one server address.
 #[derive(Clone)]
 pub struct Http {
@@ -83,6 +130,17 @@ impl Http {
             request = request.insert_header((name, value));
         }
         Ok(read(request.send().await?).await)
+    }
+
+    /// A GET whose body is read as it arrives, with no timeout on it.
+    pub async fn stream(&self, host: Option<&str>, path_and_query: &str, headers: &[(&str, &str)]) -> Streamed {
+        let client = awc::Client::builder().disable_timeout().finish();
+        let mut request = client.get(self.url(host, path_and_query)).address(self.addr);
+        for &(name, value) in headers {
+            request = request.insert_header((name, value));
+        }
+        let body = request.send().await.expect("GET failed");
+        Streamed { status: body.status().as_u16(), headers: body.headers().clone(), body, buffered: Vec::new() }
     }
 
     /// A request with any method and no body, e.g. to see what a route refuses.

@@ -5,9 +5,15 @@
 //! gave up), so nothing is released when it is handed to a poll: the next
 //! poll's `ack` releases it, or returns it again when `ack` shows it never
 //! arrived. That is what makes delivery lossless without duplicates.
+//!
+//! A streaming receive is a run of polls on one response: each asks only for
+//! messages `after` the last it wrote, and keeps acknowledging what the client
+//! confirmed when the stream began, so a stream cut mid-way loses nothing:
+//! its client reconnects with the last `seq` it read.
 
 use polysocket_common::wire::ClientMessage;
 use std::collections::VecDeque;
+use std::num::NonZeroU64;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -24,6 +30,24 @@ pub enum PollOutcome {
 struct WaitingPoll {
     reply: oneshot::Sender<PollOutcome>,
     deadline: Instant,
+    /// Answer only messages after this `seq`.
+    after: u64,
+}
+
+/// Which messages a poll releases and which it asks for, and for a
+/// stream's polls, which stream asks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PollRange {
+    /// Release messages up to this `seq`; `None`: up to what earlier polls returned.
+    pub ack: Option<u64>,
+    /// Answer only messages after this `seq` (a stream's last written one);
+    /// `None`: everything not released.
+    pub after: Option<NonZeroU64>,
+    /// The stream this poll belongs to, if any. A stream's later polls
+    /// (those with `after`) never take over from a newer poll or stream: a
+    /// stream whose client has gone may still be running when its client's
+    /// reconnection arrives, and must not take the socket back.
+    pub stream: Option<NonZeroU64>,
 }
 
 struct QueuedMessage {
@@ -47,6 +71,8 @@ pub struct DeliveryQueue {
     close_code: Option<u16>,
     /// When the last poll ended: a socket nobody polls goes idle from then.
     last_poll_end: Instant,
+    /// The stream that last started, while no plain poll has come since.
+    current_stream: Option<NonZeroU64>,
 }
 
 impl DeliveryQueue {
@@ -59,6 +85,7 @@ impl DeliveryQueue {
             waiting: None,
             close_code: None,
             last_poll_end: now,
+            current_stream: None,
         }
     }
 
@@ -90,8 +117,15 @@ impl DeliveryQueue {
 
     /// Takes a new poll, answering the one it replaces. `ack` releases
     /// messages up to that `seq`; without it, everything earlier polls
-    /// returned is released. Whatever is left is answered at once.
-    pub fn poll(&mut self, reply: oneshot::Sender<PollOutcome>, ack: Option<u64>, deadline: Instant, now: Instant) {
+    /// returned is released. Whatever is left (after `after`, for a stream
+    /// that wrote up to it) is answered at once.
+    pub fn poll(&mut self, reply: oneshot::Sender<PollOutcome>, range: PollRange, deadline: Instant, now: Instant) {
+        let PollRange { ack, after, stream } = range;
+        if after.is_some() && stream != self.current_stream {
+            let _ = reply.send(PollOutcome::Superseded);
+            return;
+        }
+        self.current_stream = stream;
         self.answer_waiting(PollOutcome::Superseded, now);
         // Nothing beyond what was returned can be acknowledged; an `ack`
         // below it means answers were lost, and they are returned again.
@@ -100,13 +134,17 @@ impl DeliveryQueue {
             let released = self.queue.pop_front().expect("checked non-empty");
             self.queued_bytes -= released.size;
         }
-        self.returned_upto = ack;
+        // A stream cannot have written what was never returned; what it
+        // wrote stays returned, while a poll's `ack` below what was returned
+        // says the rest was lost.
+        let after = after.map_or(ack, |after| after.get().clamp(ack, self.returned_upto));
+        self.returned_upto = after;
         if self.queue.is_empty() && self.is_closed() {
             self.last_poll_end = now;
             let _ = reply.send(PollOutcome::Gone);
             return;
         }
-        self.waiting = Some(WaitingPoll { reply, deadline });
+        self.waiting = Some(WaitingPoll { reply, deadline, after });
         self.flush(now);
     }
 
@@ -133,11 +171,9 @@ impl DeliveryQueue {
 
     /// Hands everything queued to the waiting poll, if there is one.
     fn flush(&mut self, now: Instant) {
-        let Some(last_seq) = self.queue.back().map(|m| m.seq) else { return };
-        if self.waiting.is_none() {
-            return;
-        }
-        let messages = self.queue.iter().map(|m| m.message.clone()).collect();
+        let Some(after) = self.waiting.as_ref().map(|w| w.after) else { return };
+        let Some(last_seq) = self.queue.back().map(|m| m.seq).filter(|&last| last > after) else { return };
+        let messages = self.queue.iter().skip_while(|m| m.seq <= after).map(|m| m.message.clone()).collect();
         if self.answer_waiting(PollOutcome::Messages(messages), now) {
             self.returned_upto = last_seq;
         }
@@ -169,8 +205,15 @@ mod tests {
 
     /// Starts a poll and returns what it was answered with at once, if anything.
     fn poll(queue: &mut DeliveryQueue, ack: Option<u64>) -> (oneshot::Receiver<PollOutcome>, Option<PollOutcome>) {
+        poll_range(queue, PollRange { ack, ..PollRange::default() })
+    }
+
+    fn poll_range(
+        queue: &mut DeliveryQueue,
+        range: PollRange,
+    ) -> (oneshot::Receiver<PollOutcome>, Option<PollOutcome>) {
         let (reply, mut answer) = oneshot::channel();
-        queue.poll(reply, ack, Instant::now() + TTL, Instant::now());
+        queue.poll(reply, range, Instant::now() + TTL, Instant::now());
         let now = answer.try_recv().ok();
         (answer, now)
     }
@@ -217,6 +260,55 @@ mod tests {
         // The poll's client had gone: seq 1 must come with the next poll.
         let (_, next) = poll(&mut queue, None);
         assert_eq!(next, Some(PollOutcome::Messages(vec![text(1, "a")])));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_gets_each_message_once_and_keeps_them_until_its_client_acknowledges() {
+        let mut queue = DeliveryQueue::new(Instant::now());
+        push_text(&mut queue, "a");
+        push_text(&mut queue, "b");
+        // The stream starts from ack 0 and writes 1 and 2.
+        let stream = NonZeroU64::new(7);
+        let (_, first) = poll_range(&mut queue, PollRange { ack: Some(0), after: None, stream });
+        assert_eq!(first, Some(PollOutcome::Messages(vec![text(1, "a"), text(2, "b")])));
+        // Its next turn asks for what follows 2: nothing yet, so it waits.
+        let (mut next, now) = poll_range(&mut queue, PollRange { ack: Some(0), after: NonZeroU64::new(2), stream });
+        assert_eq!(now, None);
+        // A heartbeat ends that turn; the next still starts after 2.
+        queue.heartbeat(Instant::now());
+        assert_eq!(next.try_recv(), Ok(PollOutcome::Messages(vec![ClientMessage::Heartbeat])));
+        let (mut next, _) = poll_range(&mut queue, PollRange { ack: Some(0), after: NonZeroU64::new(2), stream });
+        push_text(&mut queue, "c");
+        assert_eq!(next.try_recv(), Ok(PollOutcome::Messages(vec![text(3, "c")])));
+        assert_eq!(queue.queued_bytes(), 3, "nothing is released while the client has confirmed nothing");
+        // The stream broke after the client read seq 1: it resumes from there.
+        let stream = NonZeroU64::new(8);
+        let (_, resumed) = poll_range(&mut queue, PollRange { ack: Some(1), after: None, stream });
+        assert_eq!(resumed, Some(PollOutcome::Messages(vec![text(2, "b"), text(3, "c")])));
+        assert_eq!(queue.queued_bytes(), 2);
+        // `after` beyond what was returned cannot skip messages.
+        push_text(&mut queue, "d");
+        let (_, clamped) = poll_range(&mut queue, PollRange { ack: Some(1), after: NonZeroU64::new(99), stream });
+        assert_eq!(clamped, Some(PollOutcome::Messages(vec![text(4, "d")])));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_stream_never_takes_the_socket_back() {
+        let mut queue = DeliveryQueue::new(Instant::now());
+        let (old, new) = (NonZeroU64::new(1), NonZeroU64::new(2));
+        push_text(&mut queue, "a");
+        let _ = poll_range(&mut queue, PollRange { ack: Some(0), after: None, stream: old });
+        // The client reconnected: a new stream waits for what follows seq 1.
+        let (mut waiting, _) = poll_range(&mut queue, PollRange { ack: Some(1), after: None, stream: new });
+        // The old stream, not yet aware its client left, asks for more.
+        let (_, refused) = poll_range(&mut queue, PollRange { ack: Some(0), after: NonZeroU64::new(1), stream: old });
+        assert_eq!(refused, Some(PollOutcome::Superseded));
+        push_text(&mut queue, "b");
+        assert_eq!(waiting.try_recv(), Ok(PollOutcome::Messages(vec![text(2, "b")])), "the new stream keeps it");
+        // A plain poll takes over from any stream.
+        let _ = poll(&mut queue, None);
+        let (_, refused) = poll_range(&mut queue, PollRange { ack: Some(1), after: NonZeroU64::new(2), stream: new });
+        assert_eq!(refused, Some(PollOutcome::Superseded));
     }
 
     #[tokio::test(start_paused = true)]

@@ -14,7 +14,7 @@ pub mod delivery;
 pub mod fragments;
 mod owner;
 
-pub use self::delivery::PollOutcome;
+pub use self::delivery::{PollOutcome, PollRange};
 pub use self::owner::{End, NewSocket, UpstreamSocket, new_socket};
 
 use awc::ws::CloseReason;
@@ -89,7 +89,9 @@ enum Command {
     // for the largest command, and most sockets sit idle.
     Send { send: Box<ClientSend>, reply: oneshot::Sender<Result<(), SendFailure>> },
     Close { reason: Option<CloseReason>, reply: oneshot::Sender<Result<(), SendFailure>> },
-    Poll { ttl: Duration, ack: Option<u64>, reply: oneshot::Sender<PollOutcome> },
+    // Milliseconds, not a Duration: keeps a command (and so every socket's
+    // 32 slots) at 48 bytes.
+    Poll { ttl_ms: u32, range: PollRange, reply: oneshot::Sender<PollOutcome> },
 }
 
 /// How HTTP handlers reach a socket's owner task. When the last handle is
@@ -116,9 +118,18 @@ impl SocketHandle {
         self.ask(|reply| Command::Close { reason, reply }).await.unwrap_or(Err(SendFailure::Closed))
     }
 
-    /// Waits up to `ttl` for messages. `ack` releases messages up to that
-    /// `seq`; without it, everything returned by earlier polls is released.
-    pub async fn poll(&self, ttl: Duration, ack: Option<u64>) -> PollOutcome {
-        self.ask(|reply| Command::Poll { ttl, ack, reply }).await.unwrap_or(PollOutcome::Gone)
+    /// Waits up to `ttl` for messages (see [`PollRange`] for which).
+    pub async fn poll(&self, ttl: Duration, range: PollRange) -> PollOutcome {
+        let ttl_ms = u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX);
+        self.ask(|reply| Command::Poll { ttl_ms, range, reply }).await.unwrap_or(PollOutcome::Gone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every socket's command channel allocates 32 slots up front.
+    #[test]
+    fn a_command_stays_small() {
+        assert!(std::mem::size_of::<super::Command>() <= 48, "{}", std::mem::size_of::<super::Command>());
     }
 }

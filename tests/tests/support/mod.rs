@@ -7,7 +7,7 @@
 
 use polysocket_common::fleet::{Fleet, MemoryFleet, RedisFleet};
 use polysocket_common::token::TokenRecord;
-use polysocket_tests::http::{Http, Reply, query};
+use polysocket_tests::http::{Http, Reply, Streamed, query};
 use polysocket_tests::init_logs;
 use polysocket_tests::redis_server::RedisServer;
 use polysocket_tests::upstream::UpstreamServer;
@@ -277,6 +277,16 @@ impl Socket {
     }
 
     /// `GET /j/<id>?...` with the callback added.
+    /// Opens a streaming receive (`/j` with `params`, no callback).
+    pub async fn stream(&self, params: &[(&str, &str)], headers: &[(&str, &str)]) -> Streamed {
+        self.http.stream(Some(&self.host), &format!("/j/{}?{}", self.id, query(params)), headers).await
+    }
+
+    /// A request with extra headers (e.g. `Origin`) to the socket's host.
+    pub async fn get_with(&self, path_and_query: &str, headers: &[(&str, &str)]) -> Reply {
+        self.http.get(Some(&self.host), path_and_query, headers).await
+    }
+
     pub async fn poll_raw(&self, params: &[(&str, &str)]) -> Reply {
         self.try_poll(params).await.expect("GET failed")
     }

@@ -1,0 +1,249 @@
+//! Streaming receive: `/j/<socket>?stream=sse` (Server-Sent Events, also
+//! chosen by `Accept: text/event-stream`) or `?stream=ndjson` (one JSON
+//! message per line, for `curl -N`) keeps one response open and writes each
+//! message as it arrives, the same objects a poll returns.
+//!
+//! A stream is a run of polls on one response (see
+//! [`crate::socket::delivery`]): it releases only what its client confirmed
+//! when it began (`ack`, or SSE's `Last-Event-ID`), so a stream cut anywhere
+//! loses nothing and repeats nothing once its client reconnects from the last
+//! `seq` it read. Retained messages are bounded: a stream ends after
+//! `--max-stream-time` or `--max-stream-bytes` (at most half the socket's
+//! queue, so it never stalls the upstream), after the close (which it
+//! acknowledges itself: nothing can follow it), and when a newer poll or
+//! stream takes over. Heartbeats keep proxies from timing the response out.
+
+use crate::daemon::Daemon;
+use crate::error::RequestError;
+use crate::metrics::Counted;
+use crate::socket::{PollOutcome, PollRange, SocketHandle};
+use actix_web::http::header::{ACCEPT, CACHE_CONTROL, HeaderValue, X_CONTENT_TYPE_OPTIONS};
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::{BufMut, Bytes, BytesMut};
+use polysocket_common::wire::ClientMessage;
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::num::NonZeroU64;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Time between heartbeats when the client gives no `ttl`: under the idle
+/// timeouts of common proxies (nginx 60 s, AWS ALB 60 s, Cloudflare 100 s).
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+/// SSE's opening comment: 2 KiB, so proxies and old browsers that buffer the
+/// first bytes of a response start passing it through at once.
+const SSE_PADDING: usize = 2048;
+/// How long an EventSource waits before reconnecting after a stream ends.
+const SSE_RETRY_MS: u32 = 500;
+
+/// How long one streaming response may live and how much it may write.
+#[derive(Debug, Clone)]
+pub struct StreamLimits {
+    pub lifetime: Duration,
+    pub max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Sse,
+    Ndjson,
+}
+
+impl Format {
+    /// The format `stream=` asks for; without it, SSE when the client
+    /// accepts `text/event-stream` (an EventSource), else none: a poll.
+    pub fn requested(param: Option<&str>, req: &HttpRequest) -> Result<Option<Format>, RequestError> {
+        match param {
+            Some("sse") => Ok(Some(Format::Sse)),
+            Some("ndjson") => Ok(Some(Format::Ndjson)),
+            None | Some("") => {
+                let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+                Ok(accept.contains("text/event-stream").then_some(Format::Sse))
+            }
+            Some(_) => Err(RequestError::InvalidStream),
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Sse => "text/event-stream; charset=utf-8",
+            Format::Ndjson => "application/x-ndjson; charset=utf-8",
+        }
+    }
+
+    /// What opens the stream: SSE's padding comment and reconnect delay; a
+    /// heartbeat line for NDJSON, so its reader knows the stream is live.
+    fn opening(self) -> Bytes {
+        let mut out = BytesMut::new();
+        match self {
+            Format::Sse => {
+                out.put_u8(b':');
+                out.put_bytes(b' ', SSE_PADDING);
+                out.put_slice(format!("\nretry: {SSE_RETRY_MS}\n\n").as_bytes());
+            }
+            Format::Ndjson => self.write(&ClientMessage::Heartbeat, &mut out),
+        }
+        out.freeze()
+    }
+
+    /// One message: an SSE event whose id is its `seq` (heartbeats are
+    /// comments), or one NDJSON line. JSON holds no raw newline, so a
+    /// message is always one `data:` line.
+    fn write(self, message: &ClientMessage, out: &mut BytesMut) {
+        match (self, message) {
+            (Format::Sse, ClientMessage::Heartbeat) => out.put_slice(b": heartbeat\n\n"),
+            (Format::Sse, _) => {
+                if let Some(seq) = seq_of(message) {
+                    out.put_slice(format!("id: {seq}\n").as_bytes());
+                }
+                out.put_slice(b"data: ");
+                serde_json::to_writer(out.writer(), message).expect("messages serialize");
+                out.put_slice(b"\n\n");
+            }
+            (Format::Ndjson, _) => {
+                serde_json::to_writer(out.writer(), message).expect("messages serialize");
+                out.put_u8(b'\n');
+            }
+        }
+    }
+}
+
+fn seq_of(message: &ClientMessage) -> Option<u64> {
+    match message {
+        ClientMessage::Text { seq, .. } | ClientMessage::Binary { seq, .. } | ClientMessage::Close { seq, .. } => {
+            Some(*seq)
+        }
+        ClientMessage::Heartbeat => None,
+    }
+}
+
+/// Where a stream starts: SSE's `Last-Event-ID` (an EventSource
+/// reconnecting) wins over `ack`.
+pub fn start_ack(req: &HttpRequest, ack: Option<u64>) -> Result<Option<u64>, RequestError> {
+    match req.headers().get("last-event-id").map(HeaderValue::to_str) {
+        None => Ok(ack),
+        Some(Ok("")) => Ok(ack),
+        Some(Ok(id)) => id.parse().map(Some).map_err(|_| RequestError::InvalidAck),
+        Some(Err(_)) => Err(RequestError::InvalidAck),
+    }
+}
+
+struct Stream {
+    daemon: web::Data<Daemon>,
+    handle: SocketHandle,
+    ip: IpAddr,
+    format: Format,
+    heartbeat: Duration,
+    ends_at: Instant,
+    bytes_left: usize,
+    /// What the client confirmed when the stream began; `None` until the
+    /// first message shows it (a poll without `ack` acknowledges what
+    /// earlier polls returned, which the stream cannot know beforehand).
+    ack: Option<u64>,
+    /// The last `seq` written.
+    written: Option<NonZeroU64>,
+    /// This stream's identity to the socket (see [`PollRange::stream`]).
+    id: NonZeroU64,
+    opening: Option<Bytes>,
+    finished: bool,
+    _open: Counted,
+}
+
+/// The streaming response for a socket the request named.
+pub fn respond(
+    format: Format,
+    daemon: web::Data<Daemon>,
+    handle: SocketHandle,
+    ip: IpAddr,
+    heartbeat: Duration,
+    ack: Option<u64>,
+) -> HttpResponse {
+    let limits = &daemon.settings.stream;
+    let state = Stream {
+        ends_at: Instant::now() + limits.lifetime,
+        bytes_left: limits.max_bytes.min(daemon.settings.socket.max_queue_bytes / 2),
+        _open: Counted::start(&daemon.metrics.streams_open),
+        daemon,
+        handle,
+        ip,
+        format,
+        heartbeat,
+        ack,
+        written: None,
+        id: rand::random::<NonZeroU64>(),
+        opening: Some(format.opening()),
+        finished: false,
+    };
+    HttpResponse::Ok()
+        .content_type(format.content_type())
+        .insert_header((CACHE_CONTROL, "no-cache, no-store, no-transform"))
+        .insert_header((X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        // nginx passes the response through unbuffered.
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(futures_util::stream::unfold(state, |mut state| async move {
+            let chunk = state.next_chunk().await?;
+            Some((Ok::<_, Infallible>(chunk), state))
+        }))
+}
+
+impl Stream {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(opening) = self.opening.take() {
+            return Some(opening);
+        }
+        let left = self.ends_at.saturating_duration_since(Instant::now());
+        if self.finished || left.is_zero() || self.bytes_left == 0 {
+            return None;
+        }
+        let range = PollRange { ack: self.ack, after: self.written, stream: Some(self.id) };
+        let outcome = {
+            let _slot = self.daemon.client_limits.poll_slot(self.ip).ok()?;
+            let _waiting = Counted::start(&self.daemon.metrics.polls_waiting);
+            self.handle.poll(self.heartbeat.min(left), range).await
+        };
+        let PollOutcome::Messages(messages) = outcome else { return None };
+        let mut chunk = BytesMut::new();
+        for message in &messages {
+            self.format.write(message, &mut chunk);
+            if let Some(seq) = seq_of(message) {
+                self.ack.get_or_insert(seq - 1);
+                self.written = NonZeroU64::new(seq);
+                if let ClientMessage::Close { .. } = message {
+                    // Acknowledged here, so the socket ends now rather than
+                    // at its idle timeout: nothing follows a close.
+                    let ack_close = PollRange { ack: Some(seq), after: self.written, stream: Some(self.id) };
+                    let _ = self.handle.poll(Duration::ZERO, ack_close).await;
+                    self.finished = true;
+                }
+            }
+        }
+        self.bytes_left = self.bytes_left.saturating_sub(chunk.len());
+        Some(chunk.freeze())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(format: Format, message: ClientMessage) -> String {
+        let mut out = BytesMut::new();
+        format.write(&message, &mut out);
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn messages_are_written_byte_for_byte_as_documented() {
+        let text = ClientMessage::Text { seq: 7, data: "a\nb".into() };
+        assert_eq!(
+            written(Format::Sse, text.clone()),
+            "id: 7\ndata: {\"type\":\"text\",\"seq\":7,\"data\":\"a\\nb\"}\n\n"
+        );
+        assert_eq!(written(Format::Ndjson, text), "{\"type\":\"text\",\"seq\":7,\"data\":\"a\\nb\"}\n");
+        assert_eq!(written(Format::Sse, ClientMessage::Heartbeat), ": heartbeat\n\n");
+        assert_eq!(written(Format::Ndjson, ClientMessage::Heartbeat), "{\"type\":\"heartbeat\"}\n");
+        let opening = Format::Sse.opening();
+        assert_eq!(opening.len(), 1 + SSE_PADDING + "\nretry: 500\n\n".len());
+        assert!(opening.starts_with(b":   ") && opening.ends_with(b"\nretry: 500\n\n"));
+    }
+}
