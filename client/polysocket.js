@@ -5,9 +5,14 @@
  *   <script>PolySocket.install({router: "//router.example.com", token: "..."});</script>
  *   var ws = new WebSocket("wss://chat.example.com/socket");   // unchanged code
  *
- * Everything travels as JSONP script tags (no XMLHttpRequest, no CORS), so it
- * works wherever a page can load a script. Written in ES3: no JSON, no
- * Promise, no Array.prototype.forEach, no getters, no trailing commas.
+ * Transports, best first: where the browser has cross-origin XMLHttpRequest
+ * and JSON, messages arrive on one streaming response (NDJSON) and sends are
+ * form POSTs; everywhere else, and when a stream does not get through (a
+ * proxy that buffers responses, a page whose origin the daemon does not
+ * know), JSONP script tags, which work wherever a page can load a script.
+ * install({transport: "jsonp"}) skips streaming. Written in ES3: no JSON
+ * (but where the browser has it), no Promise, no Array.prototype.forEach, no
+ * getters, no trailing commas.
  *
  * Upstreams that authenticate the handshake with a bearer (a browser's own
  * WebSocket cannot send one): install({..., bearer: "..."}), or a function
@@ -34,10 +39,21 @@
   /* A failing request is retried this many times, with growing pauses,
      before the connection is declared lost (1006). */
   var RETRIES = 6, FIRST_BACKOFF = 250, MAX_BACKOFF = 4000;
+  /* A stream's heartbeat interval; its first line (a heartbeat) must arrive
+     within STREAM_PROBE, or a proxy is holding it back. */
+  var STREAM_TTL = 15000, STREAM_PROBE = 3000;
   var CLIENT = "polysocket.js-0.1.0";
   var BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
   var callbacks = {}, nextCallback = 0;
+  /* Once a stream has not got through, this page's sockets poll: whatever
+     held it back will hold back the next one too. */
+  var streamsBlocked = false;
+
+  function canStream() {
+    if (streamsBlocked || typeof XMLHttpRequest === "undefined" || typeof JSON === "undefined") { return false; }
+    try { return "withCredentials" in new XMLHttpRequest(); } catch (e) { return false; }
+  }
 
   function error(name, message) {
     if (typeof DOMException === "function") {
@@ -165,15 +181,39 @@
     head.insertBefore(script, head.firstChild);
   }
 
-  /* Repeats a JSONP request while it fails, with exponential backoff. An
-     answer {"ok": false, "retryable": true} (the fleet briefly unable to
-     serve: no capacity, unavailable, a daemon timeout) fails the same way;
-     any other answer is final. Each attempt gets a callback of its own, so
-     a late answer to one cannot be taken for the answer to the next. */
+  /* One form POST over cross-origin XMLHttpRequest (a simple request: no
+     preflight), answered with JSON; `done` as for jsonp(). */
+  function post(url, params, timeout, done) {
+    var xhr = new XMLHttpRequest(), finished = false;
+    var timer = setTimeout(function () { finish("timeout"); xhr.abort(); }, timeout);
+    function finish(failure, answer) {
+      if (finished) { return; }
+      finished = true;
+      clearTimeout(timer);
+      done(failure, answer);
+    }
+    xhr.onreadystatechange = function () {
+      if (xhr.readyState !== 4) { return; }
+      var answer = null;
+      try { answer = JSON.parse(xhr.responseText); } catch (e) { /* not JSON: a proxy's error page */ }
+      finish(xhr.status === 0 ? "failed" : (answer && typeof answer === "object" ? null : "not an answer"), answer);
+    };
+    xhr.open("POST", url, true);
+    xhr.setRequestHeader("Content-Type", "application/x-www-form-urlencoded");
+    xhr.send(query(params));
+  }
+
+  /* Repeats a request while it fails, with exponential backoff, by POST
+     where the socket streams and by JSONP otherwise (chosen again at each
+     attempt: a socket may fall back to JSONP meanwhile). An answer
+     {"ok": false, "retryable": true} (the fleet briefly unable to serve: no
+     capacity, unavailable, a daemon timeout) fails the same way; any other
+     answer is final. Each JSONP attempt gets a callback of its own, so a
+     late answer to one cannot be taken for the answer to the next. */
   function persistent(socket, url, params, timeout, done) {
     var attempt = 0;
     function run() {
-      jsonp(url, params, timeout, function (failure, answer) {
+      (socket._streaming ? post : jsonp)(url, params, timeout, function (failure, answer) {
         if (socket._gone) { return; }
         if (!failure && answer.ok === false && answer.retryable === true) { failure = "retryable"; }
         if (!failure) { return done(null, answer); }
@@ -220,6 +260,8 @@
     this._seq = 0;
     this._acked = 0;
     this._gone = false;
+    this._streaming = false;
+    this._wantsStream = config.transport !== "jsonp";
     this._router = config.router.replace(/\/+$/, "");
     var list = parseProtocols(protocols);
     var params = {from: CLIENT, target: url, token: config.token, protocols: list.join(",")};
@@ -231,11 +273,12 @@
         self._base = (scheme ? scheme[0] : global.location.protocol) + "//" + answer.fqdn;
         self._socket = answer.socket;
         self.protocol = answer.protocol || "";
+        self._streaming = self._wantsStream && canStream();
         if (self.readyState === CONNECTING) {
           self.readyState = OPEN;
           self._fire({type: "open"});
         }
-        self._poll();
+        if (self._streaming) { self._stream(0); } else { self._poll(); }
         self._pump();
       });
   }
@@ -451,7 +494,8 @@
     if (item.close) {
       params = {t: "c", code: item.code === undefined ? null : item.code, reason: item.reason || null};
     } else {
-      if (!item.parts) { item.parts = this._split(item); }
+      /* A POST body has no URL to keep short. */
+      if (!item.parts) { item.parts = this._streaming ? [item.d] : this._split(item); }
       var last = item.parts.length === 1;
       params = {t: item.t, d: item.parts[0], more: last ? null : 1};
     }
@@ -476,21 +520,83 @@
     });
   };
 
+  /* A message from either transport; false once it was the close. Those
+     already seen (a retried poll, a resumed stream) are skipped by seq. */
+  proto._deliver = function (m) {
+    if (m.type === "heartbeat" || m.seq <= this._acked) { return true; }
+    this._acked = m.seq;
+    if (m.type === "close") {
+      this._closed(m.code, m.reason, m.code !== 1006);
+      return false;
+    }
+    this._fire(null, m);
+    return true;
+  };
+
   proto._poll = function () {
     var self = this;
     persistent(this, this._base + "/j/" + this._socket, {ttl: POLL_TTL, ack: this._acked},
       POLL_TTL + POLL_SLACK, function (failure, answer) {
         if (failure || !answer.ok || !isArray(answer.messages)) { return self._lost(); }
-        var messages = answer.messages, i, m;
+        var messages = answer.messages, i;
         for (i = 0; i < messages.length; i++) {
-          m = messages[i];
-          if (m.type === "heartbeat" || m.seq <= self._acked) { continue; }
-          self._acked = m.seq;
-          if (m.type === "close") { return self._closed(m.code, m.reason, m.code !== 1006); }
-          self._fire(null, m);
+          if (!self._deliver(messages[i])) { return; }
         }
         self._poll();
       });
+  };
+
+  /* One streaming receive: NDJSON lines on one response, read as they
+     arrive, from the last seq received. A stream ends by itself now and
+     then and is simply opened again. One whose first line (a heartbeat)
+     does not arrive within STREAM_PROBE, or that fails before it, did not
+     get through: the socket (and the page) falls back to JSONP polls. A
+     stream that worked and then fails is retried like any request. */
+  proto._stream = function (failures) {
+    var self = this, xhr = new XMLHttpRequest(), read = 0, live = false, finished = false, silence;
+    var probe = setTimeout(function () { if (!live) { finish(); xhr.abort(); self._fallBack(); } }, STREAM_PROBE);
+    function finish() {
+      finished = true;
+      clearTimeout(probe);
+      clearTimeout(silence);
+      xhr.onreadystatechange = function () {};
+    }
+    /* Heartbeats come every STREAM_TTL: a stream silent for longer is dead. */
+    function watch() {
+      clearTimeout(silence);
+      silence = setTimeout(function () { finish(); xhr.abort(); self._stream(failures + 1); }, STREAM_TTL + POLL_SLACK);
+    }
+    function lines() {
+      var text = xhr.responseText, end;
+      while (!finished && (end = text.indexOf("\n", read)) >= 0) {
+        var message = JSON.parse(text.substring(read, end));
+        read = end + 1;
+        live = true;
+        failures = 0;
+        watch();
+        if (!self._deliver(message)) { finish(); xhr.abort(); }
+      }
+    }
+    xhr.onreadystatechange = function () {
+      if (xhr.readyState >= 3 && xhr.status === 200) { lines(); }
+      if (xhr.readyState !== 4 || finished) { return; }
+      finish();
+      if (self._gone) { return; }
+      if (!live) { return self._fallBack(); }
+      if (xhr.status === 200) { return self._stream(0); }
+      if (xhr.status === 403 || ++failures > RETRIES) { return self._lost(); }
+      setTimeout(function () { if (!self._gone) { self._stream(failures); } },
+        Math.min(FIRST_BACKOFF * Math.pow(2, failures - 1), MAX_BACKOFF));
+    };
+    xhr.open("GET", this._base + "/j/" + this._socket + "?" + query({stream: "ndjson", ttl: STREAM_TTL, ack: this._acked}), true);
+    xhr.send(null);
+  };
+
+  proto._fallBack = function () {
+    if (this._gone) { return; }
+    streamsBlocked = true;
+    this._streaming = false;
+    this._poll();
   };
 
   proto._messageEvent = function (message) {
@@ -517,7 +623,8 @@
     this._gone = true;
     if (!wasClean) { this._fire({type: "error"}); }
     this._fire({type: "close", code: code, reason: reason || "", wasClean: wasClean});
-    if (this._socket && wasClean) {
+    /* A stream acknowledges the close itself. */
+    if (this._socket && wasClean && !this._streaming) {
       /* Acknowledge the close so the daemon lets the socket go at once. */
       jsonp(this._base + "/j/" + this._socket, {ttl: 0, ack: acked}, POLL_SLACK, function () {});
     }

@@ -43,7 +43,7 @@ const binary = (name) => {
 };
 
 const children = [];
-let browser, origin, upstream, screenshots, pages;
+let browser, origin, upstream, screenshots, pages, buffered, proxy;
 
 function freePort() {
   return new Promise((resolve) => {
@@ -58,6 +58,36 @@ function start(path, args) {
   const child = spawn(path, args, { stdio: ["ignore", "ignore", process.env.TEST_LOG ? "inherit" : "ignore"] });
   children.push(child);
   return child;
+}
+
+/**
+ * A proxy that buffers each response whole before passing it on, as some
+ * corporate proxies and misconfigured ingresses do: a streaming response
+ * reaches the page only when it ends.
+ */
+async function bufferingProxy(target) {
+  const server = http.createServer((req, res) => {
+    const body = [];
+    req.on("data", (chunk) => body.push(chunk));
+    req.on("end", () => {
+      const forward = { host: "127.0.0.1", port: target, method: req.method, path: req.url, headers: req.headers };
+      const upstreamRequest = http.request(forward, (answer) => {
+        const chunks = [];
+        answer.on("data", (chunk) => chunks.push(chunk));
+        answer.on("end", () => {
+          const whole = Buffer.concat(chunks);
+          const headers = { ...answer.headers, "content-length": whole.length };
+          delete headers["transfer-encoding"];
+          res.writeHead(answer.statusCode, headers).end(whole);
+        });
+      });
+      upstreamRequest.on("error", () => res.destroy());
+      upstreamRequest.end(Buffer.concat(body));
+    });
+  });
+  const port = await freePort();
+  await new Promise((resolve) => server.listen(port, "127.0.0.1", resolve));
+  return { server, port };
 }
 
 async function waitFor(url) {
@@ -85,8 +115,15 @@ before(async () => {
   start(binary("polysocketd"), ["--standalone", "--listen", `127.0.0.1:${daemonPort}`, "--tokens", tokens, "--allow-private-targets"]);
   upstream = `ws://127.0.0.1:${upstreamPort}`;
   origin = `http://localhost:${daemonPort}`;
+  // A second daemon that is only reached through a buffering proxy.
+  const bufferedPort = await freePort();
+  proxy = await bufferingProxy(bufferedPort);
+  start(binary("polysocketd"), ["--standalone", "--listen", `127.0.0.1:${bufferedPort}`, "--tokens", tokens,
+    "--allow-private-targets", "--fqdn", `localhost:${proxy.port}`, "--max-stream-time", "20s"]);
+  buffered = `http://localhost:${proxy.port}`;
   pages = await servePages();
   await waitFor(`http://127.0.0.1:${daemonPort}/readyz`);
+  await waitFor(`http://127.0.0.1:${bufferedPort}/readyz`);
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"],
@@ -96,6 +133,7 @@ before(async () => {
 after(async () => {
   await browser?.close();
   pages?.server.close();
+  proxy?.server.close();
   for (const child of children) child.kill();
 });
 
@@ -152,14 +190,19 @@ function es3Profile(ie8Scripts) {
   for (const name of [
     "WebSocket", "ArrayBuffer", "SharedArrayBuffer", "DataView", "Int8Array", "Uint8Array", "Uint8ClampedArray", "Int16Array",
     "Uint16Array", "Int32Array", "Uint32Array", "Float16Array", "Float32Array", "Float64Array", "BigInt64Array", "BigUint64Array",
-    "Blob", "File", "FileReader", "JSON", "Promise", "TextEncoder", "TextDecoder", "fetch", "Map", "Set", "WeakMap", "WeakSet", "Symbol",
+    "Blob", "File", "FileReader", "JSON", "Promise", "EventSource", "TextEncoder", "TextDecoder", "fetch", "Map", "Set", "WeakMap", "WeakSet", "Symbol",
   ]) {
     delete window[name];
   }
+  // IE8's XMLHttpRequest cannot go cross-origin.
+  delete XMLHttpRequest.prototype.withCredentials;
 }
 
 const profiles = {
+  // Streams (NDJSON over cross-origin XHR) and POSTs its sends.
   modern: () => { delete window.WebSocket; },
+  // The same browser, told to use JSONP only.
+  jsonp: () => { delete window.WebSocket; window.polysocketTransport = "jsonp"; },
   es3: [es3Profile, false],
   ie8: [es3Profile, true],
 };
@@ -267,8 +310,10 @@ async function servePages() {
 <script src="${origin}/polysocket.js"></script><script src="/${id}.js"></script></body></html>`);
     } else {
       res.writeHead(200, { "content-type": "application/javascript; charset=utf-8" });
-      const install = { router: origin, token: run.options.token || "dev", bearer: run.options.bearer };
-      res.end(`PolySocket.install(${JSON.stringify(install)});
+      const install = { router: run.options.router || origin, token: run.options.token || "dev", bearer: run.options.bearer };
+      res.end(`var options = ${JSON.stringify(install)};
+if (window.polysocketTransport) { options.transport = window.polysocketTransport; }
+PolySocket.install(options);
 (${harness})(${JSON.stringify(run.url)}, ${JSON.stringify(run.options)}, function (ws, events, url) {
 ${run.body}
 });`);
@@ -496,7 +541,7 @@ for (const profile of ["es3", "ie8"]) {
 }
 
 /**
- * The address of every script request `page` makes, and how many were in
+ * Every request `page` makes to the bridge, and how many were in
  * flight per host name at most.
  */
 function watchRequests(page) {
@@ -506,7 +551,10 @@ function watchRequests(page) {
   page.on("request", (request) => {
     const url = new URL(request.url());
     if (!/^\/(create|s\/|j\/)/.test(url.pathname)) return;
-    const entry = { url, host: url.host, start: clock++, end: Infinity };
+    // A send's parameters are in its query (JSONP) or its form body (POST).
+    const params = new URLSearchParams(url.search);
+    for (const [name, value] of new URLSearchParams(request.postData() || "")) params.set(name, value);
+    const entry = { url, params, method: request.method(), host: url.host, start: clock++, end: Infinity };
     inFlight.set(request, entry);
     seen.requests.push(entry);
     seen.perHost.set(url.host, (seen.perHost.get(url.host) || 0) + 1);
@@ -562,21 +610,43 @@ for (const profile of Object.keys(profiles)) {
     for (const [name] of hosts) assert.notEqual(name, new URL(origin).host, "a socket's host name is not the page's");
     assert.ok(seen.maxPerHost <= 2, `at most two requests in flight per host name (saw ${seen.maxPerHost})`);
     for (const requests of sockets.values()) {
-      const send = requests.find((r) => r.url.pathname.startsWith("/s/") && r.url.searchParams.get("t") === "t");
+      const send = requests.find((r) => r.url.pathname.startsWith("/s/") && r.params.get("t") === "t");
       const poll = requests.find((r) => r.url.pathname.startsWith("/j/") && r.start < send.start);
       assert.ok(poll.end > send.end, "the send finished while the poll was still waiting");
     }
   });
 
-  test(`${profile}: a poll answer lost in flight is fetched again: nothing lost, nothing doubled`, async () => {
+  test(`${profile}: a poll answer or a stream lost in flight is fetched again: nothing lost, nothing doubled`, async () => {
     const page = await open(profile);
     let aborted = 0;
     // The first poll answer that carries messages reaches the daemon's side of
-    // the connection, then never reaches the page.
+    // the connection, then never reaches the page; a stream is cut in the
+    // middle of its third message.
     await page.route(/\/j\//, async (route) => {
       // Playwright's own fetch cannot resolve *.localhost, so the poll goes to
       // the daemon from here, with the socket's name in the Host header.
       const url = new URL(route.request().url());
+      if (url.searchParams.get("stream")) {
+        if (aborted > 0) return route.continue();
+        const cut = await new Promise((resolve) => {
+          const headers = { ...route.request().headers(), host: url.host };
+          const request = http.get({ host: "127.0.0.1", port: url.port, path: url.pathname + url.search, headers }, (res) => {
+            let body = "";
+            res.on("data", (chunk) => {
+              body += chunk;
+              const second = body.indexOf('"seq":2');
+              const end = second < 0 ? -1 : body.indexOf("\n", second);
+              if (end < 0) return;
+              request.destroy();
+              const { "transfer-encoding": _, ...kept } = res.headers;
+              resolve({ status: res.statusCode, headers: kept, body: body.slice(0, end + 1) + '{"type":"text","se' });
+            });
+          });
+          request.on("error", () => {});
+        });
+        aborted++;
+        return route.fulfill(cut);
+      }
       const answer = await new Promise((resolve, reject) => {
         http
           .get({ host: "127.0.0.1", port: url.port, path: url.pathname + url.search, headers: { host: url.host } }, (res) => {
@@ -692,6 +762,59 @@ for (const profile of Object.keys(profiles)) {
 
 // Where ArrayBuffer is missing binary messages are binary strings; any page
 // may choose them, and send them with sendBinary.
+test("modern: messages arrive on one stream, and sends are POSTs", async () => {
+  const page = await open("modern");
+  const seen = watchRequests(page);
+  const events = await run(
+    page,
+    `${upstream}/echo`,
+    `var n = 0;
+     ws.onopen = function () { ws.send("a"); ws.send("b"); };
+     ws.onmessage = function () { if (++n === 2) ws.close(); };`,
+  );
+  await page.context().close();
+  assert.deepEqual(messages(events), ["a", "b"]);
+  const receives = seen.requests.filter((r) => r.url.pathname.startsWith("/j/"));
+  assert.ok(receives.length >= 1, "a receive");
+  for (const r of receives) assert.equal(r.params.get("stream"), "ndjson", `a stream, not a poll: ${r.url}`);
+  const sends = seen.requests.filter((r) => r.url.pathname.startsWith("/s/"));
+  assert.deepEqual(sends.map((r) => [r.method, r.params.get("t"), r.params.get("cb")]), [
+    ["POST", "t", null],
+    ["POST", "t", null],
+    ["POST", "c", null],
+  ]);
+});
+
+test("modern: behind a proxy that buffers responses, a socket falls back to JSONP polls", async () => {
+  const page = await open("modern");
+  const seen = watchRequests(page);
+  const events = await run(
+    page,
+    `${upstream}/echo`,
+    `var n = 0, second;
+     ws.onopen = function () { ws.send("through"); ws.send("the proxy"); };
+     ws.onmessage = function () {
+       if (++n < 2) return;
+       second = new WebSocket(url);
+       second.onopen = function () { second.send("again"); };
+       second.onmessage = function (e) { events.push({type: "second", data: e.data}); second.close(); ws.close(); };
+     };`,
+    { router: buffered },
+  );
+  await page.context().close();
+  assert.deepEqual(messages(events), ["through", "the proxy"]);
+  assert.deepEqual(events.filter((e) => e.type === "second"), [{ type: "second", data: "again" }]);
+  const bySocket = new Map();
+  for (const r of seen.requests.filter((r) => r.url.pathname.startsWith("/j/"))) {
+    const id = r.url.pathname.slice(3);
+    bySocket.set(id, [...(bySocket.get(id) || []), r]);
+  }
+  const [first, next] = [...bySocket.values()];
+  assert.equal(first[0].params.get("stream"), "ndjson", "the first socket tried a stream");
+  assert.ok(first.slice(1).length > 0 && first.slice(1).every((r) => r.params.get("cb")), "then polled with JSONP");
+  assert.ok(next.every((r) => r.params.get("cb") && !r.params.get("stream")), "the page's next socket polls at once");
+});
+
 for (const profile of Object.keys(profiles)) {
   test(`${profile}: binary strings, received and sent`, async () => {
     const page = await open(profile);

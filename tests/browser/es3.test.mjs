@@ -22,7 +22,7 @@ test("the ES3 check rejects what ES3 engines reject", () => {
 test("polysocket.js uses no API that ES3 browsers lack", () => {
   const code = source.replace(/\/\*[\s\S]*?\*\//g, "").replace(/\/\/.*$/gm, "");
   const es5 = [/\.forEach\(/, /\.map\(/, /\.filter\(/, /\.reduce\(/, /\.some\(/, /\.every\(/, /\.lastIndexOf\(/, /\.indexOf\(\s*\w+\s*,/];
-  const library = [/\bJSON\./, /\bPromise\b/, /Array\.isArray/, /Object\.(keys|create|definePropert|getPrototypeOf|freeze|seal)/, /\.bind\(/, /Date\.now/, /\.toISOString\(/, /\.trim\(/];
+  const library = [/\bPromise\b/, /Array\.isArray/, /Object\.(keys|create|definePropert|getPrototypeOf|freeze|seal)/, /\.bind\(/, /Date\.now/, /\.toISOString\(/, /\.trim\(/];
   // IE6-8 have no addEventListener, on scripts or anywhere.
   for (const api of [...es5, ...library, /\.addEventListener\(/]) {
     assert.doesNotMatch(code, api);
@@ -54,6 +54,28 @@ function* uses(node, path = []) {
     }
   }
 }
+
+// JSON is used only by the streaming transport, which a socket takes only
+// where canStream() found JSON (and cross-origin XMLHttpRequest).
+test("polysocket.js uses JSON only on the streaming path, which checks for it", () => {
+  const tree = acorn.parse(source, { ...ES3, ranges: true });
+  const streaming = [];
+  (function walk(node) {
+    if (node.type === "FunctionDeclaration" && ["post", "canStream"].includes(node.id.name)) streaming.push(node.range);
+    if (node.type === "AssignmentExpression" && source.slice(...node.left.range) === "proto._stream") streaming.push(node.right.range);
+    for (const child of Object.values(node)) {
+      for (const item of Array.isArray(child) ? child : [child]) if (item && typeof item.type === "string") walk(item);
+    }
+  })(tree);
+  assert.equal(streaming.length, 3, "post, canStream and proto._stream were found");
+  const code = source.replace(/\/\*[\s\S]*?\*\//g, (comment) => " ".repeat(comment.length));
+  const uses = [...code.matchAll(/\bJSON\b/g)].map((m) => m.index);
+  assert.ok(uses.length > 0);
+  for (const at of uses) {
+    assert.ok(streaming.some(([start, end]) => at >= start && at < end), `JSON used outside the streaming path at ${at}`);
+  }
+  assert.match(code, /typeof JSON === "undefined"/);
+});
 
 test("polysocket.js uses typed arrays, Blob and FileReader only behind a typeof test", () => {
   const guarded = ([node, key]) =>
