@@ -13,6 +13,7 @@ PEERS = ("engine.io", "sockjs-xhr", "sockjs-jsonp")
 # fleet with a daemon per core. Each is judged on its own.
 OURS = ("polysocket", "polysocket-fleet")
 SYSTEMS = OURS + PEERS + ("floor", "websocket")
+STREAMING = ("polysocket-stream", "sockjs-xhr-streaming", "sockjs-eventsource")
 COLOURS = {"polysocket": "#d62728", "polysocket-fleet": "#ff7f0e", "engine.io": "#1f77b4", "sockjs-xhr": "#2ca02c",
            "sockjs-jsonp": "#98df8a", "floor": "#7f7f7f", "websocket": "#000000"}
 
@@ -24,11 +25,11 @@ def main(lines_path, json_path, svg_path):
             print(f"{r['system']} {r['scenario']} at {r['sockets']} sockets could not run: {r['failed']}")
     by = {(r["system"], r["scenario"], r["sockets"]): r for r in runs if "scenario" in r and "failed" not in r}
     targets = []
-    round_trip = sorted({r["sockets"] for r in runs if r.get("scenario") == "round-trip"})
+    round_trip = sorted({r["sockets"] for r in runs if r.get("scenario") == "round-trip" and r["system"] in SYSTEMS})
     if round_trip:
         print(f"\nRound trips (send, then long-poll until the echo arrives)")
         print(f"{'sockets':>7} {'system':>16} {'round trips/s':>13} {'p50 ms':>9} {'p99 ms':>9} {'vs floor':>8} "
-              f"{'fairness':>8} {'errors':>6}")
+              f"{'fairness':>8} {'CPU us/op':>9} {'errors':>6}")
         for n in round_trip:
             floor = by.get(("floor", "round-trip", n))
             for system in SYSTEMS:
@@ -38,8 +39,9 @@ def main(lines_path, json_path, svg_path):
                 ratio = f"{r['per_second'] / floor['per_second']:.2f}x" if floor else "-"
                 # Slowest client's round trips / fastest client's: 1.00 is even service.
                 fairness = f"{r['fairness']:.2f}" if "fairness" in r else "-"
+                cpu = f"{r['cpu_us_per_op']:.1f}" if r.get("cpu_us_per_op") is not None else "-"
                 print(f"{n:>7} {system:>16} {r['per_second']:>13.0f} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} {ratio:>8} "
-                      f"{fairness:>8} {r['errors']:>6}")
+                      f"{fairness:>8} {cpu:>9} {r['errors']:>6}")
                 if r["first_error"]:
                     print(f"{'':>25}first error: {r['first_error'][:100]}")
             peers = [by[(p, "round-trip", n)] for p in PEERS if (p, "round-trip", n) in by]
@@ -73,18 +75,58 @@ def main(lines_path, json_path, svg_path):
                   f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, {r['errors']} errors")
             targets.append({"scenario": "creates per second, 2 daemons", "target": ">= 2000", "binding": True,
                             "measured": r["per_second"], "met": r["per_second"] >= 2000})
+    streaming = sorted({r["sockets"] for r in runs if r.get("scenario") in ("round-trip-stream", "push")})
+    if streaming:
+        print("\nStreaming receive (round trips: send, then read the stream until the echo; push: messages the "
+              "upstream pushes, received)")
+        print(f"{'sockets':>7} {'scenario':>17} {'system':>21} {'per second':>10} {'p50 ms':>8} {'p99 ms':>8} "
+              f"{'CPU us/op':>9} {'errors':>6}")
+        for n in streaming:
+            for scenario, systems in (("round-trip", ("polysocket-poll",)), ("round-trip-stream", STREAMING),
+                                      ("push", STREAMING)):
+                for system in systems:
+                    r = by.get((system, scenario, n))
+                    if r is None:
+                        continue
+                    cpu = f"{r['cpu_us_per_op']:.1f}" if r.get("cpu_us_per_op") is not None else "-"
+                    print(f"{n:>7} {scenario:>17} {system:>21} {r['per_second']:>10.0f} {r['p50_ms']:>8.2f} "
+                          f"{r['p99_ms']:>8.2f} {cpu:>9} {r['errors']:>6}")
+                    if r["first_error"]:
+                        print(f"{'':>25}first error: {r['first_error'][:100]}")
+            ours = by.get(("polysocket-stream", "push", n))
+            peers = [by[(p, "push", n)] for p in STREAMING[1:] if (p, "push", n) in by]
+            peers = [p for p in peers if p.get("cpu_us_per_op")]
+            if ours and ours.get("cpu_us_per_op") and peers:
+                best = min(peers, key=lambda r: r["cpu_us_per_op"])
+                ratio = ours["cpu_us_per_op"] / best["cpu_us_per_op"]
+                targets.append({"scenario": f"push at {n} sockets: CPU per message vs best SockJS streaming ({best['system']})",
+                                "target": "<= 0.5", "measured": ratio, "met": ratio <= 0.5, "binding": True})
+            stream = by.get(("polysocket-stream", "round-trip-stream", n))
+            poll = by.get(("polysocket-poll", "round-trip", n))
+            if stream and poll:
+                ratio = stream["per_second"] / poll["per_second"]
+                targets.append({"scenario": f"streaming round trips at {n} sockets vs polysocket's long poll",
+                                "target": ">= 1.5", "measured": ratio, "met": ratio >= 1.5, "binding": True})
     if targets:
         print("\nTargets")
         for t in targets:
             verdict = "met" if t["met"] else ("MISSED" if t["binding"] else "missed (not a target at this size)")
             print(f"  {t['scenario']}: {t['measured']:.2f} (target {t['target']}): {verdict}")
-    machine = {"cores": os.cpu_count(), "command": "scripts/bench.sh", "open_file_limit": _open_file_limit()}
+    machine = {"cores": os.cpu_count(), "model": _cpu_model(), "command": "scripts/bench.sh",
+               "open_file_limit": _open_file_limit()}
     with open(json_path, "w") as f:
         json.dump({"machine": machine, "targets": targets, "runs": runs}, f, indent=1)
     if round_trip:
         with open(svg_path, "w") as f:
             f.write(plot(by, round_trip))
-    print(f"\n({machine['cores']} cores; figures in {json_path})")
+    print(f"\n({machine['cores']} cores, {machine['model']}; figures in {json_path})")
+
+
+def _cpu_model():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
 
 
 def _open_file_limit():

@@ -11,7 +11,13 @@
 #
 # Scenarios: round-trip (echo at each of $SOCKETS), send (POST /s against the
 # floor's POST), memory (daemon RSS per idle socket at 10,000 sockets),
-# create (creates/s: router + Redis + 2 daemons).
+# create (creates/s: router + Redis + 2 daemons), streaming (round trips and
+# upstream pushes at $PUSH_HZ a socket, at each of $STREAM_SOCKETS, over
+# polysocket's NDJSON stream and SockJS's xhr_streaming and eventsource).
+#
+# Every single-process system runs with --pid: its CPU time per operation,
+# from /proc, is reported beside throughput (cpu_us_per_op), a figure that
+# does not depend on sharing the cores with the load generator.
 #
 # polysocket runs in two shapes, each with the daemon's defaults (one worker
 # thread): "polysocket", one standalone process, the quick start; and
@@ -26,7 +32,9 @@ cd "$(dirname "$0")/.."
 # whose daemons share the sockets, and the floors do (see `fits`).
 SOCKETS=${SOCKETS:-"1 100 1000 9000 10000"}
 SECONDS_EACH=${SECONDS_EACH:-5}
-SCENARIOS=${SCENARIOS:-"round-trip send memory create"}
+SCENARIOS=${SCENARIOS:-"round-trip send memory create streaming"}
+STREAM_SOCKETS=${STREAM_SOCKETS:-"100 1000"}
+PUSH_HZ=${PUSH_HZ:-50}
 IDLE_SOCKETS=${IDLE_SOCKETS:-10000}
 ulimit -n "$(ulimit -Hn)"
 echo "open-file limit: $(ulimit -n); $(nproc) cores"
@@ -57,12 +65,20 @@ upstream=ws://127.0.0.1:9101
 
 "$bin/echo-upstream" 9101 >/dev/null & pids+=($!)
 RUST_LOG=warn "$bin/polysocketd" --standalone --listen 127.0.0.1:8181 "${unlimited[@]}" & pids+=($!)
+standalone=$!
 "$bin/loadgen" serve-floor --listen 127.0.0.1:8191 & pids+=($!)
+floor=$!
 node "$peers/gateway.js" sockjs 8201 "$upstream/echo" >/dev/null & pids+=($!)
+sockjs=$!
 node "$peers/gateway.js" engine.io 8202 "$upstream/echo" >/dev/null & pids+=($!)
+engineio=$!
+# A SockJS gateway whose upstream pushes, for the streaming scenario.
+node "$peers/gateway.js" sockjs 8203 "$upstream/push?hz=$PUSH_HZ" >/dev/null & pids+=($!)
+sockjs_push=$!
 wait_for http://127.0.0.1:8181/readyz
 wait_for "http://127.0.0.1:8191/echo?d=x"
 wait_for http://127.0.0.1:8201/sockjs/info
+wait_for http://127.0.0.1:8203/sockjs/info
 wait_for "http://127.0.0.1:8202/engine.io/?EIO=4&transport=polling"
 
 # A fleet: Redis on port $1, a router on $2, daemons on the ports after it,
@@ -110,18 +126,19 @@ for scenario in $SCENARIOS; do
     start_fleet 6392 8186 "$(nproc)" --max-polls-per-ip 1000000 --max-sends-per-second 0 --unknown-socket-rate 0
     for n in $SOCKETS; do
       load=(--sockets "$n" --seconds "$SECONDS_EACH")
-      fits polysocket "$n" && run polysocket --router 127.0.0.1:8181 --target "$upstream/echo" --token bench "${load[@]}"
+      fits polysocket "$n" && run polysocket --router 127.0.0.1:8181 --target "$upstream/echo" --token bench "${load[@]}" \
+        --pid "$standalone"
       run polysocket --name polysocket-fleet --router 127.0.0.1:8186 --target "$upstream/echo" --token bench "${load[@]}"
       if fits engine.io "$n"; then
-        run engine-io --gateway 127.0.0.1:8202 "${load[@]}"
+        run engine-io --gateway 127.0.0.1:8202 "${load[@]}" --pid "$engineio"
         let_sessions_expire "$n"
       fi
       for transport in xhr jsonp; do
         fits "sockjs-$transport" "$n" || continue
-        run sockjs --gateway 127.0.0.1:8201 --transport "$transport" "${load[@]}"
+        run sockjs --gateway 127.0.0.1:8201 --transport "$transport" "${load[@]}" --pid "$sockjs"
         let_sessions_expire "$n"
       done
-      run floor --server 127.0.0.1:8191 "${load[@]}"
+      run floor --server 127.0.0.1:8191 "${load[@]}" --pid "$floor"
       run websocket --target "$upstream/echo" "${load[@]}"
     done
     stop_fleet
@@ -142,6 +159,24 @@ for scenario in $SCENARIOS; do
     start_fleet 6391 8183 2
     run creates --router 127.0.0.1:8183 --target "$upstream/echo" --token bench --sockets 64 --seconds "$SECONDS_EACH"
     stop_fleet
+    ;;
+  streaming)
+    for n in $STREAM_SOCKETS; do
+      load=(--sockets "$n" --seconds "$SECONDS_EACH")
+      ours=(--router 127.0.0.1:8181 --token bench "${load[@]}" --pid "$standalone")
+      # The long poll in the same run, for the ratio.
+      run polysocket --name polysocket-poll --target "$upstream/echo" "${ours[@]}"
+      run polysocket-stream --target "$upstream/echo" "${ours[@]}"
+      for transport in xhr-streaming eventsource; do
+        run sockjs-stream --gateway 127.0.0.1:8201 --transport "$transport" "${load[@]}" --pid "$sockjs"
+        let_sessions_expire "$n"
+      done
+      run polysocket-stream --push --target "$upstream/push?hz=$PUSH_HZ" "${ours[@]}"
+      for transport in xhr-streaming eventsource; do
+        run sockjs-stream --push --gateway 127.0.0.1:8203 --transport "$transport" "${load[@]}" --pid "$sockjs_push"
+        let_sessions_expire "$n"
+      done
+    done
     ;;
   *) echo "unknown scenario $scenario" >&2; exit 64 ;;
   esac

@@ -8,6 +8,7 @@ mod control_plane;
 mod peers;
 mod polysocket;
 mod run;
+mod streaming;
 
 use clap::{Parser, Subcommand};
 use polysocket::Creating;
@@ -56,6 +57,29 @@ enum Command {
         #[arg(long)]
         pid: u32,
     },
+    /// Round trips (or, with `--push`, pushed messages) over polysocket's
+    /// streaming receive (`/j?stream=ndjson`), sends by `POST /s`.
+    PolysocketStream {
+        #[command(flatten)]
+        creating: Creating,
+        /// Count messages the upstream pushes (target `/push?hz=N`) instead
+        /// of round trips.
+        #[arg(long)]
+        push: bool,
+        #[command(flatten)]
+        load: Load,
+    },
+    /// The same over a SockJS gateway's streaming transports.
+    SockjsStream {
+        #[arg(long)]
+        gateway: SocketAddr,
+        #[arg(long, value_enum)]
+        transport: streaming::SockjsStreaming,
+        #[arg(long)]
+        push: bool,
+        #[command(flatten)]
+        load: Load,
+    },
     /// Round trips through a SockJS gateway (`bench/peers/gateway.js`).
     Sockjs {
         #[arg(long)]
@@ -98,6 +122,10 @@ enum Command {
     },
 }
 
+fn stream_mode(push: bool) -> (streaming::Mode, &'static str) {
+    if push { (streaming::Mode::Push, "push") } else { (streaming::Mode::RoundTrip, "round-trip-stream") }
+}
+
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     match Args::parse().command {
@@ -114,6 +142,23 @@ async fn main() -> std::io::Result<()> {
         }
         Command::IdleMemory { creating, sockets, pid } => {
             run::print_line(polysocket::idle_memory(&creating, sockets, pid).await.map_err(std::io::Error::other)?);
+        }
+        Command::PolysocketStream { creating, push, load } => {
+            let (mode, scenario) = stream_mode(push);
+            report(
+                "polysocket-stream",
+                scenario,
+                load,
+                run::run(load, |_| streaming::polysocket(&creating, mode)).await,
+            );
+        }
+        Command::SockjsStream { gateway, transport, push, load } => {
+            let (mode, scenario) = stream_mode(push);
+            let system = match transport {
+                streaming::SockjsStreaming::XhrStreaming => "sockjs-xhr-streaming",
+                streaming::SockjsStreaming::Eventsource => "sockjs-eventsource",
+            };
+            report(system, scenario, load, run::run(load, |n| streaming::sockjs(n, gateway, transport, mode)).await);
         }
         Command::Sockjs { gateway, transport, load } => {
             let system = match transport {

@@ -20,19 +20,19 @@ pub struct Creating {
 }
 
 /// A socket as `/create` answered it.
-struct Created {
-    daemon: SocketAddr,
-    host: String,
-    id: String,
+pub struct Created {
+    pub daemon: SocketAddr,
+    pub host: String,
+    pub id: String,
 }
 
 impl Creating {
-    async fn connect(&self) -> Result<Connection, String> {
+    pub async fn connect(&self) -> Result<Connection, String> {
         Connection::open(self.router, &self.router.to_string()).await
     }
 
     /// Creates one socket over a connection to the router.
-    async fn create(&self, router: &mut Connection) -> Result<Created, String> {
+    pub async fn create(&self, router: &mut Connection) -> Result<Created, String> {
         let query = [("from", "loadgen"), ("target", self.target.as_str()), ("token", self.token.as_str())];
         let path = format!("/create?{}", serde_urlencoded::to_string(query).expect("strings encode"));
         let created = parse(&router.get("create", &path).await?.expect("create", 200)?)?;

@@ -25,6 +25,24 @@ pub struct Load {
     /// How long to measure, after every client is set up.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
+    /// The bridge's process: its CPU time (user and system, from /proc)
+    /// during the measurement is reported per operation, a figure that does
+    /// not depend on sharing cores with the load generator.
+    #[arg(long)]
+    pub pid: Option<u32>,
+}
+
+/// CPU time (user + system, all threads) process `pid` has used so far.
+/// /proc counts it in USER_HZ ticks, which Linux fixes at 100 a second.
+fn cpu_time(pid: u32) -> Result<Duration, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| format!("process {pid}: {e}"))?;
+    // The command name (field 2) may hold spaces; utime and stime are the
+    // 12th and 13th fields after its closing parenthesis.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks =
+        |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).ok_or(format!("malformed /proc/{pid}/stat"));
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 
 /// One client's unit of work: a round trip (send, then wait for the echo),
@@ -52,6 +70,8 @@ pub struct Measured {
     errors: usize,
     first_error: Option<String>,
     last_ended: Option<Instant>,
+    /// CPU time of `Load::pid` while the operations ran.
+    cpu: Option<Duration>,
 }
 
 impl Measured {
@@ -90,6 +110,7 @@ where
     if let Some(Err(e)) = warm_up.into_iter().find(Result::is_err) {
         return Err(format!("warm-up: {e}"));
     }
+    let cpu_before = load.pid.map(cpu_time).transpose()?;
     let began = Instant::now();
     let deadline = began + Duration::from_secs(load.seconds);
     let loops = clients.into_iter().map(|mut client| async move {
@@ -103,7 +124,13 @@ where
         measured
     });
     let mut total = Measured::default();
-    for one in futures_util::future::join_all(loops).await {
+    let measured = futures_util::future::join_all(loops).await;
+    // Before the sessions end (that is in `loops` too, but after every
+    // operation: a close costs little beside seconds of operations).
+    if let (Some(pid), Some(before)) = (load.pid, cpu_before) {
+        total.cpu = Some(cpu_time(pid)?.saturating_sub(before));
+    }
+    for one in measured {
         total.merge(one);
     }
     // Until the last operation ended: ending the sessions is not measured.
@@ -161,6 +188,7 @@ pub fn report(system: &str, scenario: &str, load: Load, outcome: Result<(Measure
         "fairness": slowest_client as f64 / fastest_client.max(1) as f64,
         "errors": measured.errors,
         "first_error": measured.first_error,
+        "cpu_us_per_op": measured.cpu.map(|cpu| cpu.as_secs_f64() * 1e6 / latencies.len().max(1) as f64),
     }));
 }
 
@@ -209,14 +237,26 @@ impl Connection {
         self.request(what, Method::POST, path, Some(content_type), body.into()).await
     }
 
-    async fn request(
+    /// Starts a streaming response (status 200 expected) and returns its
+    /// body to be read as it arrives.
+    pub async fn stream(&mut self, what: &str, method: Method, path: &str) -> Result<Streamed, String> {
+        let response = self.send(what, method, path, None, Bytes::new()).await?;
+        if response.status() != 200 {
+            let status = response.status();
+            let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            return Err(format!("{what} answered {status}: {}", String::from_utf8_lossy(&body)));
+        }
+        Ok(Streamed { body: response.into_body(), buffered: Vec::new() })
+    }
+
+    async fn send(
         &mut self,
         what: &str,
         method: Method,
         path: &str,
         content_type: Option<&str>,
         body: Bytes,
-    ) -> Result<Answer, String> {
+    ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
         let mut request = Request::builder().method(method).uri(path).header(HOST, &self.host);
         if let Some(content_type) = content_type {
             request = request.header(CONTENT_TYPE, content_type);
@@ -226,11 +266,49 @@ impl Connection {
         }
         let request = request.body(Full::new(body)).map_err(|e| format!("{what}: {e}"))?;
         self.sender.ready().await.map_err(|e| format!("{what}: {e}"))?;
-        let response = self.sender.send_request(request).await.map_err(|e| format!("{what}: {e}"))?;
+        self.sender.send_request(request).await.map_err(|e| format!("{what}: {e}"))
+    }
+
+    async fn request(
+        &mut self,
+        what: &str,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<Answer, String> {
+        let response = self.send(what, method, path, content_type, body).await?;
         let status = response.status().as_u16();
         let body = response.into_body().collect().await.map_err(|e| format!("{what}: {e}"))?.to_bytes();
         let text = String::from_utf8(body.into()).map_err(|_| format!("{what}: the answer is not UTF-8"))?;
         Ok(Answer { status, text })
+    }
+}
+
+/// A response body read as it arrives, split into frames by a separator.
+pub struct Streamed {
+    body: hyper::body::Incoming,
+    buffered: Vec<u8>,
+}
+
+impl Streamed {
+    /// The next frame (without `separator`), or `None` once the response has ended.
+    pub async fn next(&mut self, separator: &[u8]) -> Result<Option<String>, String> {
+        loop {
+            if let Some(at) = self.buffered.windows(separator.len()).position(|w| w == separator) {
+                let frame: Vec<u8> = self.buffered.drain(..at + separator.len()).take(at).collect();
+                return String::from_utf8(frame).map(Some).map_err(|_| "a frame is not UTF-8".to_owned());
+            }
+            match self.body.frame().await {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(format!("stream: {e}")),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buffered.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 //! - `/headers`: first sends a JSON text with the `Origin`, `X-Forwarded-For`
 //!   and subprotocol it saw (selecting `v2.test` if offered), then echoes;
 //! - `/say?n=N&text=T`: sends `T-1` ... `T-N` at once, then echoes;
+//! - `/push?hz=N`: from the first message it receives, sends `p-1`, `p-2`,
+//!   ... N times a second (so a client set up slowly finds no backlog);
 //! - `/fragmented`: sends "fragmented" as three continuation frames;
 //! - `/close`: closes with 4000 "bye" when it receives a message;
 //! - `/pings`: answers each message with the number of pings received so far;
@@ -159,6 +161,10 @@ async fn websocket(req: HttpRequest, body: web::Payload) -> Result<HttpResponse,
                 "/pings" => Behaviour::CountPings,
                 "/deaf" => Behaviour::IgnorePings,
                 "/discard" => Behaviour::Discard,
+                "/push" => {
+                    let hz: f64 = query.get("hz").and_then(|n| n.parse().ok()).filter(|&hz| hz > 0.0).unwrap_or(10.0);
+                    Behaviour::PushFromFirstMessage { period: std::time::Duration::from_secs_f64(1.0 / hz) }
+                }
                 _ => Behaviour::Echo,
             };
             let stream = stream.max_frame_size(16 << 20).aggregate_continuations().max_continuation_size(16 << 20);
@@ -177,6 +183,18 @@ async fn say(session: &mut Session, query: &HashMap<String, String>) -> Result<(
     Ok(())
 }
 
+/// Sends a numbered message every `period` until the session ends.
+async fn push(mut session: Session, period: std::time::Duration) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for n in 1u64.. {
+        ticks.tick().await;
+        if session.text(format!("p-{n}")).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Sends `first` + "ment" + "ed" as one text message in three frames.
 async fn fragmented(session: &mut Session, first: &'static [u8]) -> Result<(), actix_ws::Closed> {
     session.continuation(Item::FirstText(Bytes::from_static(first))).await?;
@@ -191,12 +209,21 @@ enum Behaviour {
     CountPings,
     IgnorePings,
     Discard,
+    PushFromFirstMessage { period: std::time::Duration },
 }
 
 async fn serve(mut session: Session, mut stream: actix_ws::AggregatedMessageStream, behaviour: Behaviour) {
     let mut pings = 0usize;
+    let mut pushing = false;
     while let Some(Ok(message)) = stream.recv().await {
         let sent = match message {
+            AggregatedMessage::Text(_) if matches!(behaviour, Behaviour::PushFromFirstMessage { .. }) => {
+                if let (Behaviour::PushFromFirstMessage { period }, false) = (behaviour, pushing) {
+                    pushing = true;
+                    actix_web::rt::spawn(push(session.clone(), period));
+                }
+                Ok(())
+            }
             AggregatedMessage::Text(_) | AggregatedMessage::Binary(_) if behaviour == Behaviour::CloseOnMessage => {
                 let reason = CloseReason { code: CloseCode::Other(4000), description: Some("bye".into()) };
                 let _ = session.close(Some(reason)).await;
