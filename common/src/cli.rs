@@ -1,7 +1,7 @@
 //! Command-line arguments shared by the router and polysocketd. Every flag
 //! also reads an environment variable, so containers configure by env alone.
 
-use crate::fleet::FleetError;
+use crate::fleet::{FleetError, RedisFleet};
 use crate::token::TokensFileError;
 use actix_http::Request;
 use actix_service::IntoServiceFactory;
@@ -11,6 +11,7 @@ use actix_web::dev::{AppConfig, Response, Server, Service, ServiceFactory};
 use clap::{Args, Parser};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Exit code for invalid configuration (EX_USAGE), so orchestrators can tell
@@ -221,9 +222,51 @@ pub struct HttpArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct RedisArgs {
-    /// Redis holding the registry, tokens and create hand-off.
+    /// Redis holding the registry, tokens and create hand-off:
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://...` for TLS.
     #[arg(long = "redis", env = "POLYSOCKET_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub url: String,
+    /// PEM certificate authority that signed a `rediss://` server's
+    /// certificate, when it is a private one (default: the public roots).
+    #[arg(long = "redis-ca-file", env = "POLYSOCKET_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+    /// PEM client certificate, for a Redis that asks for one (with `--redis-client-key`).
+    #[arg(long = "redis-client-cert", env = "POLYSOCKET_REDIS_CLIENT_CERT", requires = "redis_client_key")]
+    pub redis_client_cert: Option<PathBuf>,
+    /// PEM private key of `--redis-client-cert`.
+    #[arg(long = "redis-client-key", env = "POLYSOCKET_REDIS_CLIENT_KEY", requires = "redis_client_cert")]
+    pub redis_client_key: Option<PathBuf>,
+}
+
+impl RedisArgs {
+    /// The fleet these flags name. Connects lazily, as [`RedisFleet::new`],
+    /// except that a Redis that refuses the configuration (a wrong password,
+    /// a certificate that does not verify) is a start-up error.
+    pub async fn connect(&self) -> Result<Arc<RedisFleet>, StartError> {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|e| StartError::Invalid(format!("cannot read {}: {e}", path.display())))
+        };
+        let fleet = if self.redis_ca_file.is_none() && self.redis_client_cert.is_none() {
+            RedisFleet::new(&self.url)
+        } else {
+            if !self.url.starts_with("rediss://") {
+                return Err(StartError::Invalid("--redis-ca-file and client certificates need a rediss:// URL".into()));
+            }
+            let client_tls = match (&self.redis_client_cert, &self.redis_client_key) {
+                (Some(cert), Some(key)) => {
+                    Some(redis::ClientTlsConfig { client_cert: read(cert)?, client_key: read(key)? })
+                }
+                _ => None,
+            };
+            let root_cert = self.redis_ca_file.as_ref().map(read).transpose()?;
+            RedisFleet::with_certificates(&self.url, redis::TlsCertificates { client_tls, root_cert })
+        }
+        .map_err(StartError::Redis)?;
+        if let Some(reason) = fleet.configuration_refused().await {
+            return Err(StartError::Invalid(format!("redis refuses this configuration: {reason}")));
+        }
+        Ok(fleet)
+    }
 }
 
 #[derive(Debug, Clone, Args)]

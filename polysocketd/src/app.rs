@@ -7,7 +7,7 @@ use crate::routes;
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, web};
 use polysocket_common::cli::{self, StartError};
-use polysocket_common::fleet::{DaemonInfo, Fleet, MemoryFleet, RedisFleet};
+use polysocket_common::fleet::{DaemonInfo, Fleet, MemoryFleet};
 use polysocket_common::token::TokensFile;
 use polysocket_http::create::{self, CreateService};
 use polysocket_http::{client, ops};
@@ -71,7 +71,7 @@ impl Application {
                     "--tokens is only read in standalone mode; give it to the router".into(),
                 ));
             }
-            RedisFleet::new(&service.redis.url).map_err(StartError::Redis)?
+            service.redis.connect().await?
         };
         Self::serve(listener, fleet, config)
     }

@@ -209,6 +209,13 @@ impl DaemonConfig {
 mod tests {
     use super::*;
 
+    /// Clap checks a command's definition only when it is built: two flags
+    /// with one name (the upstream's --ca-file and Redis' CA) panic at start-up.
+    #[test]
+    fn every_flag_is_defined_once() {
+        <DaemonConfig as clap::CommandFactory>::command().debug_assert();
+    }
+
     #[test]
     fn fqdn_is_required_outside_standalone() {
         assert!(DaemonConfig::try_parse_from(["polysocketd"]).is_err());

@@ -32,7 +32,7 @@ impl Application {
     pub async fn build(config: &RouterConfig) -> Result<Self, StartError> {
         cli::raise_open_files_limit();
         let service = &config.service;
-        let fleet = RedisFleet::new(&service.redis.url).map_err(StartError::Redis)?;
+        let fleet = service.redis.connect().await?;
         fleet.listen_for_replies().await;
         if let Some(path) = &service.tokens.path {
             let tokens = TokensFile::load(path)?.tokens;

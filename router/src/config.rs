@@ -78,3 +78,12 @@ fn parse_header(raw: &str) -> Result<(String, String), String> {
     let (name, value) = raw.split_once(':').ok_or("expected `Name: value`")?;
     Ok((name.trim().to_owned(), value.trim().to_owned()))
 }
+
+#[cfg(test)]
+mod tests {
+    /// Clap checks a command's definition only when it is built.
+    #[test]
+    fn every_flag_is_defined_once() {
+        <super::RouterConfig as clap::CommandFactory>::command().debug_assert();
+    }
+}

@@ -1,5 +1,4 @@
-use polysocket_common::cli::{StartError, parse_or_exit, started_or_exit};
-use polysocket_common::fleet::RedisFleet;
+use polysocket_common::cli::{parse_or_exit, started_or_exit};
 use polysocket_common::logging;
 use polysocket_common::shutdown;
 use router::app::Application;
@@ -15,7 +14,7 @@ async fn main() -> std::io::Result<()> {
     match config.command {
         None => started_or_exit(Application::build(&config).await).run_until_stopped(shutdown::signal()).await,
         Some(RouterCommand::Token(command)) => {
-            let fleet = started_or_exit(RedisFleet::new(&config.service.redis.url).map_err(StartError::Redis));
+            let fleet = started_or_exit(config.service.redis.connect().await);
             if let Err(e) = router::admin::run(fleet.as_ref(), command, &mut std::io::stdout()).await {
                 eprintln!("{e}");
                 std::process::exit(e.exit_code());

@@ -1,25 +1,87 @@
-//! A `redis-server` of the test's own, on a free port.
+//! A `redis-server` of the test's own, on a free port: plain, with an ACL
+//! user, or over TLS with a certificate authority made up for the test.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// Arguments beyond port and persistence (TLS files, ACL users).
+    extra: Vec<String>,
+    /// The TLS files' folder, for a server started with [`RedisServer::start_tls`].
+    tls: Option<PathBuf>,
 }
 
 impl RedisServer {
     /// Starts a fresh, empty, non-persistent Redis and waits until it answers.
     pub fn start() -> Self {
-        let mut server = RedisServer { port: crate::free_port(), child: None };
+        Self::start_with(Vec::new(), None)
+    }
+
+    /// A Redis whose only user is `user` with `password` (the default user
+    /// is off), as managed Redis services with ACLs are set up.
+    pub fn start_with_user(user: &str, password: &str) -> Self {
+        let acl = ["--user", "default", "off", "--user", user, "on", &format!(">{password}"), "~*", "&*", "+@all"];
+        Self::start_with(acl.map(str::to_owned).to_vec(), None)
+    }
+
+    /// A Redis that speaks only TLS, with a certificate for `localhost`
+    /// signed by a CA made up for it (nothing trusts it by default; see
+    /// [`RedisServer::ca_file`]). Clients need no certificate of their own.
+    pub fn start_tls() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("polysocket-redis-tls-{}-{}", std::process::id(), crate::free_port()));
+        std::fs::create_dir_all(&dir).expect("TLS folder");
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "polysocket test Redis CA");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("server params")
+            .signed_by(&key, &issuer)
+            .expect("server certificate");
+        for (name, pem) in [("ca.pem", ca_cert.pem()), ("server.pem", cert.pem()), ("server.key", key.serialize_pem())]
+        {
+            std::fs::write(dir.join(name), pem).expect("write TLS file");
+        }
+        let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let extra = vec![
+            "--tls-cert-file".into(),
+            file("server.pem"),
+            "--tls-key-file".into(),
+            file("server.key"),
+            "--tls-ca-cert-file".into(),
+            file("ca.pem"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ];
+        Self::start_with(extra, Some(dir))
+    }
+
+    fn start_with(extra: Vec<String>, tls: Option<PathBuf>) -> Self {
+        let mut server = RedisServer { port: crate::free_port(), child: None, extra, tls };
         server.restart();
         server
     }
 
+    /// `redis://127.0.0.1:<port>`, or `rediss://localhost:<port>` over TLS.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.tls {
+            Some(_) => format!("rediss://localhost:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The CA that signed a TLS server's certificate (PEM).
+    pub fn ca_file(&self) -> PathBuf {
+        self.tls.as_ref().expect("a TLS server").join("ca.pem")
     }
 
     /// Kills the server (as a crash would: no shutdown, no save).
@@ -33,30 +95,45 @@ impl RedisServer {
     /// Starts it again, empty, on the same port.
     pub fn restart(&mut self) {
         self.kill();
+        let port = self.port.to_string();
+        let listen = match self.tls {
+            Some(_) => vec!["--port", "0", "--tls-port", &port],
+            None => vec!["--port", &port],
+        };
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(listen)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (see .ci/run)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.answers_ping() {
+        while !self.is_up() {
             assert!(Instant::now() < deadline, "redis-server on port {} did not come up", self.port);
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    fn answers_ping(&self) -> bool {
+    /// Plain servers answer PING (with or without a password: an ACL error
+    /// is an answer too); TLS servers accept connections.
+    fn is_up(&self) -> bool {
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        if self.tls.is_some() {
+            return true;
+        }
         let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-        let mut reply = [0u8; 7];
-        stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+        let mut reply = [0u8; 1];
+        stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok()
     }
 }
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = &self.tls {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }

@@ -208,20 +208,34 @@ pub struct RedisFleet {
 
 impl RedisFleet {
     /// Connects lazily: the fleet is usable (and reports errors) while Redis
-    /// is down, and recovers by itself when it returns.
+    /// is down, and recovers by itself when it returns. `redis://` or, for
+    /// TLS trusting the public roots, `rediss://`; an ACL user and password
+    /// go in the URL (`redis://user:password@host:port`).
     pub fn new(url: &str) -> Result<Arc<Self>, FleetError> {
-        let client = redis::Client::open(url)?;
-        let mut pool_config = deadpool_redis::Config::from_url(url);
-        pool_config.pool = Some(deadpool_redis::PoolConfig {
-            max_size: 32,
-            timeouts: deadpool_redis::Timeouts {
-                wait: Some(REDIS_TIMEOUT),
-                create: Some(REDIS_TIMEOUT),
-                recycle: Some(REDIS_TIMEOUT),
-            },
-            ..Default::default()
-        });
-        let pool = pool_config.create_pool(Some(Runtime::Tokio1)).map_err(|e| FleetError::Unavailable(Box::new(e)))?;
+        Self::with_client(redis::Client::open(url)?)
+    }
+
+    /// As [`RedisFleet::new`], for a `rediss://` server whose certificate a
+    /// private CA signed, or that asks for a client certificate.
+    pub fn with_certificates(url: &str, certificates: redis::TlsCertificates) -> Result<Arc<Self>, FleetError> {
+        Self::with_client(redis::Client::build_with_tls(url, certificates)?)
+    }
+
+    fn with_client(client: redis::Client) -> Result<Arc<Self>, FleetError> {
+        let manager = deadpool_redis::Manager::new(client.get_connection_info().clone())?;
+        let pool = Pool::builder(manager)
+            .config(deadpool_redis::PoolConfig {
+                max_size: 32,
+                timeouts: deadpool_redis::Timeouts {
+                    wait: Some(REDIS_TIMEOUT),
+                    create: Some(REDIS_TIMEOUT),
+                    recycle: Some(REDIS_TIMEOUT),
+                },
+                ..Default::default()
+            })
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| FleetError::Unavailable(Box::new(e)))?;
         let fleet = Arc::new(RedisFleet {
             client,
             pool,
@@ -284,6 +298,24 @@ impl RedisFleet {
         });
     }
 
+    /// Why Redis refuses this process as configured (a wrong password or ACL
+    /// user, a server certificate that does not verify), if it says so now.
+    /// `None` when it answers, and also when it cannot be reached at all: an
+    /// outage is ridden out, a wrong configuration is not.
+    pub async fn configuration_refused(&self) -> Option<String> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT));
+        let ping = async {
+            let mut conn = self.client.get_multiplexed_async_connection_with_config(&config).await?;
+            redis::cmd("PING").query_async::<()>(&mut conn).await
+        };
+        match ping.await {
+            Err(e) if refuses_configuration(&e) => Some(e.to_string()),
+            _ => None,
+        }
+    }
+
     /// Resolves when a token lookup has found the token records gone.
     pub async fn tokens_lost(&self) {
         self.tokens_lost.notified().await
@@ -304,6 +336,14 @@ impl RedisFleet {
         *slot = Some(conn.clone());
         Ok(conn)
     }
+}
+
+/// Whether an error says the configuration is wrong rather than Redis away.
+fn refuses_configuration(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+        // rustls: a certificate from an unknown CA, for another name, expired.
+        || e.to_string().contains("invalid peer certificate")
 }
 
 /// A script with the prelude every script shares.
