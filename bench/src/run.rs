@@ -230,11 +230,11 @@ impl Connection {
     }
 
     pub async fn get(&mut self, what: &str, path: &str) -> Result<Answer, String> {
-        self.request(what, Method::GET, path, None, Bytes::new()).await
+        Answer::read(what, self.send(what, Method::GET, path, None, Bytes::new()).await?).await
     }
 
     pub async fn post(&mut self, what: &str, path: &str, content_type: &str, body: String) -> Result<Answer, String> {
-        self.request(what, Method::POST, path, Some(content_type), body.into()).await
+        Answer::read(what, self.send(what, Method::POST, path, Some(content_type), body.into()).await?).await
     }
 
     /// Starts a streaming response (status 200 expected) and returns its
@@ -268,21 +268,6 @@ impl Connection {
         self.sender.ready().await.map_err(|e| format!("{what}: {e}"))?;
         self.sender.send_request(request).await.map_err(|e| format!("{what}: {e}"))
     }
-
-    async fn request(
-        &mut self,
-        what: &str,
-        method: Method,
-        path: &str,
-        content_type: Option<&str>,
-        body: Bytes,
-    ) -> Result<Answer, String> {
-        let response = self.send(what, method, path, content_type, body).await?;
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await.map_err(|e| format!("{what}: {e}"))?.to_bytes();
-        let text = String::from_utf8(body.into()).map_err(|_| format!("{what}: the answer is not UTF-8"))?;
-        Ok(Answer { status, text })
-    }
 }
 
 /// A response body read as it arrives, split into frames by a separator.
@@ -313,6 +298,14 @@ impl Streamed {
 }
 
 impl Answer {
+    /// Reads a whole response.
+    async fn read(what: &str, response: hyper::Response<hyper::body::Incoming>) -> Result<Answer, String> {
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.map_err(|e| format!("{what}: {e}"))?.to_bytes();
+        let text = String::from_utf8(body.into()).map_err(|_| format!("{what}: the answer is not UTF-8"))?;
+        Ok(Answer { status, text })
+    }
+
     /// The body, if the status is `expected`.
     pub fn expect(self, what: &str, expected: u16) -> Result<String, String> {
         if self.status == expected {

@@ -44,6 +44,31 @@ where
     }
 }
 
+/// A certificate for `localhost` and the certificate authority, made up on
+/// the spot, that signed it: nothing trusts that authority by default.
+pub struct LocalhostCertificate {
+    pub ca: rcgen::Certificate,
+    pub cert: rcgen::Certificate,
+    pub key: rcgen::KeyPair,
+}
+
+impl LocalhostCertificate {
+    pub fn new(authority_name: &str) -> Self {
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, authority_name);
+        let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("server params")
+            .signed_by(&key, &issuer)
+            .expect("server certificate");
+        LocalhostCertificate { ca, cert, key }
+    }
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind port 0").port()

@@ -36,19 +36,13 @@ impl RedisServer {
         let dir =
             std::env::temp_dir().join(format!("polysocket-redis-tls-{}-{}", std::process::id(), crate::free_port()));
         std::fs::create_dir_all(&dir).expect("TLS folder");
-        let ca_key = rcgen::KeyPair::generate().expect("CA key");
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "polysocket test Redis CA");
-        let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let key = rcgen::KeyPair::generate().expect("server key");
-        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-            .expect("server params")
-            .signed_by(&key, &issuer)
-            .expect("server certificate");
-        for (name, pem) in [("ca.pem", ca_cert.pem()), ("server.pem", cert.pem()), ("server.key", key.serialize_pem())]
-        {
+        let made_up = crate::LocalhostCertificate::new("polysocket test Redis CA");
+        let files = [
+            ("ca.pem", made_up.ca.pem()),
+            ("server.pem", made_up.cert.pem()),
+            ("server.key", made_up.key.serialize_pem()),
+        ];
+        for (name, pem) in files {
             std::fs::write(dir.join(name), pem).expect("write TLS file");
         }
         let file = |name: &str| dir.join(name).to_string_lossy().into_owned();

@@ -49,26 +49,16 @@ impl UpstreamServer {
     /// certificate authority made up on the spot; returns the server and
     /// that authority's certificate (PEM), which nothing trusts by default.
     pub fn start_tls() -> (Self, String) {
-        let ca_key = rcgen::KeyPair::generate().expect("CA key");
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "polysocket test CA");
-        let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let leaf_key = rcgen::KeyPair::generate().expect("server key");
-        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-            .expect("server params")
-            .signed_by(&leaf_key, &issuer)
-            .expect("server certificate");
+        let made_up = crate::LocalhostCertificate::new("polysocket test CA");
         let config = rustls::ServerConfig::builder()
             .with_no_client_auth()
             .with_single_cert(
-                vec![leaf.der().clone()],
-                rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).expect("server key DER"),
+                vec![made_up.cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::try_from(made_up.key.serialize_der()).expect("server key DER"),
             )
             .expect("server TLS config");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
-        (Self::serve(listener, Some(config)).expect("start TLS upstream"), ca_cert.pem())
+        (Self::serve(listener, Some(config)).expect("start TLS upstream"), made_up.ca.pem())
     }
 
     fn serve(listener: TcpListener, tls: Option<rustls::ServerConfig>) -> std::io::Result<Self> {
