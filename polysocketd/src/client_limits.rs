@@ -11,6 +11,7 @@ use actix_web::HttpRequest;
 use dashmap::DashMap;
 use polysocket_common::limits::{ClientArgs, KeyedLimit};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 pub struct ClientLimits {
     clients: ClientArgs,
@@ -42,7 +43,7 @@ impl ClientLimits {
     }
 
     /// Holds one of the address's poll slots for as long as the slot lives.
-    pub fn poll_slot(&self, ip: IpAddr) -> Result<Option<PollSlot<'_>>, RequestError> {
+    pub fn poll_slot(self: &Arc<Self>, ip: IpAddr) -> Result<Option<PollSlot>, RequestError> {
         if self.max_polls == 0 {
             return Ok(None);
         }
@@ -51,7 +52,7 @@ impl ClientLimits {
             return Err(RequestError::TooManyPolls);
         }
         *count += 1;
-        Ok(Some(PollSlot { limits: self, ip }))
+        Ok(Some(PollSlot { limits: self.clone(), ip }))
     }
 
     /// Drops state of addresses that have gone quiet.
@@ -61,12 +62,12 @@ impl ClientLimits {
     }
 }
 
-pub struct PollSlot<'a> {
-    limits: &'a ClientLimits,
+pub struct PollSlot {
+    limits: Arc<ClientLimits>,
     ip: IpAddr,
 }
 
-impl Drop for PollSlot<'_> {
+impl Drop for PollSlot {
     fn drop(&mut self) {
         if let Some(mut count) = self.limits.polls.get_mut(&self.ip) {
             *count = count.saturating_sub(1);

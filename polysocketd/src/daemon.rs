@@ -112,7 +112,7 @@ pub struct Daemon {
     /// Set on shutdown: no new sockets, no more heartbeats, not ready.
     draining: AtomicBool,
     pub metrics: Arc<DaemonMetrics>,
-    pub client_limits: ClientLimits,
+    pub client_limits: Arc<ClientLimits>,
 }
 
 impl Daemon {
@@ -136,7 +136,7 @@ impl Daemon {
             registered_once: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             metrics: Arc::new(DaemonMetrics::new(registry, capacity)),
-            client_limits,
+            client_limits: Arc::new(client_limits),
         }
     }
 

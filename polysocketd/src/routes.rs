@@ -5,7 +5,7 @@ use crate::cors;
 use crate::daemon::Daemon;
 use crate::error::RequestError;
 use crate::metrics::{Counted, Endpoint};
-use crate::socket::{ClientSend, Outgoing, PollOutcome, PollRange, SendFailure};
+use crate::socket::{ClientSend, Outgoing, PollOutcome, SendFailure};
 use crate::stream;
 use actix_web::error::ErrorNotFound;
 use actix_web::http::Method;
@@ -260,12 +260,11 @@ async fn poll(req: HttpRequest, SocketId(socket): SocketId, daemon: web::Data<Da
         let handle = daemon.socket(ip, &socket)?;
         let slot = daemon.client_limits.poll_slot(ip)?;
         if let Some(format) = streaming {
-            drop(slot); // the stream holds one for each wait
             let ack = stream::start_ack(&req, ack)?;
-            return Ok(Received::Stream(stream::respond(format, daemon.clone(), handle, ip, ttl, ack)));
+            return Ok(Received::Stream(stream::respond(format, &daemon, handle, slot, ttl, ack).await?));
         }
         let _waiting = Counted::start(&daemon.metrics.polls_waiting);
-        match handle.poll(ttl, PollRange { ack, ..PollRange::default() }).await {
+        match handle.poll(ttl, ack).await {
             PollOutcome::Messages(messages) => Ok(Received::Messages(messages)),
             PollOutcome::Superseded => Err(RequestError::Superseded),
             PollOutcome::Gone => Err(RequestError::UnknownSocket),

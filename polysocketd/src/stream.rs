@@ -3,8 +3,8 @@
 //! message per line, for `curl -N`) keeps one response open and writes each
 //! message as it arrives, the same objects a poll returns.
 //!
-//! A stream is a run of polls on one response (see
-//! [`crate::socket::delivery`]): it releases only what its client confirmed
+//! A stream takes the socket's messages as they are queued (see
+//! [`crate::socket::delivery`]) but releases only what its client confirmed
 //! when it began (`ack`, or SSE's `Last-Event-ID`), so a stream cut anywhere
 //! loses nothing and repeats nothing once its client reconnects from the last
 //! `seq` it read. Retained messages are bounded: a stream ends after
@@ -13,18 +13,18 @@
 //! acknowledges itself: nothing can follow it), and when a newer poll or
 //! stream takes over. Heartbeats keep proxies from timing the response out.
 
+use crate::client_limits::PollSlot;
 use crate::daemon::Daemon;
 use crate::error::RequestError;
 use crate::metrics::Counted;
-use crate::socket::{PollOutcome, PollRange, SocketHandle};
+use crate::socket::SocketHandle;
 use actix_web::http::header::{ACCEPT, CACHE_CONTROL, HeaderValue, X_CONTENT_TYPE_OPTIONS};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse};
 use bytes::{BufMut, Bytes, BytesMut};
 use polysocket_common::wire::ClientMessage;
 use std::convert::Infallible;
-use std::net::IpAddr;
-use std::num::NonZeroU64;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// Time between heartbeats when the client gives no `ttl`: under the idle
@@ -129,52 +129,42 @@ pub fn start_ack(req: &HttpRequest, ack: Option<u64>) -> Result<Option<u64>, Req
 }
 
 struct Stream {
-    daemon: web::Data<Daemon>,
     handle: SocketHandle,
-    ip: IpAddr,
+    /// The socket's batches of messages; ends when a newer poll takes over.
+    batches: mpsc::UnboundedReceiver<Vec<ClientMessage>>,
     format: Format,
-    heartbeat: Duration,
     ends_at: Instant,
     bytes_left: usize,
-    /// What the client confirmed when the stream began; `None` until the
-    /// first message shows it (a poll without `ack` acknowledges what
-    /// earlier polls returned, which the stream cannot know beforehand).
-    ack: Option<u64>,
-    /// The last `seq` written.
-    written: Option<NonZeroU64>,
-    /// This stream's identity to the socket (see [`PollRange::stream`]).
-    id: NonZeroU64,
     opening: Option<Bytes>,
     finished: bool,
-    _open: Counted,
+    /// Held for the stream's life: it is a waiting receive, and one of its
+    /// address's poll slots where those are limited.
+    _waiting: (Counted, Counted, Option<PollSlot>),
 }
 
-/// The streaming response for a socket the request named.
-pub fn respond(
+/// The streaming response for a socket the request named, from `ack` (as a
+/// poll's), with a heartbeat after each `heartbeat` without a message.
+pub async fn respond(
     format: Format,
-    daemon: web::Data<Daemon>,
+    daemon: &Daemon,
     handle: SocketHandle,
-    ip: IpAddr,
+    slot: Option<PollSlot>,
     heartbeat: Duration,
     ack: Option<u64>,
-) -> HttpResponse {
+) -> Result<HttpResponse, RequestError> {
+    let batches = handle.stream(heartbeat, ack).await.ok_or(RequestError::UnknownSocket)?;
     let limits = &daemon.settings.stream;
     let state = Stream {
+        handle,
+        batches,
+        format,
         ends_at: Instant::now() + limits.lifetime,
         bytes_left: limits.max_bytes.min(daemon.settings.socket.max_queue_bytes / 2),
-        _open: Counted::start(&daemon.metrics.streams_open),
-        daemon,
-        handle,
-        ip,
-        format,
-        heartbeat,
-        ack,
-        written: None,
-        id: rand::random::<NonZeroU64>(),
         opening: Some(format.opening()),
         finished: false,
+        _waiting: (Counted::start(&daemon.metrics.streams_open), Counted::start(&daemon.metrics.polls_waiting), slot),
     };
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type(format.content_type())
         .insert_header((CACHE_CONTROL, "no-cache, no-store, no-transform"))
         .insert_header((X_CONTENT_TYPE_OPTIONS, "nosniff"))
@@ -183,7 +173,7 @@ pub fn respond(
         .streaming(futures_util::stream::unfold(state, |mut state| async move {
             let chunk = state.next_chunk().await?;
             Some((Ok::<_, Infallible>(chunk), state))
-        }))
+        })))
 }
 
 impl Stream {
@@ -191,30 +181,18 @@ impl Stream {
         if let Some(opening) = self.opening.take() {
             return Some(opening);
         }
-        let left = self.ends_at.saturating_duration_since(Instant::now());
-        if self.finished || left.is_zero() || self.bytes_left == 0 {
+        if self.finished || self.bytes_left == 0 {
             return None;
         }
-        let range = PollRange { ack: self.ack, after: self.written, stream: Some(self.id) };
-        let outcome = {
-            let _slot = self.daemon.client_limits.poll_slot(self.ip).ok()?;
-            let _waiting = Counted::start(&self.daemon.metrics.polls_waiting);
-            self.handle.poll(self.heartbeat.min(left), range).await
-        };
-        let PollOutcome::Messages(messages) = outcome else { return None };
+        let batch = tokio::time::timeout_at(self.ends_at, self.batches.recv()).await.ok()??;
         let mut chunk = BytesMut::new();
-        for message in &messages {
+        for message in &batch {
             self.format.write(message, &mut chunk);
-            if let Some(seq) = seq_of(message) {
-                self.ack.get_or_insert(seq - 1);
-                self.written = NonZeroU64::new(seq);
-                if let ClientMessage::Close { .. } = message {
-                    // Acknowledged here, so the socket ends now rather than
-                    // at its idle timeout: nothing follows a close.
-                    let ack_close = PollRange { ack: Some(seq), after: self.written, stream: Some(self.id) };
-                    let _ = self.handle.poll(Duration::ZERO, ack_close).await;
-                    self.finished = true;
-                }
+            if let ClientMessage::Close { seq, .. } = message {
+                // Acknowledged here, so the socket ends now rather than at
+                // its idle timeout: nothing follows a close.
+                let _ = self.handle.poll(Duration::ZERO, Some(*seq)).await;
+                self.finished = true;
             }
         }
         self.bytes_left = self.bytes_left.saturating_sub(chunk.len());

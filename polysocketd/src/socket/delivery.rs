@@ -1,21 +1,24 @@
 //! A socket's way to its client: messages numbered 1, 2, 3, ... kept until
-//! the client acknowledges them, and at most one long poll waiting for them.
+//! the client acknowledges them, and at most one receiver waiting for them:
+//! a long poll, answered once, or a stream, fed for as long as it lives.
 //!
 //! A poll answer can be lost in flight (a dropped connection, a proxy that
 //! gave up), so nothing is released when it is handed to a poll: the next
 //! poll's `ack` releases it, or returns it again when `ack` shows it never
 //! arrived. That is what makes delivery lossless without duplicates.
 //!
-//! A streaming receive is a run of polls on one response: each asks only for
-//! messages `after` the last it wrote, and keeps acknowledging what the client
-//! confirmed when the stream began, so a stream cut mid-way loses nothing:
-//! its client reconnects with the last `seq` it read.
+//! A stream gets each message once, as it is queued, but releases only what
+//! its client confirmed when the stream began: a stream cut mid-way loses
+//! nothing, as its client reconnects from the last `seq` it read.
 
 use polysocket_common::wire::ClientMessage;
 use std::collections::VecDeque;
-use std::num::NonZeroU64;
-use tokio::sync::oneshot;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+
+/// Where a stream's messages go, a batch at a time.
+pub type StreamSink = mpsc::UnboundedSender<Vec<ClientMessage>>;
 
 /// What a poll gets.
 #[derive(Debug, PartialEq, Eq)]
@@ -27,27 +30,21 @@ pub enum PollOutcome {
     Gone,
 }
 
-struct WaitingPoll {
-    reply: oneshot::Sender<PollOutcome>,
-    deadline: Instant,
-    /// Answer only messages after this `seq`.
-    after: u64,
+enum Receiver {
+    Poll(oneshot::Sender<PollOutcome>),
+    /// Dropping the sink ends the stream.
+    Stream {
+        sink: StreamSink,
+        heartbeat: Duration,
+    },
 }
 
-/// Which messages a poll releases and which it asks for, and for a
-/// stream's polls, which stream asks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PollRange {
-    /// Release messages up to this `seq`; `None`: up to what earlier polls returned.
-    pub ack: Option<u64>,
-    /// Answer only messages after this `seq` (a stream's last written one);
-    /// `None`: everything not released.
-    pub after: Option<NonZeroU64>,
-    /// The stream this poll belongs to, if any. A stream's later polls
-    /// (those with `after`) never take over from a newer poll or stream: a
-    /// stream whose client has gone may still be running when its client's
-    /// reconnection arrives, and must not take the socket back.
-    pub stream: Option<NonZeroU64>,
+struct Waiting {
+    receiver: Receiver,
+    /// When a heartbeat is due: a poll's ttl, a stream's heartbeat interval.
+    deadline: Instant,
+    /// What the receiver already has: messages after this `seq` are new to it.
+    after: u64,
 }
 
 struct QueuedMessage {
@@ -66,13 +63,11 @@ pub struct DeliveryQueue {
     /// Highest `seq` handed to a poll whose client was still there, so a poll
     /// without `ack` knows what it acknowledges.
     returned_upto: u64,
-    waiting: Option<WaitingPoll>,
+    waiting: Option<Waiting>,
     /// The close code, once the close (always the last message) is queued.
     close_code: Option<u16>,
     /// When the last poll ended: a socket nobody polls goes idle from then.
     last_poll_end: Instant,
-    /// The stream that last started, while no plain poll has come since.
-    current_stream: Option<NonZeroU64>,
 }
 
 impl DeliveryQueue {
@@ -85,7 +80,6 @@ impl DeliveryQueue {
             waiting: None,
             close_code: None,
             last_poll_end: now,
-            current_stream: None,
         }
     }
 
@@ -115,18 +109,39 @@ impl DeliveryQueue {
         self.close_code.filter(|_| self.queue.is_empty() && self.waiting.is_none())
     }
 
-    /// Takes a new poll, answering the one it replaces. `ack` releases
-    /// messages up to that `seq`; without it, everything earlier polls
-    /// returned is released. Whatever is left (after `after`, for a stream
-    /// that wrote up to it) is answered at once.
-    pub fn poll(&mut self, reply: oneshot::Sender<PollOutcome>, range: PollRange, deadline: Instant, now: Instant) {
-        let PollRange { ack, after, stream } = range;
-        if after.is_some() && stream != self.current_stream {
-            let _ = reply.send(PollOutcome::Superseded);
+    /// Takes a new poll, answering the poll (or ending the stream) it
+    /// replaces. `ack` releases messages up to that `seq`; without it,
+    /// everything earlier polls returned is released. Whatever is left is
+    /// answered at once.
+    pub fn poll(&mut self, reply: oneshot::Sender<PollOutcome>, ack: Option<u64>, deadline: Instant, now: Instant) {
+        let after = self.take_over(ack, now);
+        if self.queue.is_empty() && self.is_closed() {
+            let _ = reply.send(PollOutcome::Gone);
             return;
         }
-        self.current_stream = stream;
-        self.answer_waiting(PollOutcome::Superseded, now);
+        self.waiting = Some(Waiting { receiver: Receiver::Poll(reply), deadline, after });
+        self.flush(now);
+    }
+
+    /// Takes a new stream, as [`DeliveryQueue::poll`] takes a poll: `sink`
+    /// gets what is left at once, then each message as it is queued, and a
+    /// heartbeat after each `heartbeat` without one, until a newer poll or
+    /// stream takes over or the stream's end drops the other side.
+    pub fn stream(&mut self, sink: StreamSink, ack: Option<u64>, heartbeat: Duration, now: Instant) {
+        let after = self.take_over(ack, now);
+        if self.queue.is_empty() && self.is_closed() {
+            return; // dropping the sink ends the stream: nothing is left
+        }
+        self.waiting =
+            Some(Waiting { receiver: Receiver::Stream { sink, heartbeat }, deadline: now + heartbeat, after });
+        self.flush(now);
+    }
+
+    /// Supersedes whoever waits, releases what `ack` acknowledges, and
+    /// returns what the new receiver has.
+    fn take_over(&mut self, ack: Option<u64>, now: Instant) -> u64 {
+        self.deliver(PollOutcome::Superseded, now);
+        self.last_poll_end = now;
         // Nothing beyond what was returned can be acknowledged; an `ack`
         // below it means answers were lost, and they are returned again.
         let ack = ack.map_or(self.returned_upto, |ack| ack.min(self.returned_upto));
@@ -134,18 +149,8 @@ impl DeliveryQueue {
             let released = self.queue.pop_front().expect("checked non-empty");
             self.queued_bytes -= released.size;
         }
-        // A stream cannot have written what was never returned; what it
-        // wrote stays returned, while a poll's `ack` below what was returned
-        // says the rest was lost.
-        let after = after.map_or(ack, |after| after.get().clamp(ack, self.returned_upto));
-        self.returned_upto = after;
-        if self.queue.is_empty() && self.is_closed() {
-            self.last_poll_end = now;
-            let _ = reply.send(PollOutcome::Gone);
-            return;
-        }
-        self.waiting = Some(WaitingPoll { reply, deadline, after });
-        self.flush(now);
+        self.returned_upto = ack;
+        ack
     }
 
     /// Queues a message for the client; `build` gets its `seq`.
@@ -164,33 +169,52 @@ impl DeliveryQueue {
         self.close_code = Some(code);
     }
 
-    /// Answers the waiting poll with a heartbeat (its ttl ran out).
+    /// Sends the waiting receiver a heartbeat (its ttl or interval ran out).
     pub fn heartbeat(&mut self, now: Instant) {
-        self.answer_waiting(PollOutcome::Messages(vec![ClientMessage::Heartbeat]), now);
+        self.deliver(PollOutcome::Messages(vec![ClientMessage::Heartbeat]), now);
     }
 
-    /// Hands everything queued to the waiting poll, if there is one.
+    /// Hands what the waiting receiver does not have yet to it.
     fn flush(&mut self, now: Instant) {
         let Some(after) = self.waiting.as_ref().map(|w| w.after) else { return };
         let Some(last_seq) = self.queue.back().map(|m| m.seq).filter(|&last| last > after) else { return };
         let messages = self.queue.iter().skip_while(|m| m.seq <= after).map(|m| m.message.clone()).collect();
-        if self.answer_waiting(PollOutcome::Messages(messages), now) {
+        if self.deliver(PollOutcome::Messages(messages), now) {
             self.returned_upto = last_seq;
+            if let Some(stream) = &mut self.waiting {
+                stream.after = last_seq;
+            }
         }
     }
 
-    /// Answers the waiting poll; `true` if its client was still there.
-    fn answer_waiting(&mut self, outcome: PollOutcome, now: Instant) -> bool {
+    /// Hands `outcome` to the waiting receiver; `true` if its client was
+    /// still there. A poll is answered and gone. A stream is fed and stays
+    /// (its next heartbeat a full interval away), or, for anything but
+    /// messages, or once its client has gone, is let go.
+    fn deliver(&mut self, outcome: PollOutcome, now: Instant) -> bool {
         let Some(waiting) = self.waiting.take() else { return false };
-        self.last_poll_end = now;
-        waiting.reply.send(outcome).is_ok()
+        let delivered = match (waiting.receiver, outcome) {
+            (Receiver::Poll(reply), outcome) => reply.send(outcome).is_ok(),
+            (Receiver::Stream { sink, heartbeat }, PollOutcome::Messages(messages)) => {
+                let fed = sink.send(messages).is_ok();
+                if fed {
+                    let receiver = Receiver::Stream { sink, heartbeat };
+                    self.waiting = Some(Waiting { receiver, deadline: now + heartbeat, after: waiting.after });
+                }
+                fed
+            }
+            (Receiver::Stream { .. }, _) => false,
+        };
+        if self.waiting.is_none() {
+            self.last_poll_end = now;
+        }
+        delivered
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     const TTL: Duration = Duration::from_secs(25);
 
@@ -205,17 +229,17 @@ mod tests {
 
     /// Starts a poll and returns what it was answered with at once, if anything.
     fn poll(queue: &mut DeliveryQueue, ack: Option<u64>) -> (oneshot::Receiver<PollOutcome>, Option<PollOutcome>) {
-        poll_range(queue, PollRange { ack, ..PollRange::default() })
-    }
-
-    fn poll_range(
-        queue: &mut DeliveryQueue,
-        range: PollRange,
-    ) -> (oneshot::Receiver<PollOutcome>, Option<PollOutcome>) {
         let (reply, mut answer) = oneshot::channel();
-        queue.poll(reply, range, Instant::now() + TTL, Instant::now());
+        queue.poll(reply, ack, Instant::now() + TTL, Instant::now());
         let now = answer.try_recv().ok();
         (answer, now)
+    }
+
+    /// Starts a stream; its batches arrive on the receiver.
+    fn stream(queue: &mut DeliveryQueue, ack: Option<u64>) -> mpsc::UnboundedReceiver<Vec<ClientMessage>> {
+        let (sink, batches) = mpsc::unbounded_channel();
+        queue.stream(sink, ack, TTL, Instant::now());
+        batches
     }
 
     #[tokio::test(start_paused = true)]
@@ -267,48 +291,39 @@ mod tests {
         let mut queue = DeliveryQueue::new(Instant::now());
         push_text(&mut queue, "a");
         push_text(&mut queue, "b");
-        // The stream starts from ack 0 and writes 1 and 2.
-        let stream = NonZeroU64::new(7);
-        let (_, first) = poll_range(&mut queue, PollRange { ack: Some(0), after: None, stream });
-        assert_eq!(first, Some(PollOutcome::Messages(vec![text(1, "a"), text(2, "b")])));
-        // Its next turn asks for what follows 2: nothing yet, so it waits.
-        let (mut next, now) = poll_range(&mut queue, PollRange { ack: Some(0), after: NonZeroU64::new(2), stream });
-        assert_eq!(now, None);
-        // A heartbeat ends that turn; the next still starts after 2.
-        queue.heartbeat(Instant::now());
-        assert_eq!(next.try_recv(), Ok(PollOutcome::Messages(vec![ClientMessage::Heartbeat])));
-        let (mut next, _) = poll_range(&mut queue, PollRange { ack: Some(0), after: NonZeroU64::new(2), stream });
+        let mut batches = stream(&mut queue, Some(0));
+        assert_eq!(batches.try_recv(), Ok(vec![text(1, "a"), text(2, "b")]), "what is queued, at once");
+        assert_eq!(queue.idle_since(), None, "a stream is activity");
         push_text(&mut queue, "c");
-        assert_eq!(next.try_recv(), Ok(PollOutcome::Messages(vec![text(3, "c")])));
+        assert_eq!(batches.try_recv(), Ok(vec![text(3, "c")]), "then each message once");
+        // Quiet for a heartbeat interval: a heartbeat, and the stream stays.
+        tokio::time::advance(TTL).await;
+        assert_eq!(queue.poll_deadline(), Some(Instant::now()));
+        queue.heartbeat(Instant::now());
+        assert_eq!(batches.try_recv(), Ok(vec![ClientMessage::Heartbeat]));
+        assert_eq!(queue.poll_deadline(), Some(Instant::now() + TTL));
         assert_eq!(queue.queued_bytes(), 3, "nothing is released while the client has confirmed nothing");
-        // The stream broke after the client read seq 1: it resumes from there.
-        let stream = NonZeroU64::new(8);
-        let (_, resumed) = poll_range(&mut queue, PollRange { ack: Some(1), after: None, stream });
-        assert_eq!(resumed, Some(PollOutcome::Messages(vec![text(2, "b"), text(3, "c")])));
+        // The stream broke after the client read seq 1: the next resumes there.
+        let mut resumed = stream(&mut queue, Some(1));
+        assert!(batches.try_recv().is_err(), "the older stream is let go");
+        assert_eq!(resumed.try_recv(), Ok(vec![text(2, "b"), text(3, "c")]));
         assert_eq!(queue.queued_bytes(), 2);
-        // `after` beyond what was returned cannot skip messages.
-        push_text(&mut queue, "d");
-        let (_, clamped) = poll_range(&mut queue, PollRange { ack: Some(1), after: NonZeroU64::new(99), stream });
-        assert_eq!(clamped, Some(PollOutcome::Messages(vec![text(4, "d")])));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_abandoned_stream_never_takes_the_socket_back() {
+    async fn a_stream_whose_client_left_is_let_go_and_a_poll_takes_over() {
         let mut queue = DeliveryQueue::new(Instant::now());
-        let (old, new) = (NonZeroU64::new(1), NonZeroU64::new(2));
+        let batches = stream(&mut queue, None);
+        drop(batches);
         push_text(&mut queue, "a");
-        let _ = poll_range(&mut queue, PollRange { ack: Some(0), after: None, stream: old });
-        // The client reconnected: a new stream waits for what follows seq 1.
-        let (mut waiting, _) = poll_range(&mut queue, PollRange { ack: Some(1), after: None, stream: new });
-        // The old stream, not yet aware its client left, asks for more.
-        let (_, refused) = poll_range(&mut queue, PollRange { ack: Some(0), after: NonZeroU64::new(1), stream: old });
-        assert_eq!(refused, Some(PollOutcome::Superseded));
-        push_text(&mut queue, "b");
-        assert_eq!(waiting.try_recv(), Ok(PollOutcome::Messages(vec![text(2, "b")])), "the new stream keeps it");
-        // A plain poll takes over from any stream.
-        let _ = poll(&mut queue, None);
-        let (_, refused) = poll_range(&mut queue, PollRange { ack: Some(1), after: NonZeroU64::new(2), stream: new });
-        assert_eq!(refused, Some(PollOutcome::Superseded));
+        assert_eq!(queue.idle_since(), Some(Instant::now()), "nobody waits any more");
+        // What the stream could not deliver comes with the next poll.
+        let (_, answer) = poll(&mut queue, None);
+        assert_eq!(answer, Some(PollOutcome::Messages(vec![text(1, "a")])));
+        // A poll supersedes a stream, which simply ends.
+        let mut batches = stream(&mut queue, Some(1));
+        let _ = poll(&mut queue, Some(1));
+        assert_eq!(batches.try_recv(), Err(mpsc::error::TryRecvError::Disconnected));
     }
 
     #[tokio::test(start_paused = true)]

@@ -14,11 +14,12 @@ pub mod delivery;
 pub mod fragments;
 mod owner;
 
-pub use self::delivery::{PollOutcome, PollRange};
+pub use self::delivery::PollOutcome;
 pub use self::owner::{End, NewSocket, UpstreamSocket, new_socket};
 
 use awc::ws::CloseReason;
 use bytes::Bytes;
+use polysocket_common::wire::ClientMessage;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -91,7 +92,8 @@ enum Command {
     Close { reason: Option<CloseReason>, reply: oneshot::Sender<Result<(), SendFailure>> },
     // Milliseconds, not a Duration: keeps a command (and so every socket's
     // 32 slots) at 48 bytes.
-    Poll { ttl_ms: u32, range: PollRange, reply: oneshot::Sender<PollOutcome> },
+    Poll { ttl_ms: u32, ack: Option<u64>, reply: oneshot::Sender<PollOutcome> },
+    Stream { heartbeat_ms: u32, ack: Option<u64>, sink: delivery::StreamSink },
 }
 
 /// How HTTP handlers reach a socket's owner task. When the last handle is
@@ -118,11 +120,31 @@ impl SocketHandle {
         self.ask(|reply| Command::Close { reason, reply }).await.unwrap_or(Err(SendFailure::Closed))
     }
 
-    /// Waits up to `ttl` for messages (see [`PollRange`] for which).
-    pub async fn poll(&self, ttl: Duration, range: PollRange) -> PollOutcome {
-        let ttl_ms = u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX);
-        self.ask(|reply| Command::Poll { ttl_ms, range, reply }).await.unwrap_or(PollOutcome::Gone)
+    /// Waits up to `ttl` for messages. `ack` releases messages up to that
+    /// `seq`; without it, everything returned by earlier polls is released.
+    pub async fn poll(&self, ttl: Duration, ack: Option<u64>) -> PollOutcome {
+        let ttl_ms = millis(ttl);
+        self.ask(|reply| Command::Poll { ttl_ms, ack, reply }).await.unwrap_or(PollOutcome::Gone)
     }
+
+    /// Starts a stream from `ack` (as a poll's): batches of messages as they
+    /// arrive, and a heartbeat after each `heartbeat` without one, until a
+    /// newer poll or stream takes over (the receiver then ends). `None` once
+    /// the socket has ended.
+    pub async fn stream(
+        &self,
+        heartbeat: Duration,
+        ack: Option<u64>,
+    ) -> Option<mpsc::UnboundedReceiver<Vec<ClientMessage>>> {
+        let (sink, batches) = mpsc::unbounded_channel();
+        let heartbeat_ms = millis(heartbeat);
+        self.commands.send(Command::Stream { heartbeat_ms, ack, sink }).await.ok()?;
+        Some(batches)
+    }
+}
+
+fn millis(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]

@@ -156,9 +156,12 @@ impl<U: UpstreamSocket> Owner<U> {
                         self.last_send = Instant::now();
                         let _ = reply.send(self.start_close(reason).await);
                     }
-                    Some(Command::Poll { ttl_ms, range, reply }) => {
+                    Some(Command::Poll { ttl_ms, ack, reply }) => {
                         let now = Instant::now();
-                        self.delivery.poll(reply, range, now + Duration::from_millis(ttl_ms.into()), now);
+                        self.delivery.poll(reply, ack, now + Duration::from_millis(ttl_ms.into()), now);
+                    }
+                    Some(Command::Stream { heartbeat_ms, ack, sink }) => {
+                        self.delivery.stream(sink, ack, Duration::from_millis(heartbeat_ms.into()), Instant::now());
                     }
                     None => {
                         self.close_and_wait(CloseCode::Away, "going away").await;
@@ -432,7 +435,7 @@ mod tests {
     //! these tests check timings exactly and never sleep.
 
     use super::*;
-    use crate::socket::{PollOutcome, PollRange, SocketHandle};
+    use crate::socket::{PollOutcome, SocketHandle};
     use prometheus::Registry;
     use std::pin::Pin;
     use std::task::{Context, Poll};
@@ -511,7 +514,7 @@ mod tests {
         }
 
         async fn messages(&self, ack: Option<u64>) -> Vec<ClientMessage> {
-            match self.handle.poll(HOUR, PollRange { ack, ..PollRange::default() }).await {
+            match self.handle.poll(HOUR, ack).await {
                 PollOutcome::Messages(messages) => messages,
                 other => panic!("expected messages, got {other:?}"),
             }
@@ -555,7 +558,7 @@ mod tests {
     async fn a_waiting_poll_gets_a_heartbeat_when_its_ttl_runs_out() {
         let socket = start(limits());
         let started = Instant::now();
-        let answer = socket.handle.poll(Duration::from_secs(25), PollRange::default()).await;
+        let answer = socket.handle.poll(Duration::from_secs(25), None).await;
         assert_eq!(answer, PollOutcome::Messages(vec![ClientMessage::Heartbeat]));
         assert_eq!(started.elapsed(), Duration::from_secs(25));
     }
@@ -564,7 +567,7 @@ mod tests {
     async fn a_socket_nobody_polls_goes_idle_from_the_end_of_its_last_poll() {
         let mut socket = start(SocketLimits { idle_timeout: Duration::from_secs(60), ..limits() });
         let started = Instant::now();
-        socket.handle.poll(Duration::from_secs(25), PollRange::default()).await;
+        socket.handle.poll(Duration::from_secs(25), None).await;
         assert_eq!(socket.next_sent().await, close_frame(1001, "idle"));
         assert_eq!(started.elapsed(), Duration::from_secs(85), "25 s of polling, then 60 s idle");
         socket.frame(Frame::Close(None));
@@ -605,7 +608,7 @@ mod tests {
         let started = Instant::now();
         assert_eq!(socket.messages(None).await, vec![close(1, 1006, "upstream did not answer the close")]);
         assert_eq!(started.elapsed(), CLOSE_WAIT);
-        assert_eq!(socket.handle.poll(HOUR, PollRange::default()).await, PollOutcome::Gone);
+        assert_eq!(socket.handle.poll(HOUR, None).await, PollOutcome::Gone);
         assert_eq!(socket.owner.await.unwrap(), End::Delivered { code: 1006 });
     }
 
