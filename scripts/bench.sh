@@ -10,7 +10,8 @@
 #   SOCKETS="1 100" SCENARIOS=round-trip SECONDS_EACH=10 scripts/bench.sh
 #
 # Scenarios: round-trip (echo at each of $SOCKETS), send (POST /s against the
-# floor's POST), memory (daemon RSS per idle socket at 10,000 sockets),
+# floor's POST), memory (daemon RSS per idle socket at 10,000 sockets, each
+# having carried a message both ways),
 # create (creates/s: router + Redis + 2 daemons), streaming (round trips and
 # upstream pushes at $PUSH_HZ a socket, at each of $STREAM_SOCKETS, over
 # polysocket's NDJSON stream and SockJS's xhr_streaming and eventsource).
@@ -150,7 +151,10 @@ for scenario in $SCENARIOS; do
     ;;
   memory)
     # A daemon of its own, so that its baseline is a fresh process.
-    RUST_LOG=warn "$bin/polysocketd" --standalone --listen 127.0.0.1:8182 "${unlimited[@]}" & daemon=$!
+    # Sockets must outlive the measurement: creating and exercising 10,000
+    # takes longer than the default idle timeout.
+    RUST_LOG=warn "$bin/polysocketd" --standalone --listen 127.0.0.1:8182 "${unlimited[@]}" --idle-timeout 600s &
+    daemon=$!
     wait_for http://127.0.0.1:8182/readyz
     run idle-memory --router 127.0.0.1:8182 --target "$upstream/echo" --token bench --sockets "$IDLE_SOCKETS" --pid "$daemon"
     kill "$daemon"; wait "$daemon" || true

@@ -127,47 +127,81 @@ impl Operation for Creator {
     }
 }
 
-/// Creates `sockets` sockets that stay idle, and reports how much the
-/// daemon's resident memory grew per socket. Creates go over a few
-/// connections so that the figure is the sockets' cost, not that of HTTP
-/// connections.
+/// Creates `sockets` sockets, has each carry a message both ways (send, then
+/// poll until its echo arrives and acknowledge it), lets them go idle, and
+/// reports how much the daemon's resident memory grew per socket. Creates
+/// and traffic go over a few connections so that the figure is the sockets'
+/// cost, not that of HTTP connections. Needs a standalone daemon (its
+/// sockets are served where it answers /create).
 pub async fn idle_memory(creating: &Creating, sockets: usize, daemon_pid: u32) -> Result<Value, String> {
     const CONNECTIONS: usize = 64;
     let mut connections = Vec::new();
     for _ in 0..CONNECTIONS {
         connections.push(creating.connect().await?);
     }
-    // One socket first, so the baseline holds what the first create warms
-    // up once (the upstream client, the HTTP workers' buffers).
-    creating.create(&mut connections[0]).await?;
+    // One socket first, so the baseline holds what the first create and the
+    // first round trip warm up once (the upstream client, the HTTP workers'
+    // buffers).
+    let first = creating.create(&mut connections[0]).await?;
+    round_trip_once(&mut connections[0], &first.id).await?;
     let before = resident_kib(daemon_pid)?;
     let created: usize = futures_util::stream::iter(connections.iter_mut().enumerate())
         .map(|(i, router)| async move {
             // `sockets` in all: the first connections take one more each.
             let share = sockets / CONNECTIONS + usize::from(i < sockets % CONNECTIONS);
-            let mut created = 0;
+            let mut ready = 0;
             for _ in 0..share {
-                created += usize::from(creating.create(router).await.is_ok());
+                let Ok(socket) = creating.create(router).await else { continue };
+                if socket.daemon != creating.router {
+                    return Err("idle-memory needs a standalone daemon (--router is the daemon)".to_owned());
+                }
+                round_trip_once(router, &socket.id).await?;
+                ready += 1;
             }
-            created
+            Ok(ready)
         })
         .buffer_unordered(CONNECTIONS)
-        .fold(0, |sum, n| std::future::ready(sum + n))
-        .await;
-    // Let the last handshakes' transient buffers go before reading.
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        .collect::<Vec<Result<usize, String>>>()
+        .await
+        .into_iter()
+        .sum::<Result<usize, String>>()?;
+    // Let the last transient buffers go (and the allocator return freed
+    // pages) before reading.
+    tokio::time::sleep(std::time::Duration::from_secs(IDLE_SETTLE_SECS)).await;
     let after = resident_kib(daemon_pid)?;
     if created < sockets {
-        return Err(format!("only {created} of {sockets} creates succeeded"));
+        return Err(format!("only {created} of {sockets} sockets were created and carried a message"));
     }
     Ok(serde_json::json!({
         "system": "polysocket",
         "scenario": "idle-memory",
         "sockets": created,
+        "after_traffic": true,
         "rss_before_kib": before,
         "rss_after_kib": after,
         "kib_per_socket": (after.saturating_sub(before)) as f64 / created as f64,
     }))
+}
+
+/// How long idle sockets are left before the daemon's memory is read:
+/// jemalloc gives freed pages back to the system after about 10 s.
+const IDLE_SETTLE_SECS: u64 = 12;
+
+/// One message to the upstream echo and back, acknowledged, on `daemon`.
+async fn round_trip_once(daemon: &mut Connection, id: &str) -> Result<(), String> {
+    daemon.post("send", &format!("/s/{id}?seq=1"), "text/plain", "idle".to_owned()).await?.expect("send", 201)?;
+    let mut acked = 0;
+    loop {
+        let answer = parse(&daemon.get("poll", &format!("/j/{id}?ttl=5000&ack={acked}")).await?.expect("poll", 200)?)?;
+        for message in answer["messages"].as_array().into_iter().flatten() {
+            acked = acked.max(message["seq"].as_u64().unwrap_or(0));
+            if message["data"] == "idle" {
+                // Acknowledge it, so the socket holds nothing for its client.
+                daemon.get("ack", &format!("/j/{id}?ttl=0&ack={acked}")).await?.expect("ack", 200)?;
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// The resident set size of a process, in KiB (Linux).

@@ -9,6 +9,7 @@
 //! - [`error`]: why a `/s` or `/j` request failed, and its status;
 //! - [`socket`]: one owner task per socket and the handle to reach it;
 //! - [`upstream`]: the upstream WebSocket handshake;
+//! - [`connection`]: the upstream connection's framing, lean while idle;
 //! - [`address_policy`]: refusing non-public upstream addresses;
 //! - [`config`], [`metrics`]: configuration, and what the daemon measures.
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ pub mod address_policy;
 pub mod app;
 pub mod client_limits;
 pub mod config;
+pub mod connection;
 pub mod cors;
 pub mod daemon;
 pub mod error;

@@ -1,6 +1,7 @@
 //! Opening the upstream WebSocket for a create request.
 
 use crate::address_policy::{self, AddressRefusal, Private, Resolver};
+use crate::connection::WebSocketConnection;
 use actix_service::Service;
 use actix_tls::connect::{ConnectError, ConnectInfo, Connection};
 use actix_web::http::Uri;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub type Upstream = actix_codec::Framed<BoxedSocket, awc::ws::Codec>;
+pub type Upstream = WebSocketConnection<BoxedSocket>;
 
 /// An open upstream and the subprotocol it selected ("" for none).
 pub struct Opened {
@@ -191,7 +192,7 @@ impl Opener {
         for (name, value) in &request.upstream_headers {
             handshake = handshake.header(name.as_str(), value.0.as_str());
         }
-        let (response, upstream) = handshake.connect().await.map_err(describe)?;
+        let (response, framed) = handshake.connect().await.map_err(describe)?;
         // awc checks neither of these; RFC 6455 §4.1 requires the client to
         // fail the connection when the server picks what was not offered.
         let protocol = response
@@ -205,7 +206,9 @@ impl Opener {
         if response.headers().contains_key(SEC_WEBSOCKET_EXTENSIONS) {
             return Err(OpenError::UnrequestedExtension);
         }
-        Ok(Opened { upstream, protocol })
+        // Frames the upstream sent right after its answer are in the handshake's buffer.
+        let parts = framed.into_parts();
+        Ok(Opened { upstream: WebSocketConnection::new(parts.io, parts.codec, parts.read_buf), protocol })
     }
 }
 

@@ -145,16 +145,18 @@ impl<U: UpstreamSocket> Owner<U> {
             if timer.deadline() != due_at {
                 timer.as_mut().reset(due_at);
             }
+            // The handlers' futures are boxed: inline, the largest of them
+            // would size this loop's future, held by every idle socket.
             tokio::select! {
-                frame = self.upstream.next(), if can_read => self.on_frame(frame).await,
+                frame = self.upstream.next(), if can_read => Box::pin(self.on_frame(frame)).await,
                 command = self.commands.recv() => match command {
                     Some(Command::Send { send, reply }) => {
                         self.last_send = Instant::now();
-                        let _ = reply.send(self.on_send(*send).await);
+                        let _ = reply.send(Box::pin(self.on_send(*send)).await);
                     }
                     Some(Command::Close { reason, reply }) => {
                         self.last_send = Instant::now();
-                        let _ = reply.send(self.start_close(reason).await);
+                        let _ = reply.send(Box::pin(self.start_close(reason.map(|reason| *reason))).await);
                     }
                     Some(Command::Poll { ttl_ms, ack, reply }) => {
                         let now = Instant::now();
@@ -164,19 +166,19 @@ impl<U: UpstreamSocket> Owner<U> {
                         self.delivery.stream(sink, ack, Duration::from_millis(heartbeat_ms.into()), Instant::now());
                     }
                     None => {
-                        self.close_and_wait(CloseCode::Away, "going away").await;
+                        Box::pin(self.close_and_wait(CloseCode::Away, "going away")).await;
                         return End::Abandoned;
                     }
                 },
                 () = &mut timer => match due {
                     Due::Poll => self.delivery.heartbeat(Instant::now()),
-                    Due::Ping => self.keepalive().await,
+                    Due::Ping => Box::pin(self.keepalive()).await,
                     Due::Closing => {
-                        let _ = self.upstream.close().await;
+                        let _ = Box::pin(self.upstream.close()).await;
                         self.end_with(1006, "upstream did not answer the close".into());
                     }
                     Due::Idle => {
-                        self.close_and_wait(CloseCode::Away, "idle").await;
+                        Box::pin(self.close_and_wait(CloseCode::Away, "idle")).await;
                         return End::Idle;
                     }
                 },
