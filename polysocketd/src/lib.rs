@@ -3,7 +3,8 @@
 //! The modules form a one-way stack, each using only those below it:
 //!
 //! - [`app`]: the HTTP server and background tasks (`Application`);
-//! - [`routes`]: `/s` (send) and `/j` (long-poll receive);
+//! - [`routes`]: `/s` (send) and `/j` (long-poll receive), with
+//!   [`stream`] (streaming `/j`: NDJSON, SSE) and [`cors`] beside them;
 //! - [`daemon`]: shared state, fleet registration, opening handed-over sockets;
 //! - [`client_limits`]: per-client bounds (socket-id guessing, open polls);
 //! - [`error`]: why a `/s` or `/j` request failed, and its status;
