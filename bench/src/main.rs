@@ -4,7 +4,7 @@
 //! `scripts/bench.sh` runs the scenarios and builds the table.
 
 mod baselines;
-mod control_plane;
+mod fleet_sim;
 mod peers;
 mod polysocket;
 mod run;
@@ -113,8 +113,9 @@ enum Command {
         #[command(flatten)]
         load: Load,
     },
-    /// Redis CPU per create's reservation, with N daemons registered.
-    ReserveCost(control_plane::ReserveCost),
+    /// Creates through a real router to N simulated daemons in a real Redis:
+    /// the control plane's cost as the fleet grows.
+    FleetSim(fleet_sim::FleetSim),
     /// Serves the floor.
     ServeFloor {
         #[arg(long)]
@@ -130,9 +131,7 @@ fn stream_mode(push: bool) -> (streaming::Mode, &'static str) {
 async fn main() -> std::io::Result<()> {
     match Args::parse().command {
         Command::ServeFloor { listen } => return baselines::serve(listen).await,
-        Command::ReserveCost(args) => {
-            run::print_line(control_plane::run(&args).await.map_err(|e| std::io::Error::other(e.to_string()))?);
-        }
+        Command::FleetSim(args) => run::print_line(fleet_sim::run(args).await.map_err(std::io::Error::other)?),
         Command::Polysocket { name, creating, send_only, load } => {
             let scenario = if send_only { "send" } else { "round-trip" };
             report(&name, scenario, load, run::run(load, |_| polysocket::bridged(&creating, send_only)).await);

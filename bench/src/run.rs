@@ -153,16 +153,19 @@ where
         .collect()
 }
 
-/// Prints one JSON line of figures: operations per second and latency
-/// percentiles, under `system` and `scenario`. A run that could not start (its clients could not be set up) is a line
-/// with `failed` and why, so the other runs still make a table.
+/// Prints one JSON line of figures (see [`summary`]).
 pub fn report(system: &str, scenario: &str, load: Load, outcome: Result<(Measured, Duration), String>) {
+    print_line(summary(system, scenario, load, outcome));
+}
+
+/// One run's figures: operations per second and latency percentiles, under
+/// `system` and `scenario`. A run that could not start (its clients could
+/// not be set up) has `failed` and why, so the other runs still make a table.
+pub fn summary(system: &str, scenario: &str, load: Load, outcome: Result<(Measured, Duration), String>) -> Value {
     let (measured, elapsed) = match outcome {
         Ok(outcome) => outcome,
         Err(failed) => {
-            return print_line(
-                json!({"system": system, "scenario": scenario, "sockets": load.sockets, "failed": failed}),
-            );
+            return json!({"system": system, "scenario": scenario, "sockets": load.sockets, "failed": failed});
         }
     };
     let mut latencies = measured.latencies;
@@ -170,7 +173,7 @@ pub fn report(system: &str, scenario: &str, load: Load, outcome: Result<(Measure
     let pick = |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0);
     let slowest_client = measured.per_client.iter().copied().min().unwrap_or(0);
     let fastest_client = measured.per_client.iter().copied().max().unwrap_or(0);
-    print_line(json!({
+    json!({
         "system": system,
         "scenario": scenario,
         "sockets": load.sockets,
@@ -189,7 +192,7 @@ pub fn report(system: &str, scenario: &str, load: Load, outcome: Result<(Measure
         "errors": measured.errors,
         "first_error": measured.first_error,
         "cpu_us_per_op": measured.cpu.map(|cpu| cpu.as_secs_f64() * 1e6 / latencies.len().max(1) as f64),
-    }));
+    })
 }
 
 pub fn print_line(line: Value) {

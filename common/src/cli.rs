@@ -1,7 +1,7 @@
 //! Command-line arguments shared by the router and polysocketd. Every flag
 //! also reads an environment variable, so containers configure by env alone.
 
-use crate::fleet::{FleetError, RedisFleet};
+use crate::fleet::{FleetError, RedisFleet, SENTINEL_SCHEME};
 use crate::token::TokensFileError;
 use actix_http::Request;
 use actix_service::IntoServiceFactory;
@@ -223,7 +223,9 @@ pub struct HttpArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RedisArgs {
     /// Redis holding the registry, tokens and create hand-off:
-    /// `redis://[user:password@]host:port[/db]`, or `rediss://...` for TLS.
+    /// `redis://[user:password@]host:port[/db]`, `rediss://...` for TLS, or
+    /// `redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`
+    /// for the primary that Sentinels name (followed through failovers).
     #[arg(long = "redis", env = "POLYSOCKET_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub url: String,
     /// PEM certificate authority that signed a `rediss://` server's
@@ -246,7 +248,15 @@ impl RedisArgs {
         let read = |path: &PathBuf| {
             std::fs::read(path).map_err(|e| StartError::Invalid(format!("cannot read {}: {e}", path.display())))
         };
-        let fleet = if self.redis_ca_file.is_none() && self.redis_client_cert.is_none() {
+        let tls_files = self.redis_ca_file.is_some() || self.redis_client_cert.is_some();
+        let fleet = if self.url.starts_with(SENTINEL_SCHEME) {
+            if tls_files {
+                return Err(StartError::Invalid(
+                    "TLS to Sentinels is not supported: use redis+sentinel:// alone".into(),
+                ));
+            }
+            RedisFleet::with_sentinels(&self.url)
+        } else if !tls_files {
             RedisFleet::new(&self.url)
         } else {
             if !self.url.starts_with("rediss://") {

@@ -175,20 +175,25 @@ impl Daemon {
         self.sockets.get(id).is_some_and(|s| s.origin.as_deref().is_some_and(|o| o.as_bytes() == origin))
     }
 
-    /// Keeps the registry entry alive until the daemon drains. The entry
-    /// expires after two missed beats, so a dead daemon leaves selection fast.
+    /// Keeps the registry entry alive until the daemon drains, beating as
+    /// often as the fleet asks (more seldom in a large fleet, never more often
+    /// than `--heartbeat-interval`). The entry expires after two missed
+    /// beats, so a dead daemon leaves selection fast.
     pub async fn heartbeat(self: Arc<Self>) {
-        let ttl = self.settings.heartbeat_interval * 2;
-        let mut ticks = tokio::time::interval(self.settings.heartbeat_interval);
-        loop {
-            ticks.tick().await;
-            if self.draining.load(Ordering::Acquire) {
-                return;
-            }
+        let min_interval = self.settings.heartbeat_interval;
+        let mut interval = min_interval;
+        while !self.draining.load(Ordering::Acquire) {
             let holdings = || self.held.iter().map(|entry| (entry.key().clone(), *entry.value())).collect();
-            let beat =
-                Heartbeat { daemon: &self.info, ttl, registered_before: self.has_registered(), holdings: &holdings };
+            let beat = Heartbeat {
+                daemon: &self.info,
+                min_interval,
+                interval,
+                registered_before: self.has_registered(),
+                holdings: &holdings,
+            };
             let beat = self.fleet.heartbeat(&beat).await;
+            interval = beat.as_ref().map_or(min_interval, |renewal| renewal.next_in);
+            let beat = beat.map(|renewal| renewal.registration);
             let was_registered = self.registered.swap(beat.is_ok(), Ordering::AcqRel);
             self.metrics.fleet_registered.set(i64::from(beat.is_ok()));
             let registered_before = self.registered_once.swap(beat.is_ok() || self.has_registered(), Ordering::AcqRel);
@@ -209,6 +214,7 @@ impl Daemon {
                 Err(e) if was_registered => log::warn!("heartbeat failed, retrying: {e}"),
                 _ => {}
             }
+            tokio::time::sleep(interval).await;
         }
     }
 

@@ -1,6 +1,6 @@
 //! An in-process fleet for standalone mode and tests.
 
-use super::{DaemonInfo, Fleet, FleetError, Heartbeat, Registration, Reservation};
+use super::{DaemonInfo, Fleet, FleetError, Heartbeat, Registration, Renewal, Reservation};
 use crate::token::TokenRecord;
 use crate::wire::{EstablishReply, EstablishRequest};
 use async_trait::async_trait;
@@ -92,8 +92,10 @@ impl Fleet for MemoryFleet {
         Ok(self.state().tokens.get(token).cloned())
     }
 
-    async fn heartbeat(&self, beat: &Heartbeat<'_>) -> Result<Registration, FleetError> {
-        let (daemon, ttl) = (beat.daemon, beat.ttl);
+    async fn heartbeat(&self, beat: &Heartbeat<'_>) -> Result<Renewal, FleetError> {
+        // One process holds the whole fleet: its size costs nothing per beat.
+        let (daemon, ttl) = (beat.daemon, beat.min_interval * 2);
+        let renewal = |registration| Ok(Renewal { registration, next_in: beat.min_interval });
         let mut state = self.state();
         let now = Instant::now();
         let expires_at = now + ttl;
@@ -102,7 +104,7 @@ impl Fleet for MemoryFleet {
                 let expired = entry.expires_at < now;
                 entry.info = daemon.clone();
                 entry.expires_at = expires_at;
-                return Ok(if expired { Registration::Revived } else { Registration::Renewed });
+                return renewal(if expired { Registration::Revived } else { Registration::Renewed });
             }
             None => {
                 let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
@@ -120,7 +122,7 @@ impl Fleet for MemoryFleet {
                 );
             }
         }
-        Ok(Registration::Created)
+        renewal(Registration::Created)
     }
 
     async fn deregister(&self, daemon_id: &str) -> Result<(), FleetError> {
@@ -231,8 +233,9 @@ mod tests {
         DaemonInfo { id: id.into(), fqdn: format!("{id}.localhost"), capacity }
     }
 
-    async fn beat(fleet: &MemoryFleet, daemon: &DaemonInfo, ttl: Duration) {
-        let beat = Heartbeat { daemon, ttl, registered_before: false, holdings: &Vec::new };
+    async fn beat(fleet: &MemoryFleet, daemon: &DaemonInfo, interval: Duration) {
+        let beat =
+            Heartbeat { daemon, min_interval: interval, interval, registered_before: false, holdings: &Vec::new };
         fleet.heartbeat(&beat).await.unwrap();
     }
 
@@ -240,9 +243,9 @@ mod tests {
     async fn reserve_spreads_and_respects_limits() {
         let fleet = MemoryFleet::new();
         assert!(matches!(fleet.reserve("t", 10).await, Err(FleetError::NoDaemon)));
-        let ttl = Duration::from_secs(10);
-        beat(&fleet, &daemon("a", 2), ttl).await;
-        beat(&fleet, &daemon("b", 2), ttl).await;
+        let interval = Duration::from_secs(10);
+        beat(&fleet, &daemon("a", 2), interval).await;
+        beat(&fleet, &daemon("b", 2), interval).await;
         let mut picked = Vec::new();
         for _ in 0..4 {
             picked.push(fleet.reserve("t", 10).await.unwrap().daemon_id);

@@ -11,7 +11,7 @@ mod memory;
 mod redis;
 
 pub use self::memory::MemoryFleet;
-pub use self::redis::RedisFleet;
+pub use self::redis::{RedisFleet, SENTINEL_SCHEME};
 
 use crate::token::TokenRecord;
 use crate::wire::{EstablishReply, EstablishRequest};
@@ -33,8 +33,12 @@ pub struct DaemonInfo {
 /// What a daemon tells the fleet with each heartbeat.
 pub struct Heartbeat<'a> {
     pub daemon: &'a DaemonInfo,
-    /// How long the entry lives unless renewed.
-    pub ttl: Duration,
+    /// The daemon's own heartbeat interval: the shortest the fleet asks for.
+    pub min_interval: Duration,
+    /// The interval the daemon beats at now (what the last beat asked for):
+    /// after Redis lost its data, creates wait for this long twice, so every
+    /// daemon has registered again first.
+    pub interval: Duration,
     /// The daemon has been registered before: finding its entry gone means
     /// the fleet lost it (it expired, or Redis lost its data).
     pub registered_before: bool,
@@ -43,7 +47,14 @@ pub struct Heartbeat<'a> {
     pub holdings: &'a (dyn Fn() -> Vec<(String, u32)> + Sync),
 }
 
-/// What a heartbeat found.
+/// What a heartbeat found, and when the next one is due: the entry lives
+/// for two of those intervals unless renewed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Renewal {
+    pub registration: Registration,
+    pub next_in: Duration,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Registration {
     /// The entry was live: renewed.
@@ -126,7 +137,7 @@ pub trait Fleet: Send + Sync + 'static {
     /// created afresh (first start, an entry reaped as dead, or a Redis that
     /// lost its data), the daemon's holdings rebuild its load and its tokens'
     /// counts; otherwise reservations and releases keep them exact.
-    async fn heartbeat(&self, beat: &Heartbeat<'_>) -> Result<Registration, FleetError>;
+    async fn heartbeat(&self, beat: &Heartbeat<'_>) -> Result<Renewal, FleetError>;
 
     async fn deregister(&self, daemon_id: &str) -> Result<(), FleetError>;
 

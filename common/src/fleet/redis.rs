@@ -23,7 +23,7 @@
 //! - `ps:inbox:{<id>}` list: create requests for a daemon (at-least-once
 //!   until popped), answered by `PUBLISH` on the router's own reply channel.
 
-use super::{Fleet, FleetError, Heartbeat, Registration, Reservation};
+use super::{Fleet, FleetError, Heartbeat, Registration, Renewal, Reservation};
 use crate::logging::Outage;
 use crate::token::TokenRecord;
 use crate::wire::{EstablishReply, EstablishRequest, unix_millis};
@@ -31,7 +31,8 @@ use async_trait::async_trait;
 use deadpool_redis::{Pool, Runtime};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::sentinel::SentinelClient;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,13 +48,22 @@ const TOKENS_STORED_KEY: &str = "{ps}:tokens:stored";
 /// a daemon paused for less (a GC pause, a frozen VM, a partition) keeps its
 /// slots counted, so its token limits hold when it comes back.
 const DEAD_AFTER_TTLS: u64 = 10;
-/// How long a daemon's blocking pop waits before it re-checks for shutdown.
-const INBOX_WAIT_SECS: f64 = 1.0;
+/// How many heartbeats a second the whole fleet sends at most, so that its
+/// daemons renew less often as it grows: 10,000 daemons beat every 10 s.
+const MAX_BEATS_PER_SECOND: u64 = 1000;
+/// How long a daemon's blocking pop waits before it is issued again. Long,
+/// because every idle daemon re-issues it (10,000 daemons at 1 s would cost
+/// Redis 10,000 pops a second for nothing); a draining daemon stops popping
+/// by ending the task, not by waiting for the pop.
+const INBOX_WAIT_SECS: f64 = 15.0;
 /// Bounds every Redis round trip, so an unreachable Redis turns into an error
 /// within about a second instead of a hang.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Pause between attempts to re-establish the reply subscription.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(250);
+
+/// How a `--redis` URL names Sentinels rather than one server.
+pub const SENTINEL_SCHEME: &str = "redis+sentinel://";
 
 fn inbox_key(id: &str) -> String {
     format!("ps:inbox:{{{id}}}")
@@ -131,31 +141,41 @@ end
 return 1
 "#;
 
-/// Renews a daemon's entry. An entry that is missing (first start, reaped,
-/// or lost with Redis' data) is rebuilt from what the daemon holds, per
-/// token: it answers 'missing' when called without that report, so the
-/// usual heartbeat stays O(log N). A daemon that had been registered before
-/// and finds its entry gone holds creates back for one ttl (`warm_until`), so
-/// every other live daemon can bring its counts back first.
-/// ARGV: id, fqdn, capacity, ttl ms, registered before (0/1), report given
-/// (0/1), then token, count pairs.
+/// Renews a daemon's entry and says when the next renewal is due. An entry
+/// that is missing (first start, reaped, or lost with Redis' data) is
+/// rebuilt from what the daemon holds, per token: it answers 'missing' when
+/// called without that report, so the usual heartbeat stays O(log N). A
+/// daemon that had been registered before and finds its entry gone holds
+/// creates back for two of its intervals (`warm_until`), so every other live
+/// daemon can bring its counts back first.
+/// The interval grows with the fleet so that the whole fleet renews at most
+/// MAX_BEATS_PER_SECOND times a second (as Nomad sizes its clients'
+/// heartbeat TTLs): an idle fleet of any size costs Redis about the same.
+/// ARGV: id, fqdn, capacity, least interval ms, current interval ms,
+/// registered before (0/1), report given (0/1), then token, count pairs.
 const HEARTBEAT_SCRIPT: &str = r#"
-local id, fqdn, capacity, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local id, fqdn, capacity = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local daemons = redis.call('ZCARD', '{ps}:live')
+local interval = math.max(tonumber(ARGV[4]), math.ceil(daemons * 1000 / MAX_BEATS_PER_SECOND))
+local ttl = interval * 2
 reap()
 local daemon = '{ps}:daemon:' .. id
 local created = redis.call('EXISTS', daemon) == 0
 if created then
-  if ARGV[6] == '0' then return 'missing' end
+  if ARGV[7] == '0' then return {'missing'} end
   redis.call('DEL', '{ps}:held:' .. id)
   local load = 0
-  for i = 7, #ARGV, 2 do
+  for i = 8, #ARGV, 2 do
     local n = tonumber(ARGV[i + 1])
     redis.call('HINCRBY', '{ps}:held:' .. id, ARGV[i], n)
     redis.call('HINCRBY', '{ps}:used', ARGV[i], n)
     load = load + n
   end
   redis.call('HSET', daemon, 'load', load)
-  if ARGV[5] == '1' then redis.call('SET', '{ps}:warm_until', now + ttl, 'PX', ttl, 'NX') end
+  if ARGV[6] == '1' then
+    local warm = 2 * math.max(interval, tonumber(ARGV[5]))
+    redis.call('SET', '{ps}:warm_until', now + warm, 'PX', warm, 'NX')
+  end
 end
 redis.call('HSET', daemon, 'fqdn', fqdn, 'capacity', capacity)
 local expired = tonumber(redis.call('ZSCORE', '{ps}:live', id) or '0') < now
@@ -164,9 +184,9 @@ redis.call('ZADD', '{ps}:dead', now + ttl * DEAD_AFTER_TTLS, id)
 if redis.call('EXISTS', '{ps}:suspect:' .. id) == 0 then
   redis.call('ZADD', '{ps}:pick', tonumber(redis.call('HGET', daemon, 'load')) / capacity, id)
 end
-if created then return 'created' end
-if expired then return 'revived' end
-return 'renewed'
+local outcome = 'renewed'
+if created then outcome = 'created' elseif expired then outcome = 'revived' end
+return {outcome, tostring(interval)}
 "#;
 
 /// Keeps a daemon out of selection until its suspicion expires (its next
@@ -183,9 +203,72 @@ redis.call('ZREM', '{ps}:pick', ARGV[1])
 redis.call('ZADD', '{ps}:live', 0, ARGV[1])
 "#;
 
+/// Where the fleet's Redis is.
+enum Backend {
+    /// One server, plain or TLS.
+    Direct { client: redis::Client, pool: Pool },
+    /// The primary that Redis Sentinels name, followed through failovers:
+    /// each new connection asks the sentinels where the primary is now, and
+    /// connections to a primary that failed break and are replaced.
+    Sentinel { sentinels: tokio::sync::Mutex<SentinelClient>, pool: deadpool_redis::sentinel::Pool },
+}
+
+impl Backend {
+    /// A client for the server that takes writes now.
+    async fn primary(&self) -> redis::RedisResult<redis::Client> {
+        match self {
+            Backend::Direct { client, .. } => Ok(client.clone()),
+            Backend::Sentinel { sentinels, .. } => sentinels.lock().await.async_get_client().await,
+        }
+    }
+
+    async fn pooled(&self) -> Result<Pooled, FleetError> {
+        Ok(match self {
+            Backend::Direct { pool, .. } => Pooled::Direct(pool.get().await?),
+            Backend::Sentinel { pool, .. } => Pooled::Sentinel(pool.get().await.map_err(|e| {
+                super::REDIS_ERRORS.inc();
+                FleetError::Unavailable(Box::new(e))
+            })?),
+        })
+    }
+}
+
+/// A pooled connection to the server [`Backend`] names.
+enum Pooled {
+    Direct(deadpool_redis::Connection),
+    Sentinel(deadpool_redis::sentinel::Connection),
+}
+
+impl ConnectionLike for Pooled {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Pooled::Direct(conn) => conn.req_packed_command(cmd),
+            Pooled::Sentinel(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Pooled::Direct(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Pooled::Sentinel(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Pooled::Direct(conn) => conn.get_db(),
+            Pooled::Sentinel(conn) => conn.get_db(),
+        }
+    }
+}
+
 pub struct RedisFleet {
-    client: redis::Client,
-    pool: Pool,
+    backend: Arc<Backend>,
     reserve: redis::Script,
     release: redis::Script,
     heartbeat: redis::Script,
@@ -198,8 +281,8 @@ pub struct RedisFleet {
     /// Whether the reply subscription is live; without it a reply would be
     /// published to nobody, so creates fail fast instead of timing out.
     subscribed: Arc<AtomicBool>,
-    /// The daemon's connection for blocking pops: its own, without a response
-    /// timeout, so a pop never stalls other commands.
+    /// The daemon's connection for blocking pops: its own, since a pop holds
+    /// its connection for the whole wait and must not stall other commands.
     inbox: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     /// Woken when a lookup finds Redis has lost every token record, so they
     /// are stored again at once rather than at the next periodic check.
@@ -221,24 +304,72 @@ impl RedisFleet {
         Self::with_client(redis::Client::build_with_tls(url, certificates)?)
     }
 
-    fn with_client(client: redis::Client) -> Result<Arc<Self>, FleetError> {
-        let manager = deadpool_redis::Manager::new(client.get_connection_info().clone())?;
-        let pool = Pool::builder(manager)
-            .config(deadpool_redis::PoolConfig {
-                max_size: 32,
-                timeouts: deadpool_redis::Timeouts {
-                    wait: Some(REDIS_TIMEOUT),
-                    create: Some(REDIS_TIMEOUT),
-                    recycle: Some(REDIS_TIMEOUT),
-                },
-                ..Default::default()
-            })
+    /// The primary that Redis Sentinels monitor as `service`, from
+    /// `redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`
+    /// (port 26379 unless given). The user and password are the primary's;
+    /// the sentinels are asked without one.
+    pub fn with_sentinels(url: &str) -> Result<Arc<Self>, FleetError> {
+        let invalid = |why: &str| -> FleetError {
+            redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "invalid sentinel url", why.to_owned()))
+                .into()
+        };
+        let rest = url.strip_prefix(SENTINEL_SCHEME).ok_or_else(|| invalid("it must start with redis+sentinel://"))?;
+        let (authority, path) = rest.split_once('/').ok_or_else(|| invalid("it names no service"))?;
+        let (user_info, hosts) = authority.rsplit_once('@').map_or(("", authority), |(u, h)| (u, h));
+        let (service, db) = path.split_once('/').unwrap_or((path, "0"));
+        if service.is_empty() || hosts.is_empty() {
+            return Err(invalid("it needs at least one sentinel and a service name"));
+        }
+        let sentinels: Vec<String> = hosts
+            .split(',')
+            .map(|host| if host.contains(':') { format!("redis://{host}") } else { format!("redis://{host}:26379") })
+            .collect();
+        // The redis crate reads (and percent-decodes) the primary's credentials.
+        let primary = redis::IntoConnectionInfo::into_connection_info(format!("redis://{user_info}@localhost/{db}"))?;
+        let primary = primary.redis_settings();
+        let credentials = deadpool_redis::RedisConnectionInfo {
+            db: primary.db(),
+            username: primary.username().map(str::to_owned),
+            password: primary.password().map(str::to_owned),
+            ..Default::default()
+        };
+        let node = || deadpool_redis::sentinel::SentinelNodeConnectionInfo {
+            tls_mode: None,
+            redis_connection_info: Some(credentials.clone()),
+        };
+        let manager = deadpool_redis::sentinel::Manager::new(
+            sentinels.clone(),
+            service.to_owned(),
+            Some(node()),
+            deadpool_redis::sentinel::SentinelServerType::Master,
+        )?;
+        let pool = deadpool_redis::sentinel::Pool::builder(manager)
+            .config(pool_config())
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| FleetError::Unavailable(Box::new(e)))?;
-        let fleet = Arc::new(RedisFleet {
-            client,
-            pool,
+        let sentinels = SentinelClient::build(
+            sentinels,
+            service,
+            Some(node().into()),
+            redis::sentinel::SentinelServerType::Master,
+        )?;
+        Ok(Self::with_backend(Backend::Sentinel { sentinels: tokio::sync::Mutex::new(sentinels), pool }))
+    }
+
+    fn with_client(client: redis::Client) -> Result<Arc<Self>, FleetError> {
+        let manager = deadpool_redis::Manager::new(client.get_connection_info().clone())?;
+        let pool = Pool::builder(manager)
+            .config(pool_config())
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| FleetError::Unavailable(Box::new(e)))?;
+        Ok(Self::with_backend(Backend::Direct { client, pool }))
+    }
+
+    fn with_backend(backend: Backend) -> Arc<Self> {
+        Arc::new(RedisFleet {
+            backend: Arc::new(backend),
             reserve: script(RESERVE_SCRIPT),
             release: script(RELEASE_SCRIPT),
             heartbeat: script(HEARTBEAT_SCRIPT),
@@ -249,8 +380,7 @@ impl RedisFleet {
             subscribed: Arc::default(),
             inbox: tokio::sync::Mutex::new(None),
             tokens_lost: tokio::sync::Notify::new(),
-        });
-        Ok(fleet)
+        })
     }
 
     /// Starts listening for establish replies (routers call this once) and
@@ -285,11 +415,11 @@ impl RedisFleet {
         subscribed: Arc<AtomicBool>,
         on_message: impl Fn(&[u8]) + Send + Sync + 'static,
     ) {
-        let client = self.client.clone();
+        let backend = self.backend.clone();
         tokio::spawn(async move {
             let mut outage = Outage::new(format!("subscription to {channel}"));
             loop {
-                if let Err(e) = relay(&client, &channel, &subscribed, &mut outage, &on_message).await {
+                if let Err(e) = relay(&backend, &channel, &subscribed, &mut outage, &on_message).await {
                     outage.failed(&e);
                 }
                 subscribed.store(false, Ordering::Release);
@@ -307,7 +437,7 @@ impl RedisFleet {
             .set_connection_timeout(Some(REDIS_TIMEOUT))
             .set_response_timeout(Some(REDIS_TIMEOUT));
         let ping = async {
-            let mut conn = self.client.get_multiplexed_async_connection_with_config(&config).await?;
+            let mut conn = self.backend.primary().await?.get_multiplexed_async_connection_with_config(&config).await?;
             redis::cmd("PING").query_async::<()>(&mut conn).await
         };
         match ping.await {
@@ -321,8 +451,8 @@ impl RedisFleet {
         self.tokens_lost.notified().await
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, FleetError> {
-        Ok(self.pool.get().await?)
+    async fn conn(&self) -> Result<Pooled, FleetError> {
+        self.backend.pooled().await
     }
 
     async fn inbox_connection(&self) -> Result<MultiplexedConnection, FleetError> {
@@ -330,11 +460,25 @@ impl RedisFleet {
         if let Some(conn) = slot.as_ref() {
             return Ok(conn.clone());
         }
-        let config =
-            redis::AsyncConnectionConfig::new().set_connection_timeout(Some(REDIS_TIMEOUT)).set_response_timeout(None);
-        let conn = self.client.get_multiplexed_async_connection_with_config(&config).await?;
+        // A pop answers within its wait, or Redis is gone without a word.
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(Duration::from_secs_f64(INBOX_WAIT_SECS) + REDIS_TIMEOUT));
+        let conn = self.backend.primary().await?.get_multiplexed_async_connection_with_config(&config).await?;
         *slot = Some(conn.clone());
         Ok(conn)
+    }
+}
+
+fn pool_config() -> deadpool_redis::PoolConfig {
+    deadpool_redis::PoolConfig {
+        max_size: 32,
+        timeouts: deadpool_redis::Timeouts {
+            wait: Some(REDIS_TIMEOUT),
+            create: Some(REDIS_TIMEOUT),
+            recycle: Some(REDIS_TIMEOUT),
+        },
+        ..Default::default()
     }
 }
 
@@ -348,7 +492,9 @@ fn refuses_configuration(e: &redis::RedisError) -> bool {
 
 /// A script with the prelude every script shares.
 fn script(body: &str) -> redis::Script {
-    let body = body.replace("DEAD_AFTER_TTLS", &DEAD_AFTER_TTLS.to_string());
+    let body = body
+        .replace("DEAD_AFTER_TTLS", &DEAD_AFTER_TTLS.to_string())
+        .replace("MAX_BEATS_PER_SECOND", &MAX_BEATS_PER_SECOND.to_string());
     redis::Script::new(&format!("{PRELUDE}{body}"))
 }
 
@@ -357,13 +503,13 @@ type Waiting = HashMap<String, mpsc::Sender<EstablishReply>>;
 
 /// One subscription's life: subscribe, hand over messages until it breaks.
 async fn relay(
-    client: &redis::Client,
+    backend: &Backend,
     channel: &str,
     subscribed: &AtomicBool,
     outage: &mut Outage,
     on_message: &(impl Fn(&[u8]) + Send + Sync),
 ) -> Result<(), redis::RedisError> {
-    let mut pubsub = client.get_async_pubsub().await?;
+    let mut pubsub = backend.primary().await?.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     subscribed.store(true, Ordering::Release);
     outage.ended();
@@ -432,7 +578,7 @@ impl Fleet for RedisFleet {
         json.map(|json| serde_json::from_str(&json).map_err(|e| FleetError::Unavailable(Box::new(e)))).transpose()
     }
 
-    async fn heartbeat(&self, beat: &Heartbeat<'_>) -> Result<Registration, FleetError> {
+    async fn heartbeat(&self, beat: &Heartbeat<'_>) -> Result<Renewal, FleetError> {
         let mut conn = self.conn().await?;
         let call = |report: bool| {
             let mut invocation = self.heartbeat.prepare_invoke();
@@ -441,7 +587,8 @@ impl Fleet for RedisFleet {
                 .arg(&daemon.id)
                 .arg(&daemon.fqdn)
                 .arg(daemon.capacity)
-                .arg(beat.ttl.as_millis() as u64)
+                .arg(beat.min_interval.as_millis() as u64)
+                .arg(beat.interval.as_millis() as u64)
                 .arg(u8::from(beat.registered_before))
                 .arg(u8::from(report));
             if report {
@@ -451,16 +598,17 @@ impl Fleet for RedisFleet {
             }
             invocation
         };
-        let outcome: String = call(false).invoke_async(&mut conn).await?;
-        let outcome = match outcome.as_str() {
-            "missing" => call(true).invoke_async(&mut conn).await?,
-            _ => outcome,
-        };
-        Ok(match outcome.as_str() {
-            "created" => Registration::Created,
-            "revived" => Registration::Revived,
+        let mut outcome: Vec<String> = call(false).invoke_async(&mut conn).await?;
+        if outcome.first().is_some_and(|o| o == "missing") {
+            outcome = call(true).invoke_async(&mut conn).await?;
+        }
+        let registration = match outcome.first().map(String::as_str) {
+            Some("created") => Registration::Created,
+            Some("revived") => Registration::Revived,
             _ => Registration::Renewed,
-        })
+        };
+        let next_in = outcome.get(1).and_then(|ms| ms.parse().ok()).map_or(beat.min_interval, Duration::from_millis);
+        Ok(Renewal { registration, next_in })
     }
 
     async fn deregister(&self, daemon_id: &str) -> Result<(), FleetError> {
