@@ -1,5 +1,6 @@
 //! A `redis-server` of the test's own, on a free port: plain, with an ACL
-//! user, or over TLS with a certificate authority made up for the test.
+//! user, over TLS with a certificate authority made up for the test, or a
+//! replica; and Redis Sentinels watching one.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -57,6 +58,15 @@ impl RedisServer {
             "no".into(),
         ];
         Self::start_with(extra, Some(dir))
+    }
+
+    /// A replica of `primary`, as Sentinel promotes on a failover.
+    pub fn start_replica_of(primary: &RedisServer) -> Self {
+        Self::start_with(vec!["--replicaof".into(), "127.0.0.1".into(), primary.port.to_string()], None)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     fn start_with(extra: Vec<String>, tls: Option<PathBuf>) -> Self {
@@ -129,5 +139,55 @@ impl Drop for RedisServer {
         if let Some(dir) = &self.tls {
             let _ = std::fs::remove_dir_all(dir);
         }
+    }
+}
+
+/// A Redis Sentinel (`redis-server --sentinel`) watching a primary as
+/// `service`, quick to act: the primary counts as down after 1 s.
+pub struct Sentinel {
+    port: u16,
+    child: Child,
+    config: PathBuf,
+}
+
+impl Sentinel {
+    /// Starts it with a quorum of two (for three sentinels).
+    pub fn start(service: &str, primary: &RedisServer) -> Self {
+        let port = crate::free_port();
+        // A sentinel rewrites its configuration file as it learns the topology.
+        let config = std::env::temp_dir().join(format!("polysocket-sentinel-{}-{port}.conf", std::process::id()));
+        let text = format!(
+            "port {port}\nbind 127.0.0.1\nsentinel monitor {service} 127.0.0.1 {primary} 2\n\
+             sentinel down-after-milliseconds {service} 1000\nsentinel failover-timeout {service} 5000\n",
+            primary = primary.port
+        );
+        std::fs::write(&config, text).expect("sentinel configuration");
+        let child = Command::new("redis-server")
+            .arg(&config)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (see .ci/run)");
+        let sentinel = Sentinel { port, child, config };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "sentinel on port {port} did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sentinel
+    }
+
+    /// `host:port`, as a `redis+sentinel://` URL lists it.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
     }
 }

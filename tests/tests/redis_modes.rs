@@ -1,16 +1,19 @@
-//! The Redis deployments operators run: TLS with a private CA, and ACL users,
-//! each with a real router and daemon process; and the start-up errors for a
-//! configuration Redis refuses (an outage, instead, is ridden out).
+//! The Redis deployments operators run: TLS with a private CA, ACL users,
+//! and a primary with a replica under three Sentinels (failed over under
+//! load), each with a real router and daemon process; and the start-up
+//! errors for a configuration Redis refuses (an outage, instead, is ridden
+//! out).
 
 mod support;
 
 use polysocket_tests::http::query;
 use polysocket_tests::process::Process;
-use polysocket_tests::redis_server::RedisServer;
+use polysocket_tests::redis_server::{RedisServer, Sentinel};
 use polysocket_tests::upstream::UpstreamServer;
-use polysocket_tests::{free_port, init_logs};
+use polysocket_tests::{eventually, free_port, init_logs};
 use serde_json::{Value, json};
-use std::time::Duration;
+use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant};
 use support::{CB, Socket};
 
 /// A tokens file for the test, removed with it.
@@ -36,26 +39,61 @@ impl Drop for Tokens {
     }
 }
 
-/// A router and a daemon on `redis` (with `extra` flags each), a create, and
-/// a message there and back.
-async fn round_trip_through(redis: &[&str]) {
-    init_logs();
-    let upstream = UpstreamServer::start();
-    let tokens = Tokens::new();
-    let router = Process::start("router", free_port(), &[redis, &["--tokens", tokens.path()]].concat());
-    let port = free_port();
-    let fqdn = format!("d1.localhost:{port}");
-    let daemon_args = [redis, &["--fqdn", &fqdn, "--allow-private-targets", "--heartbeat-interval", "300ms"]].concat();
-    let daemon = Process::start("polysocketd", port, &daemon_args);
-    router.http.wait_until_ok("/readyz", Duration::from_secs(20)).await;
-    daemon.http.wait_until_ok("/readyz", Duration::from_secs(20)).await;
+/// A router and a daemon on one Redis, ready, and an echo upstream; the
+/// token "dev" may hold ten sockets.
+struct FleetOn {
+    router: Process,
+    daemon: Process,
+    upstream: UpstreamServer,
+    _tokens: Tokens,
+}
 
-    let target = upstream.url("/echo");
-    let params = query(&[("cb", CB), ("from", "modes"), ("target", &target), ("token", "dev")]);
-    let created: Value = router.http.get(None, &format!("/create?{params}"), &[]).await.jsonp(CB);
-    let socket = Socket::new(&created, daemon.http.clone());
-    socket.send_text("over the wire").await;
-    assert_eq!(socket.receive(1).await[0]["data"], "over the wire");
+impl FleetOn {
+    /// Starts both with `redis` (the `--redis` flags).
+    async fn start(redis: &[&str]) -> Self {
+        init_logs();
+        let upstream = UpstreamServer::start();
+        let tokens = Tokens::new();
+        let router = Process::start("router", free_port(), &[redis, &["--tokens", tokens.path()]].concat());
+        let port = free_port();
+        let fqdn = format!("d1.localhost:{port}");
+        let daemon_args =
+            [redis, &["--fqdn", &fqdn, "--allow-private-targets", "--heartbeat-interval", "300ms"]].concat();
+        let daemon = Process::start("polysocketd", port, &daemon_args);
+        router.http.wait_until_ok("/readyz", Duration::from_secs(20)).await;
+        daemon.http.wait_until_ok("/readyz", Duration::from_secs(20)).await;
+        FleetOn { router, daemon, upstream, _tokens: tokens }
+    }
+
+    /// What `/create` answered (JSONP unwrapped), whether it opened or not.
+    async fn create(&self) -> Value {
+        let target = self.upstream.url("/echo");
+        let params = query(&[("cb", CB), ("from", "modes"), ("target", &target), ("token", "dev")]);
+        self.router.http.get(None, &format!("/create?{params}"), &[]).await.jsonp(CB)
+    }
+
+    fn socket(&self, created: &Value) -> Socket {
+        Socket::new(created, self.daemon.http.clone())
+    }
+}
+
+async fn round_trip(socket: &Socket, text: &str) {
+    socket.send_text(text).await;
+    assert_eq!(socket.receive(1).await[0]["data"], text);
+}
+
+/// A create on a fleet on `redis`, and a message there and back.
+async fn round_trip_through(redis: &[&str]) {
+    let fleet = FleetOn::start(redis).await;
+    let created = fleet.create().await;
+    assert_eq!(created["ok"], true, "{created}");
+    round_trip(&fleet.socket(&created), "over the wire").await;
+}
+
+/// A command to a Redis or a Sentinel on `port`.
+async fn ask<T: redis::FromRedisValue>(port: u16, command: &mut redis::Cmd) -> redis::RedisResult<T> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+    command.query_async(&mut client.get_multiplexed_async_connection().await?).await
 }
 
 /// Starts `router` with `args` and returns its exit code and what it logged,
@@ -104,4 +142,95 @@ async fn an_unreachable_redis_is_an_outage_not_a_configuration_error() {
     // It serves (and says it is not ready) instead of exiting.
     router.http.wait_until_ok("/healthz", Duration::from_secs(20)).await;
     assert!(!router.http.answers_ok("/readyz").await);
+}
+
+#[actix_web::test]
+async fn a_fleet_follows_a_sentinel_failover_under_load() {
+    let mut primary = RedisServer::start();
+    let replica = RedisServer::start_replica_of(&primary);
+    let sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start("polysocket", &primary)).collect();
+    // A failover needs a replica in sync that every sentinel knows of.
+    eventually("the replica to be in sync and known to the sentinels", Duration::from_secs(30), || async {
+        let info: String = ask(replica.port(), redis::cmd("INFO").arg("replication")).await.ok()?;
+        for sentinel in &sentinels {
+            let port = sentinel.address().rsplit(':').next()?.parse().ok()?;
+            let known: Vec<redis::Value> =
+                ask(port, redis::cmd("SENTINEL").arg("REPLICAS").arg("polysocket")).await.ok()?;
+            known.first()?;
+        }
+        info.contains("master_link_status:up").then_some(())
+    })
+    .await;
+    let addresses: Vec<String> = sentinels.iter().map(Sentinel::address).collect();
+    let fleet = FleetOn::start(&["--redis", &format!("redis+sentinel://{}/polysocket", addresses.join(","))]).await;
+    let bridged = fleet.socket(&fleet.create().await);
+    round_trip(&bridged, "before").await;
+
+    // Creates (each socket closed at once, so the limit of ten never refuses
+    // one) and messages on the socket opened before, while the primary dies.
+    let load_done = Cell::new(false);
+    let creates: RefCell<Vec<(Instant, bool)>> = RefCell::default();
+    let create_load = async {
+        while !load_done.get() {
+            let created = fleet.create().await;
+            let opened = created["ok"] == true;
+            if opened {
+                assert_eq!(fleet.socket(&created).send_get(&[("t", "c")]).await.status, 201);
+            }
+            creates.borrow_mut().push((Instant::now(), opened));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let messages = async {
+        let mut sent = 0;
+        while !load_done.get() {
+            sent += 1;
+            round_trip(&bridged, &format!("message {sent}")).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        sent
+    };
+    let failover = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        primary.kill();
+        let sentinel_port: u16 = addresses[0].rsplit(':').next().unwrap().parse().unwrap();
+        let promoted = eventually("the sentinels to promote the replica", Duration::from_secs(30), || async {
+            let named: Vec<String> =
+                ask(sentinel_port, redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg("polysocket"))
+                    .await
+                    .ok()?;
+            (named.get(1)? == &replica.port().to_string()).then(Instant::now)
+        })
+        .await;
+        eventually("creates to succeed on the new primary", Duration::from_secs(15), || async {
+            creates.borrow().iter().any(|&(at, opened)| opened && at > promoted).then_some(())
+        })
+        .await;
+        // And keep succeeding.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        load_done.set(true);
+        promoted
+    };
+    let ((), sent, promoted) = futures_util::join!(create_load, messages, failover);
+    assert!(sent > 20, "messages flowed throughout: {sent}");
+    let after: Vec<bool> = creates.borrow().iter().filter(|(at, _)| *at > promoted).map(|(_, ok)| *ok).collect();
+    let recovered_at = after.iter().position(|ok| *ok).unwrap();
+    assert!(after[recovered_at..].iter().all(|ok| *ok), "every create succeeds once one has: {after:?}");
+    assert!(creates.borrow().iter().any(|(_, ok)| !ok), "the load ran through the primary's death");
+
+    // No slot leaked: with every socket closed, exactly ten open again.
+    assert_eq!(bridged.send_get(&[("t", "c")]).await.status, 201);
+    let held = RefCell::new(Vec::new());
+    eventually("all ten slots to be free", Duration::from_secs(10), || async {
+        while held.borrow().len() < 10 {
+            let created = fleet.create().await;
+            if created["ok"] != true {
+                return None;
+            }
+            held.borrow_mut().push(created);
+        }
+        Some(())
+    })
+    .await;
+    assert_eq!(fleet.create().await["error"], "connection limit reached");
 }
