@@ -53,13 +53,14 @@ import json, sys
 runs = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 json.dump({"machine": sys.argv[2], "command": "scripts/fleet-sim.sh", "runs": runs},
           open("bench/fleet-sim.json", "w"), indent=1)
-print("%8s %10s %8s %8s %18s %20s %16s" % ("daemons", "creates/s", "p50 ms", "p99 ms", "Redis µs/create",
-      "… beyond idle fleet", "idle Redis ms/s"))
+print("%8s %10s %8s %8s %16s %20s %16s %10s" % ("daemons", "creates/s", "p50 ms", "p99 ms", "Redis µs/create",
+      "… beyond idle fleet", "idle Redis ms/s", "Redis MiB"))
 for r in runs:
     if "failed" in r:
         print("%8s failed: %s" % (r.get("daemons", "?"), r["failed"])); continue
-    print("%8d %10.0f %8.2f %8.2f %18.2f %20.2f %16.2f" % (r["daemons"], r["per_second"], r["p50_ms"], r["p99_ms"],
-          r["redis_cpu_us_per_create"], r["redis_cpu_us_per_create_beyond_idle"], r["idle_redis_cpu_ms_per_second"]))
+    print("%8d %10.0f %8.2f %8.2f %16.2f %20.2f %16.2f %10.1f" % (r["daemons"], r["per_second"], r["p50_ms"],
+          r["p99_ms"], r["redis_cpu_us_per_create"], r["redis_cpu_us_per_create_beyond_idle"],
+          r["idle_redis_cpu_ms_per_second"], r["redis_used_memory_mib"]))
 base = runs[0]
 for r in runs[1:]:
     if "failed" in r or "failed" in base: continue

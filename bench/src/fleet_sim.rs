@@ -97,16 +97,15 @@ pub async fn run(args: FleetSim) -> Result<Value, String> {
     }
     let mut admin =
         redis::Client::open(args.redis.as_str()).and_then(|c| c.get_connection()).map_err(|e| format!("redis: {e}"))?;
-    let mut redis_cpu = || redis_cpu_seconds(&mut admin);
     // Once every daemon has beaten at its own phase and has its inbox open.
     tokio::time::sleep(first_interval * 2).await;
-    let idle_began = (Instant::now(), redis_cpu()?);
+    let idle_began = (Instant::now(), redis_cpu_seconds(&mut admin)?);
     tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
-    let idle_cpu_per_second = (redis_cpu()? - idle_began.1) / idle_began.0.elapsed().as_secs_f64();
-    let creates_began = redis_cpu()?;
+    let idle_cpu_per_second = (redis_cpu_seconds(&mut admin)? - idle_began.1) / idle_began.0.elapsed().as_secs_f64();
+    let creates_began = redis_cpu_seconds(&mut admin)?;
     let creating = args.creating.clone();
     let outcome = run::run(args.load, |n| creator(n, creating.clone())).await;
-    let creates_cpu = redis_cpu()? - creates_began;
+    let creates_cpu = redis_cpu_seconds(&mut admin)? - creates_began;
     let mut line = run::summary("polysocket", "fleet-sim", args.load, outcome);
     let (creates, seconds) = (line["operations"].as_f64().unwrap_or(0.0), line["seconds"].as_f64().unwrap_or(0.0));
     let per_create = |cpu: f64| (cpu * 1e6 / creates.max(1.0) * 100.0).round() / 100.0;
@@ -115,6 +114,9 @@ pub async fn run(args: FleetSim) -> Result<Value, String> {
     line["redis_cpu_us_per_create"] = json!(per_create(creates_cpu));
     // What the creates added to what the idle fleet costs anyway.
     line["redis_cpu_us_per_create_beyond_idle"] = json!(per_create(creates_cpu - idle_cpu_per_second * seconds));
+    // What the registry, the counts and a connection per daemon take.
+    line["redis_used_memory_mib"] =
+        json!((info_field(&mut admin, "memory", "used_memory")? / 1048576.0 * 10.0).round() / 10.0);
     line["idle_redis_cpu_ms_per_second"] = json!((idle_cpu_per_second * 1e5).round() / 100.0);
     Ok(line)
 }
@@ -184,9 +186,13 @@ async fn hold(fleet: Arc<RedisFleet>, daemon: Arc<Simulated>, request: Establish
 
 /// Redis' CPU time so far, user and system, all its threads.
 fn redis_cpu_seconds(admin: &mut redis::Connection) -> Result<f64, String> {
-    let info: String = redis::cmd("INFO").arg("cpu").query(admin).map_err(|e| format!("INFO cpu: {e}"))?;
-    let field = |name: &str| {
-        info.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<f64>().ok())
-    };
-    Ok(field("used_cpu_user").ok_or("no used_cpu_user")? + field("used_cpu_sys").ok_or("no used_cpu_sys")?)
+    Ok(info_field(admin, "cpu", "used_cpu_user")? + info_field(admin, "cpu", "used_cpu_sys")?)
+}
+
+/// One figure of `INFO section`.
+fn info_field(admin: &mut redis::Connection, section: &str, name: &str) -> Result<f64, String> {
+    let info: String = redis::cmd("INFO").arg(section).query(admin).map_err(|e| format!("INFO {section}: {e}"))?;
+    info.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<f64>().ok())
+        .ok_or_else(|| format!("no {name} in INFO {section}"))
 }

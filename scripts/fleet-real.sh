@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Real processes beside the simulation (scripts/fleet-sim.sh): one router,
+# one Redis and, for each count in $DAEMON_COUNTS, that many real polysocketd
+# processes on this machine, while $CLIENTS clients create sockets back to
+# back for $SECONDS_EACH seconds (each socket opens a real upstream
+# WebSocket; unpolled sockets end after --idle-timeout, freeing their slots).
+# A fleet that scales creates as fast with 200 daemons as with 2.
+#
+#   scripts/fleet-real.sh          # DAEMON_COUNTS="2 200" CLIENTS=32 SECONDS_EACH=10
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v redis-server >/dev/null || { echo "fleet-real.sh needs redis-server" >&2; exit 1; }
+DAEMON_COUNTS=${DAEMON_COUNTS:-"2 200"}
+CLIENTS=${CLIENTS:-32}
+SECONDS_EACH=${SECONDS_EACH:-10}
+ulimit -n "$(ulimit -Hn)"
+cargo build --release -q -p router -p polysocketd -p polysocket-tests -p polysocket-bench --bins
+bin=target/release
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT
+tokens=$(mktemp)
+echo '{"tokens":[{"token":"real","targets":["ws://127.0.0.1:*/*"],"origins":["*"],"max_connections":100000000}]}' >"$tokens"
+upstream_port=$(free_port)
+"$bin/echo-upstream" "$upstream_port" >/dev/null & pids+=($!)
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" >&2
+for count in $DAEMON_COUNTS; do
+  fleet=()
+  redis_port=$(free_port) router_port=$(free_port)
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null & fleet+=($!)
+  for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+  redis=redis://127.0.0.1:$redis_port
+  RUST_LOG=warn "$bin/router" --listen "127.0.0.1:$router_port" --redis "$redis" --trusted-proxies 127.0.0.1/32 \
+    --tokens "$tokens" --create-rate-per-ip 0 --create-rate-per-token 0 & fleet+=($!)
+  router=$!
+  ports=()
+  for _ in $(seq "$count"); do
+    port=$(free_port)
+    RUST_LOG=warn "$bin/polysocketd" --listen "127.0.0.1:$port" --fqdn "127.0.0.1:$port" \
+      --redis "$redis" --allow-private-targets --idle-timeout 3s >/dev/null & fleet+=($!)
+    ports+=("$port")
+  done
+  for port in "${ports[@]}"; do
+    for _ in $(seq 300); do curl -sf -o /dev/null "http://127.0.0.1:$port/readyz" && break; sleep 0.1; done
+  done
+  registered=$(redis-cli -p "$redis_port" zcard '{ps}:live')
+  echo "  $count daemons started, $registered registered; loadgen creates" >&2
+  # CPU seconds (user + system) of Redis, of the router and of all daemons together.
+  cpu() { for pid in "$@"; do cut -d' ' -f14,15 "/proc/$pid/stat"; done | awk '{t += $1 + $2} END {print t / 100}'; }
+  before=("$(cpu "${fleet[0]}")" "$(cpu "$router")" "$(cpu "${fleet[@]:2}")")
+  line=$("$bin/loadgen" creates --router "127.0.0.1:$router_port" --target "ws://127.0.0.1:$upstream_port/echo" \
+    --token real --sockets "$CLIENTS" --seconds "$SECONDS_EACH" --pid "$router")
+  after=("$(cpu "${fleet[0]}")" "$(cpu "$router")" "$(cpu "${fleet[@]:2}")")
+  python3 - "$line" "$count" "${before[@]}" "${after[@]}" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+r["daemons"] = int(sys.argv[2])
+before, after = [float(x) for x in sys.argv[3:6]], [float(x) for x in sys.argv[6:9]]
+creates = max(r.get("operations", 0), 1)
+for name, b, a in zip(("redis", "router", "daemons"), before, after):
+    r[name + "_cpu_us_per_create"] = round((a - b) * 1e6 / creates, 1)
+print(json.dumps(r))
+PY
+  kill "${fleet[@]:1}"; wait "${fleet[@]:1}" 2>/dev/null || true
+  kill "${fleet[0]}"; wait "${fleet[0]}" 2>/dev/null || true
+done
