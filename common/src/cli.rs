@@ -1,7 +1,7 @@
 //! Command-line arguments shared by the router and polysocketd. Every flag
 //! also reads an environment variable, so containers configure by env alone.
 
-use crate::fleet::{FleetError, RedisFleet, SENTINEL_SCHEME};
+use crate::fleet::{CLUSTER_SCHEME, FleetError, RedisFleet, SENTINEL_SCHEME};
 use crate::token::TokensFileError;
 use actix_http::Request;
 use actix_service::IntoServiceFactory;
@@ -225,7 +225,8 @@ pub struct RedisArgs {
     /// Redis holding the registry, tokens and create hand-off:
     /// `redis://[user:password@]host:port[/db]`, `rediss://...` for TLS, or
     /// `redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`
-    /// for the primary that Sentinels name (followed through failovers).
+    /// for the primary that Sentinels name (followed through failovers), or
+    /// `redis+cluster://[user:password@]host:port[,host:port...]` for a Redis Cluster.
     #[arg(long = "redis", env = "POLYSOCKET_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub url: String,
     /// PEM certificate authority that signed a `rediss://` server's
@@ -249,13 +250,9 @@ impl RedisArgs {
             std::fs::read(path).map_err(|e| StartError::Invalid(format!("cannot read {}: {e}", path.display())))
         };
         let tls_files = self.redis_ca_file.is_some() || self.redis_client_cert.is_some();
-        let fleet = if self.url.starts_with(SENTINEL_SCHEME) {
-            if tls_files {
-                return Err(StartError::Invalid(
-                    "TLS to Sentinels is not supported: use redis+sentinel:// alone".into(),
-                ));
-            }
-            RedisFleet::with_sentinels(&self.url)
+        let high_availability = self.url.starts_with(SENTINEL_SCHEME) || self.url.starts_with(CLUSTER_SCHEME);
+        let fleet = if high_availability && tls_files {
+            return Err(StartError::Invalid("TLS is not supported with redis+sentinel:// or redis+cluster://".into()));
         } else if !tls_files {
             RedisFleet::new(&self.url)
         } else {

@@ -191,3 +191,69 @@ impl Drop for Sentinel {
         let _ = std::fs::remove_file(&self.config);
     }
 }
+
+/// A Redis Cluster of three primaries (no replicas), each a `redis-server`
+/// of its own, slots spread by `redis-cli --cluster create`.
+pub struct RedisCluster {
+    nodes: Vec<Child>,
+    ports: Vec<u16>,
+    dir: PathBuf,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let ports: Vec<u16> = (0..3).map(|_| crate::free_port()).collect();
+        let dir = std::env::temp_dir().join(format!("polysocket-cluster-{}-{}", std::process::id(), ports[0]));
+        std::fs::create_dir_all(&dir).expect("cluster folder");
+        let nodes = ports
+            .iter()
+            .map(|port| {
+                Command::new("redis-server")
+                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                    .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                    .arg("--cluster-config-file")
+                    .arg(dir.join(format!("nodes-{port}.conf")))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("redis-server must be installed (see .ci/run)")
+            })
+            .collect();
+        let cluster = RedisCluster { nodes, ports, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for port in &cluster.ports {
+            while TcpStream::connect(("127.0.0.1", *port)).is_err() {
+                assert!(Instant::now() < deadline, "cluster node on port {port} did not come up");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(cluster.ports.iter().map(|port| format!("127.0.0.1:{port}")))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli must be installed (with redis-server)");
+        assert!(created.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&created.stdout));
+        cluster
+    }
+
+    /// `redis+cluster://` with every node.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self.ports.iter().map(|port| format!("127.0.0.1:{port}")).collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

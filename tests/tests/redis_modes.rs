@@ -1,6 +1,6 @@
 //! The Redis deployments operators run: TLS with a private CA, ACL users,
-//! and a primary with a replica under three Sentinels (failed over under
-//! load), each with a real router and daemon process; and the start-up
+//! a primary with a replica under three Sentinels (failed over under load)
+//! and a three-primary Redis Cluster, each with a real router and daemon process; and the start-up
 //! errors for a configuration Redis refuses (an outage, instead, is ridden
 //! out).
 
@@ -8,7 +8,7 @@ mod support;
 
 use polysocket_tests::http::query;
 use polysocket_tests::process::Process;
-use polysocket_tests::redis_server::{RedisServer, Sentinel};
+use polysocket_tests::redis_server::{RedisCluster, RedisServer, Sentinel};
 use polysocket_tests::upstream::UpstreamServer;
 use polysocket_tests::{eventually, free_port, init_logs};
 use serde_json::{Value, json};
@@ -232,5 +232,40 @@ async fn a_fleet_follows_a_sentinel_failover_under_load() {
         Some(())
     })
     .await;
+    assert_eq!(fleet.create().await["error"], "connection limit reached");
+}
+
+#[actix_web::test]
+async fn a_fleet_works_on_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    // Every slot served before the fleet starts.
+    eventually("the cluster to serve every slot", Duration::from_secs(30), || async {
+        for &port in cluster.ports() {
+            let info: String = ask(port, redis::cmd("CLUSTER").arg("INFO")).await.ok()?;
+            info.contains("cluster_state:ok").then_some(())?;
+        }
+        Some(())
+    })
+    .await;
+    let fleet = FleetOn::start(&["--redis", &cluster.url()]).await;
+    // Creates, messages both ways, and the token's limit of ten held across
+    // the nodes (the counts live in one slot, the inboxes in others).
+    let mut sockets = Vec::new();
+    for n in 0..10 {
+        let created = fleet.create().await;
+        assert_eq!(created["ok"], true, "create {n}: {created}");
+        sockets.push(fleet.socket(&created));
+    }
+    assert_eq!(fleet.create().await["error"], "connection limit reached");
+    for (n, socket) in sockets.iter().enumerate() {
+        round_trip(socket, &format!("through the cluster {n}")).await;
+    }
+    assert_eq!(sockets[0].send_get(&[("t", "c")]).await.status, 201);
+    let reopened = eventually("the closed socket's slot to come back", Duration::from_secs(10), || async {
+        let created = fleet.create().await;
+        (created["ok"] == true).then_some(created)
+    })
+    .await;
+    round_trip(&fleet.socket(&reopened), "in the freed slot").await;
     assert_eq!(fleet.create().await["error"], "connection limit reached");
 }

@@ -11,7 +11,7 @@ mod memory;
 mod redis;
 
 pub use self::memory::MemoryFleet;
-pub use self::redis::{RedisFleet, SENTINEL_SCHEME};
+pub use self::redis::{CLUSTER_SCHEME, RedisFleet, SENTINEL_SCHEME};
 
 use crate::token::TokenRecord;
 use crate::wire::{EstablishReply, EstablishRequest};

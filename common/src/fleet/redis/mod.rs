@@ -28,11 +28,12 @@ use crate::logging::Outage;
 use crate::token::TokenRecord;
 use crate::wire::{EstablishReply, EstablishRequest, unix_millis};
 use async_trait::async_trait;
-use deadpool_redis::{Pool, Runtime};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
-use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::sentinel::SentinelClient;
+mod backend;
+
+use backend::{Backend, Fanout, Link, Patient};
+pub use backend::{CLUSTER_SCHEME, SENTINEL_SCHEME};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -56,14 +57,15 @@ const MAX_BEATS_PER_SECOND: u64 = 1000;
 /// Redis 10,000 pops a second for nothing); a draining daemon stops popping
 /// by ending the task, not by waiting for the pop.
 const INBOX_WAIT_SECS: f64 = 15.0;
+/// Every script names this key, though it touches it no more than any other
+/// `{ps}` key: Redis Cluster runs a script on the node holding its keys'
+/// slot, and every key a script touches shares that slot.
+const SCRIPT_KEY: &str = "{ps}";
 /// Bounds every Redis round trip, so an unreachable Redis turns into an error
 /// within about a second instead of a hang.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Pause between attempts to re-establish the reply subscription.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(250);
-
-/// How a `--redis` URL names Sentinels rather than one server.
-pub const SENTINEL_SCHEME: &str = "redis+sentinel://";
 
 fn inbox_key(id: &str) -> String {
     format!("ps:inbox:{{{id}}}")
@@ -203,70 +205,6 @@ redis.call('ZREM', '{ps}:pick', ARGV[1])
 redis.call('ZADD', '{ps}:live', 0, ARGV[1])
 "#;
 
-/// Where the fleet's Redis is.
-enum Backend {
-    /// One server, plain or TLS.
-    Direct { client: redis::Client, pool: Pool },
-    /// The primary that Redis Sentinels name, followed through failovers:
-    /// each new connection asks the sentinels where the primary is now, and
-    /// connections to a primary that failed break and are replaced.
-    Sentinel { sentinels: tokio::sync::Mutex<SentinelClient>, pool: deadpool_redis::sentinel::Pool },
-}
-
-impl Backend {
-    /// A client for the server that takes writes now.
-    async fn primary(&self) -> redis::RedisResult<redis::Client> {
-        match self {
-            Backend::Direct { client, .. } => Ok(client.clone()),
-            Backend::Sentinel { sentinels, .. } => sentinels.lock().await.async_get_client().await,
-        }
-    }
-
-    async fn pooled(&self) -> Result<Pooled, FleetError> {
-        Ok(match self {
-            Backend::Direct { pool, .. } => Pooled::Direct(pool.get().await?),
-            Backend::Sentinel { pool, .. } => Pooled::Sentinel(pool.get().await.map_err(|e| {
-                super::REDIS_ERRORS.inc();
-                FleetError::Unavailable(Box::new(e))
-            })?),
-        })
-    }
-}
-
-/// A pooled connection to the server [`Backend`] names.
-enum Pooled {
-    Direct(deadpool_redis::Connection),
-    Sentinel(deadpool_redis::sentinel::Connection),
-}
-
-impl ConnectionLike for Pooled {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
-        match self {
-            Pooled::Direct(conn) => conn.req_packed_command(cmd),
-            Pooled::Sentinel(conn) => conn.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        match self {
-            Pooled::Direct(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Pooled::Sentinel(conn) => conn.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Pooled::Direct(conn) => conn.get_db(),
-            Pooled::Sentinel(conn) => conn.get_db(),
-        }
-    }
-}
-
 pub struct RedisFleet {
     backend: Arc<Backend>,
     reserve: redis::Script,
@@ -283,7 +221,7 @@ pub struct RedisFleet {
     subscribed: Arc<AtomicBool>,
     /// The daemon's connection for blocking pops: its own, since a pop holds
     /// its connection for the whole wait and must not stall other commands.
-    inbox: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    inbox: tokio::sync::Mutex<Option<Patient>>,
     /// Woken when a lookup finds Redis has lost every token record, so they
     /// are stored again at once rather than at the next periodic check.
     tokens_lost: tokio::sync::Notify,
@@ -294,77 +232,16 @@ impl RedisFleet {
     /// is down, and recovers by itself when it returns. `redis://` or, for
     /// TLS trusting the public roots, `rediss://`; an ACL user and password
     /// go in the URL (`redis://user:password@host:port`).
+    /// For high availability, `redis+sentinel://...` or `redis+cluster://...`
+    /// (see [`backend`]).
     pub fn new(url: &str) -> Result<Arc<Self>, FleetError> {
-        Self::with_client(redis::Client::open(url)?)
+        Ok(Self::with_backend(Backend::open(url)?))
     }
 
     /// As [`RedisFleet::new`], for a `rediss://` server whose certificate a
     /// private CA signed, or that asks for a client certificate.
     pub fn with_certificates(url: &str, certificates: redis::TlsCertificates) -> Result<Arc<Self>, FleetError> {
-        Self::with_client(redis::Client::build_with_tls(url, certificates)?)
-    }
-
-    /// The primary that Redis Sentinels monitor as `service`, from
-    /// `redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`
-    /// (port 26379 unless given). The user and password are the primary's;
-    /// the sentinels are asked without one.
-    pub fn with_sentinels(url: &str) -> Result<Arc<Self>, FleetError> {
-        let invalid = |why: &str| -> FleetError {
-            redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "invalid sentinel url", why.to_owned()))
-                .into()
-        };
-        let rest = url.strip_prefix(SENTINEL_SCHEME).ok_or_else(|| invalid("it must start with redis+sentinel://"))?;
-        let (authority, path) = rest.split_once('/').ok_or_else(|| invalid("it names no service"))?;
-        let (user_info, hosts) = authority.rsplit_once('@').map_or(("", authority), |(u, h)| (u, h));
-        let (service, db) = path.split_once('/').unwrap_or((path, "0"));
-        if service.is_empty() || hosts.is_empty() {
-            return Err(invalid("it needs at least one sentinel and a service name"));
-        }
-        let sentinels: Vec<String> = hosts
-            .split(',')
-            .map(|host| if host.contains(':') { format!("redis://{host}") } else { format!("redis://{host}:26379") })
-            .collect();
-        // The redis crate reads (and percent-decodes) the primary's credentials.
-        let primary = redis::IntoConnectionInfo::into_connection_info(format!("redis://{user_info}@localhost/{db}"))?;
-        let primary = primary.redis_settings();
-        let credentials = deadpool_redis::RedisConnectionInfo {
-            db: primary.db(),
-            username: primary.username().map(str::to_owned),
-            password: primary.password().map(str::to_owned),
-            ..Default::default()
-        };
-        let node = || deadpool_redis::sentinel::SentinelNodeConnectionInfo {
-            tls_mode: None,
-            redis_connection_info: Some(credentials.clone()),
-        };
-        let manager = deadpool_redis::sentinel::Manager::new(
-            sentinels.clone(),
-            service.to_owned(),
-            Some(node()),
-            deadpool_redis::sentinel::SentinelServerType::Master,
-        )?;
-        let pool = deadpool_redis::sentinel::Pool::builder(manager)
-            .config(pool_config())
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| FleetError::Unavailable(Box::new(e)))?;
-        let sentinels = SentinelClient::build(
-            sentinels,
-            service,
-            Some(node().into()),
-            redis::sentinel::SentinelServerType::Master,
-        )?;
-        Ok(Self::with_backend(Backend::Sentinel { sentinels: tokio::sync::Mutex::new(sentinels), pool }))
-    }
-
-    fn with_client(client: redis::Client) -> Result<Arc<Self>, FleetError> {
-        let manager = deadpool_redis::Manager::new(client.get_connection_info().clone())?;
-        let pool = Pool::builder(manager)
-            .config(pool_config())
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| FleetError::Unavailable(Box::new(e)))?;
-        Ok(Self::with_backend(Backend::Direct { client, pool }))
+        Ok(Self::with_backend(Backend::direct(redis::Client::build_with_tls(url, certificates)?)?))
     }
 
     fn with_backend(backend: Backend) -> Arc<Self> {
@@ -399,7 +276,7 @@ impl RedisFleet {
                 let _ = waiter.try_send(reply);
             }
         };
-        self.subscribe(self.reply_channel.clone(), self.subscribed.clone(), deliver);
+        self.subscribe(self.reply_channel.clone(), Fanout::ToOne, self.subscribed.clone(), deliver);
         let deadline = tokio::time::Instant::now() + REDIS_TIMEOUT;
         while !self.subscribed.load(Ordering::Acquire) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -412,6 +289,7 @@ impl RedisFleet {
     fn subscribe(
         &self,
         channel: String,
+        fanout: Fanout,
         subscribed: Arc<AtomicBool>,
         on_message: impl Fn(&[u8]) + Send + Sync + 'static,
     ) {
@@ -419,7 +297,7 @@ impl RedisFleet {
         tokio::spawn(async move {
             let mut outage = Outage::new(format!("subscription to {channel}"));
             loop {
-                if let Err(e) = relay(&backend, &channel, &subscribed, &mut outage, &on_message).await {
+                if let Err(e) = relay(&backend, &channel, fanout, &subscribed, &mut outage, &on_message).await {
                     outage.failed(&e);
                 }
                 subscribed.store(false, Ordering::Release);
@@ -433,14 +311,7 @@ impl RedisFleet {
     /// `None` when it answers, and also when it cannot be reached at all: an
     /// outage is ridden out, a wrong configuration is not.
     pub async fn configuration_refused(&self) -> Option<String> {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT));
-        let ping = async {
-            let mut conn = self.backend.primary().await?.get_multiplexed_async_connection_with_config(&config).await?;
-            redis::cmd("PING").query_async::<()>(&mut conn).await
-        };
-        match ping.await {
+        match self.backend.ping_afresh().await {
             Err(e) if refuses_configuration(&e) => Some(e.to_string()),
             _ => None,
         }
@@ -451,34 +322,18 @@ impl RedisFleet {
         self.tokens_lost.notified().await
     }
 
-    async fn conn(&self) -> Result<Pooled, FleetError> {
+    async fn conn(&self) -> Result<Link, FleetError> {
         self.backend.pooled().await
     }
 
-    async fn inbox_connection(&self) -> Result<MultiplexedConnection, FleetError> {
+    async fn inbox_connection(&self) -> Result<Patient, FleetError> {
         let mut slot = self.inbox.lock().await;
         if let Some(conn) = slot.as_ref() {
             return Ok(conn.clone());
         }
-        // A pop answers within its wait, or Redis is gone without a word.
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(Duration::from_secs_f64(INBOX_WAIT_SECS) + REDIS_TIMEOUT));
-        let conn = self.backend.primary().await?.get_multiplexed_async_connection_with_config(&config).await?;
+        let conn = self.backend.patient().await?;
         *slot = Some(conn.clone());
         Ok(conn)
-    }
-}
-
-fn pool_config() -> deadpool_redis::PoolConfig {
-    deadpool_redis::PoolConfig {
-        max_size: 32,
-        timeouts: deadpool_redis::Timeouts {
-            wait: Some(REDIS_TIMEOUT),
-            create: Some(REDIS_TIMEOUT),
-            recycle: Some(REDIS_TIMEOUT),
-        },
-        ..Default::default()
     }
 }
 
@@ -505,17 +360,16 @@ type Waiting = HashMap<String, mpsc::Sender<EstablishReply>>;
 async fn relay(
     backend: &Backend,
     channel: &str,
+    fanout: Fanout,
     subscribed: &AtomicBool,
     outage: &mut Outage,
     on_message: &(impl Fn(&[u8]) + Send + Sync),
 ) -> Result<(), redis::RedisError> {
-    let mut pubsub = backend.primary().await?.get_async_pubsub().await?;
-    pubsub.subscribe(channel).await?;
+    let mut messages = backend.messages(channel, fanout).await?;
     subscribed.store(true, Ordering::Release);
     outage.ended();
-    let mut messages = pubsub.on_message();
-    while let Some(message) = messages.next().await {
-        on_message(message.get_payload_bytes());
+    while let Some(payload) = messages.next().await {
+        on_message(&payload);
     }
     Err(redis::RedisError::from((redis::ErrorKind::Io, "subscription stream ended")))
 }
@@ -581,7 +435,7 @@ impl Fleet for RedisFleet {
     async fn heartbeat(&self, beat: &Heartbeat<'_>) -> Result<Renewal, FleetError> {
         let mut conn = self.conn().await?;
         let call = |report: bool| {
-            let mut invocation = self.heartbeat.prepare_invoke();
+            let mut invocation = self.heartbeat.key(SCRIPT_KEY);
             let daemon = beat.daemon;
             invocation
                 .arg(&daemon.id)
@@ -612,13 +466,14 @@ impl Fleet for RedisFleet {
     }
 
     async fn deregister(&self, daemon_id: &str) -> Result<(), FleetError> {
-        let _: () = self.deregister.arg(daemon_id).invoke_async(&mut self.conn().await?).await?;
+        let _: () = self.deregister.key(SCRIPT_KEY).arg(daemon_id).invoke_async(&mut self.conn().await?).await?;
         Ok(())
     }
 
     async fn reserve(&self, token: &str, max_connections: u32) -> Result<Reservation, FleetError> {
         let mut conn = self.conn().await?;
-        let outcome: Vec<String> = self.reserve.arg(token).arg(max_connections).invoke_async(&mut conn).await?;
+        let outcome: Vec<String> =
+            self.reserve.key(SCRIPT_KEY).arg(token).arg(max_connections).invoke_async(&mut conn).await?;
         match outcome.as_slice() {
             [status, daemon_id, used] if status == "ok" => {
                 Ok(Reservation { daemon_id: daemon_id.clone(), used: used.parse().unwrap_or(0) })
@@ -633,7 +488,8 @@ impl Fleet for RedisFleet {
     }
 
     async fn release(&self, token: &str, daemon_id: &str) -> Result<(), FleetError> {
-        let _: u8 = self.release.arg(token).arg(daemon_id).invoke_async(&mut self.conn().await?).await?;
+        let _: u8 =
+            self.release.key(SCRIPT_KEY).arg(token).arg(daemon_id).invoke_async(&mut self.conn().await?).await?;
         Ok(())
     }
 
@@ -664,7 +520,8 @@ impl Fleet for RedisFleet {
 
     async fn mark_suspect(&self, daemon_id: &str, period: Duration) -> Result<(), FleetError> {
         let millis = period.as_millis().max(1) as u64;
-        let _: () = self.suspect.arg(daemon_id).arg(millis).invoke_async(&mut self.conn().await?).await?;
+        let _: () =
+            self.suspect.key(SCRIPT_KEY).arg(daemon_id).arg(millis).invoke_async(&mut self.conn().await?).await?;
         Ok(())
     }
 
@@ -690,12 +547,13 @@ impl Fleet for RedisFleet {
 
     async fn reply(&self, request: &EstablishRequest, reply: EstablishReply) -> Result<bool, FleetError> {
         let payload = serde_json::to_string(&reply).expect("replies serialize");
-        let receivers: u64 = self.conn().await?.publish(&request.reply_to, payload).await?;
+        let publish = self.backend.publish(&request.reply_to, payload, Fanout::ToOne);
+        let receivers: u64 = publish.query_async(&mut self.conn().await?).await?;
         Ok(receivers > 0)
     }
 
     fn watch_revocations(&self, revoked: Box<dyn Fn(String) + Send + Sync>) {
-        self.subscribe(REVOCATIONS_CHANNEL.to_owned(), Arc::default(), move |payload: &[u8]| {
+        self.subscribe(REVOCATIONS_CHANNEL.to_owned(), Fanout::Broadcast, Arc::default(), move |payload: &[u8]| {
             revoked(String::from_utf8_lossy(payload).into_owned())
         });
     }
