@@ -4,7 +4,8 @@
 # processes on this machine, while $CLIENTS clients create sockets back to
 # back for $SECONDS_EACH seconds (each socket opens a real upstream
 # WebSocket; unpolled sockets end after --idle-timeout, freeing their slots).
-# A fleet that scales creates as fast with 200 daemons as with 2.
+# A fleet that scales creates as fast with 200 daemons as with 2. Prints a
+# table and writes bench/fleet-real.json.
 #
 #   scripts/fleet-real.sh          # DAEMON_COUNTS="2 200" CLIENTS=32 SECONDS_EACH=10
 set -euo pipefail
@@ -27,7 +28,9 @@ echo '{"tokens":[{"token":"real","targets":["ws://127.0.0.1:*/*"],"origins":["*"
 upstream_port=$(free_port)
 "$bin/echo-upstream" "$upstream_port" >/dev/null & pids+=($!)
 
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" >&2
+machine="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "machine: $machine" >&2
+out=$(mktemp)
 for count in $DAEMON_COUNTS; do
   fleet=()
   redis_port=$(free_port) router_port=$(free_port)
@@ -67,4 +70,18 @@ print(json.dumps(r))
 PY
   kill "${fleet[@]:1}"; wait "${fleet[@]:1}" 2>/dev/null || true
   kill "${fleet[0]}"; wait "${fleet[0]}" 2>/dev/null || true
-done
+done >"$out"
+
+python3 - "$out" "$machine" <<'PY'
+import json, sys
+runs = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+json.dump({"machine": sys.argv[2], "command": "scripts/fleet-real.sh", "runs": runs},
+          open("bench/fleet-real.json", "w"), indent=1)
+print("%8s %10s %8s %8s %22s %22s %24s" % ("daemons", "creates/s", "p50 ms", "p99 ms", "Redis CPU µs/create",
+      "router CPU µs/create", "daemons' CPU µs/create"))
+for r in runs:
+    print("%8d %10.0f %8.2f %8.2f %22.1f %22.1f %24.1f" % (r["daemons"], r["per_second"], r["p50_ms"], r["p99_ms"],
+          r["redis_cpu_us_per_create"], r["router_cpu_us_per_create"], r["daemons_cpu_us_per_create"]))
+for r in runs[1:]:
+    print("%d daemons vs %d: creates/s %.2fx" % (r["daemons"], runs[0]["daemons"], r["per_second"] / runs[0]["per_second"]))
+PY
