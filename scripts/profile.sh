@@ -8,6 +8,7 @@
 #
 #   scripts/profile.sh                     # this tree's daemon
 #   DAEMON=/path/to/polysocketd scripts/profile.sh   # another build, for a before/after
+#   CLIENT=polysocket-stream scripts/profile.sh      # echoes received on an NDJSON stream
 #
 # Two runs of different length: their difference is round trips alone,
 # without start-up and the create.
@@ -37,7 +38,7 @@ measure() {
     --max-polls-per-ip 1000000 2>/dev/null & local pid=$!
   for _ in $(seq 300); do curl -sf -o /dev/null http://127.0.0.1:8291/readyz && break; sleep 0.1; done
   local run
-  run=$("$bin/loadgen" polysocket --router 127.0.0.1:8291 --target ws://127.0.0.1:9211/echo --token bench \
+  run=$("$bin/loadgen" "${CLIENT:-polysocket}" --router 127.0.0.1:8291 --target ws://127.0.0.1:9211/echo --token bench \
     --sockets 1 --seconds "$1")
   kill -INT "$pid"; wait "$pid" || true
   local instructions operations

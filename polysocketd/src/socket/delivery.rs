@@ -178,7 +178,11 @@ impl DeliveryQueue {
     fn flush(&mut self, now: Instant) {
         let Some(after) = self.waiting.as_ref().map(|w| w.after) else { return };
         let Some(last_seq) = self.queue.back().map(|m| m.seq).filter(|&last| last > after) else { return };
-        let messages = self.queue.iter().skip_while(|m| m.seq <= after).map(|m| m.message.clone()).collect();
+        // A stream keeps what it sent queued until its client acknowledges
+        // it (up to --max-stream-bytes), so the unsent tail is found by its
+        // seq (the queue is in seq order), not by walking what was sent.
+        let unsent = self.queue.partition_point(|m| m.seq <= after);
+        let messages = self.queue.range(unsent..).map(|m| m.message.clone()).collect();
         if self.deliver(PollOutcome::Messages(messages), now) {
             self.returned_upto = last_seq;
             if let Some(stream) = &mut self.waiting {
