@@ -71,11 +71,22 @@ def main(lines_path, json_path, svg_path):
             targets.append({"scenario": f"daemon RSS per idle socket after traffic at {r['sockets']} sockets (KiB)",
                             "target": "<= 7", "binding": True, "measured": r["kib_per_socket"],
                             "met": r["kib_per_socket"] <= 7})
+        if r.get("scenario") == "idle-memory-polling" and "failed" not in r:
+            print(f"\nIdle memory, {r['system']}: {r['sockets']} clients, each after a round trip, waiting in a poll: "
+                  f"RSS {r['rss_before_kib']} -> {r['rss_after_kib']} KiB, {r['kib_per_socket']:.1f} KiB per client")
         if r.get("scenario") == "create" and "failed" not in r:
             print(f"\nCreates (router + Redis + 2 daemons, {r['sockets']} clients): {r['per_second']:.0f}/s, "
                   f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, {r['errors']} errors")
             targets.append({"scenario": "creates per second, 2 daemons", "target": ">= 2000", "binding": True,
                             "measured": r["per_second"], "met": r["per_second"] >= 2000})
+    polling = {r["system"]: r for r in runs if r.get("scenario") == "idle-memory-polling" and "failed" not in r}
+    peers_polling = [r for system, r in polling.items() if system != "polysocket"]
+    if "polysocket" in polling and peers_polling:
+        best = min(peers_polling, key=lambda r: r["kib_per_socket"])
+        targets.append({"scenario": f"RSS per idle polling client vs best peer ({best['system']}), same run",
+                        "target": "<= 1/3", "binding": True,
+                        "measured": polling["polysocket"]["kib_per_socket"] / best["kib_per_socket"],
+                        "met": polling["polysocket"]["kib_per_socket"] * 3 <= best["kib_per_socket"]})
     streaming = sorted({r["sockets"] for r in runs if r.get("scenario") in ("round-trip-stream", "push")})
     if streaming:
         print("\nStreaming receive (round trips: send, then read the stream until the echo; push: messages the "

@@ -11,7 +11,8 @@
 #
 # Scenarios: round-trip (echo at each of $SOCKETS), send (POST /s against the
 # floor's POST), memory (daemon RSS per idle socket at 10,000 sockets, each
-# having carried a message both ways),
+# having carried a message both ways; and every system's RSS per idle client
+# at 3,000, each after a round trip, waiting in a poll),
 # create (creates/s: router + Redis + 2 daemons), streaming (round trips and
 # upstream pushes at $PUSH_HZ a socket, at each of $STREAM_SOCKETS, over
 # polysocket's NDJSON stream and SockJS's xhr_streaming and eventsource).
@@ -37,6 +38,7 @@ SCENARIOS=${SCENARIOS:-"round-trip send memory create streaming"}
 STREAM_SOCKETS=${STREAM_SOCKETS:-"100 1000"}
 PUSH_HZ=${PUSH_HZ:-50}
 IDLE_SOCKETS=${IDLE_SOCKETS:-10000}
+POLLING_SOCKETS=${POLLING_SOCKETS:-3000}
 ulimit -n "$(ulimit -Hn)"
 echo "open-file limit: $(ulimit -n); $(nproc) cores"
 
@@ -158,6 +160,19 @@ for scenario in $SCENARIOS; do
     wait_for http://127.0.0.1:8182/readyz
     run idle-memory --router 127.0.0.1:8182 --target "$upstream/echo" --token bench --sockets "$IDLE_SOCKETS" --pid "$daemon"
     kill "$daemon"; wait "$daemon" || true
+    # Every system the same way, each a fresh process: $POLLING_SOCKETS
+    # clients, each after a round trip, waiting in a poll.
+    idle=(--sockets "$POLLING_SOCKETS" --idle-memory)
+    RUST_LOG=warn "$bin/polysocketd" --standalone --listen 127.0.0.1:8184 "${unlimited[@]}" & daemon=$!
+    node "$peers/gateway.js" sockjs 8211 "$upstream/echo" >/dev/null & sockjs_idle=$!
+    node "$peers/gateway.js" engine.io 8212 "$upstream/echo" >/dev/null & engineio_idle=$!
+    wait_for http://127.0.0.1:8184/readyz
+    wait_for http://127.0.0.1:8211/sockjs/info
+    wait_for "http://127.0.0.1:8212/engine.io/?EIO=4&transport=polling"
+    run polysocket --router 127.0.0.1:8184 --target "$upstream/echo" --token bench "${idle[@]}" --pid "$daemon"
+    run sockjs --gateway 127.0.0.1:8211 --transport xhr "${idle[@]}" --pid "$sockjs_idle"
+    run engine-io --gateway 127.0.0.1:8212 "${idle[@]}" --pid "$engineio_idle"
+    kill "$daemon" "$sockjs_idle" "$engineio_idle"; wait "$daemon" "$sockjs_idle" "$engineio_idle" || true
     ;;
   create)
     start_fleet 6391 8183 2

@@ -34,6 +34,10 @@ enum Command {
         /// upstream that discards what it gets.
         #[arg(long)]
         send_only: bool,
+        /// Instead of a timed run: server memory per idle client, each
+        /// after a round trip, waiting in a poll (`--pid`: the server).
+        #[arg(long)]
+        idle_memory: bool,
         #[command(flatten)]
         load: Load,
     },
@@ -86,6 +90,10 @@ enum Command {
         gateway: SocketAddr,
         #[arg(long, value_enum, default_value = "xhr")]
         transport: peers::SockjsTransport,
+        /// Instead of a timed run: server memory per idle client, each
+        /// after a round trip, waiting in a poll (`--pid`: the server).
+        #[arg(long)]
+        idle_memory: bool,
         #[command(flatten)]
         load: Load,
     },
@@ -93,6 +101,10 @@ enum Command {
     EngineIo {
         #[arg(long)]
         gateway: SocketAddr,
+        /// Instead of a timed run: server memory per idle client, each
+        /// after a round trip, waiting in a poll (`--pid`: the server).
+        #[arg(long)]
+        idle_memory: bool,
         #[command(flatten)]
         load: Load,
     },
@@ -123,6 +135,13 @@ enum Command {
     },
 }
 
+/// Prints a memory figure, or why it could not be taken.
+fn report_idle(system: &str, load: Load, outcome: Result<serde_json::Value, String>) {
+    run::print_line(outcome.unwrap_or_else(|failed| {
+        serde_json::json!({"system": system, "scenario": "idle-memory-polling", "sockets": load.sockets, "failed": failed})
+    }));
+}
+
 fn stream_mode(push: bool) -> (streaming::Mode, &'static str) {
     if push { (streaming::Mode::Push, "push") } else { (streaming::Mode::RoundTrip, "round-trip-stream") }
 }
@@ -132,7 +151,10 @@ async fn main() -> std::io::Result<()> {
     match Args::parse().command {
         Command::ServeFloor { listen } => return baselines::serve(listen).await,
         Command::FleetSim(args) => run::print_line(fleet_sim::run(args).await.map_err(std::io::Error::other)?),
-        Command::Polysocket { name, creating, send_only, load } => {
+        Command::Polysocket { name, creating, idle_memory: true, load, .. } => {
+            report_idle(&name, load, run::idle_memory(&name, load, |_| polysocket::bridged(&creating, false)).await);
+        }
+        Command::Polysocket { name, creating, send_only, load, .. } => {
             let scenario = if send_only { "send" } else { "round-trip" };
             report(&name, scenario, load, run::run(load, |_| polysocket::bridged(&creating, send_only)).await);
         }
@@ -159,15 +181,23 @@ async fn main() -> std::io::Result<()> {
             };
             report(system, scenario, load, run::run(load, |n| streaming::sockjs(n, gateway, transport, mode)).await);
         }
-        Command::Sockjs { gateway, transport, load } => {
+        Command::Sockjs { gateway, transport, idle_memory, load } => {
             let system = match transport {
                 peers::SockjsTransport::Xhr => "sockjs-xhr",
                 peers::SockjsTransport::Jsonp => "sockjs-jsonp",
             };
-            report(system, "round-trip", load, run::run(load, |n| peers::sockjs(n, gateway, transport)).await);
+            let start = |n| peers::sockjs(n, gateway, transport);
+            match idle_memory {
+                true => report_idle(system, load, run::idle_memory(system, load, start).await),
+                false => report(system, "round-trip", load, run::run(load, start).await),
+            }
         }
-        Command::EngineIo { gateway, load } => {
-            report("engine.io", "round-trip", load, run::run(load, |_| peers::engine_io(gateway)).await);
+        Command::EngineIo { gateway, idle_memory, load } => {
+            let start = |_| peers::engine_io(gateway);
+            match idle_memory {
+                true => report_idle("engine.io", load, run::idle_memory("engine.io", load, start).await),
+                false => report("engine.io", "round-trip", load, run::run(load, start).await),
+            }
         }
         Command::Floor { server, post, load } => {
             let scenario = if post { "send" } else { "round-trip" };

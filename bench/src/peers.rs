@@ -90,6 +90,10 @@ impl Operation for Sockjs {
             }
         })
     }
+
+    fn wait(&mut self) -> Pin<Box<dyn Future<Output = Result<(), String>> + '_>> {
+        Box::pin(async move { self.poll().await.map(drop) })
+    }
 }
 
 pub struct EngineIo {
@@ -139,6 +143,13 @@ impl Operation for EngineIo {
                     return Ok(());
                 }
             }
+        })
+    }
+
+    fn wait(&mut self) -> Pin<Box<dyn Future<Output = Result<(), String>> + '_>> {
+        Box::pin(async move {
+            let session = self.session.clone();
+            self.gateway.get("engine.io poll", &session).await?.expect("engine.io poll", 200).map(drop)
         })
     }
 

@@ -1,6 +1,6 @@
 //! polysocket's side: `/create`, then `POST /s` and long-poll `/j` with `ack`.
 
-use crate::run::{Client, Connection, Operation};
+use crate::run::{Client, Connection, IDLE_SETTLE_SECS, Operation, resident_kib};
 use futures_util::StreamExt;
 use serde_json::Value;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -99,6 +99,13 @@ impl Operation for Bridged {
         })
     }
 
+    fn wait(&mut self) -> Pin<Box<dyn Future<Output = Result<(), String>> + '_>> {
+        Box::pin(async move {
+            let path = format!("/j/{}?ttl=25000&ack={}", self.id, self.acked);
+            self.daemon.get("poll", &path).await?.expect("poll", 200).map(drop)
+        })
+    }
+
     fn finish(&mut self) -> Pin<Box<dyn Future<Output = ()> + '_>> {
         Box::pin(async move {
             let _ = self.daemon.get("close", &format!("/s/{}?t=c", self.id)).await;
@@ -183,10 +190,6 @@ pub async fn idle_memory(creating: &Creating, sockets: usize, daemon_pid: u32) -
     }))
 }
 
-/// How long idle sockets are left before the daemon's memory is read:
-/// jemalloc gives freed pages back to the system after about 10 s.
-const IDLE_SETTLE_SECS: u64 = 12;
-
 /// One message to the upstream echo and back, acknowledged, on `daemon`.
 async fn round_trip_once(daemon: &mut Connection, id: &str) -> Result<(), String> {
     daemon.post("send", &format!("/s/{id}?seq=1"), "text/plain", "idle".to_owned()).await?.expect("send", 201)?;
@@ -202,14 +205,4 @@ async fn round_trip_once(daemon: &mut Connection, id: &str) -> Result<(), String
             }
         }
     }
-}
-
-/// The resident set size of a process, in KiB (Linux).
-fn resident_kib(pid: u32) -> Result<u64, String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("process {pid}: {e}"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| format!("no VmRSS for process {pid}"))
 }

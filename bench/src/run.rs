@@ -50,6 +50,12 @@ fn cpu_time(pid: u32) -> Result<Duration, String> {
 pub trait Operation {
     fn run(&mut self) -> Pin<Box<dyn Future<Output = Result<(), String>> + '_>>;
 
+    /// A receive that waits for messages, as an idle long-polling client
+    /// keeps one waiting (see [`idle_memory`]).
+    fn wait(&mut self) -> Pin<Box<dyn Future<Output = Result<(), String>> + '_>> {
+        Box::pin(std::future::ready(Err("this client cannot wait in a poll".to_owned())))
+    }
+
     /// Ends the client's session, so that the next run starts with a server
     /// that holds nothing (not measured; failures do not matter).
     fn finish(&mut self) -> Pin<Box<dyn Future<Output = ()> + '_>> {
@@ -136,6 +142,62 @@ where
     // Until the last operation ended: ending the sessions is not measured.
     let elapsed = total.last_ended.map_or(Duration::ZERO, |ended| ended - began);
     Ok((total, elapsed))
+}
+
+/// Server memory per idle client, measured the same way for every system:
+/// one client is set up and carries a round trip (what a first session
+/// warms up once is in the baseline); then `load.sockets` more are set up,
+/// each carries a round trip, and each waits in a poll, as an idle
+/// long-polling client does. While the polls wait, after the allocators
+/// have had time to give freed pages back, the growth of the server's
+/// resident memory (`load.pid`) is divided by the clients.
+pub async fn idle_memory<F, Fut>(system: &str, load: Load, start: F) -> Result<Value, String>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Result<Client, String>>,
+{
+    let pid = load.pid.ok_or("idle memory needs the server's --pid")?;
+    let mut first = start(0).await?;
+    first.run().await?;
+    let before = resident_kib(pid)?;
+    let mut clients = set_up(load.sockets, |n| start(n + 1)).await?;
+    for outcome in futures_util::future::join_all(clients.iter_mut().map(|client| client.run())).await {
+        outcome.map_err(|e| format!("round trip: {e}"))?;
+    }
+    let waits = futures_util::future::join_all(clients.iter_mut().map(|client| client.wait()));
+    let after = tokio::select! {
+        answered = waits => {
+            let why = answered.into_iter().find_map(Result::err).unwrap_or_else(|| "a message".to_owned());
+            return Err(format!("a poll was answered while the clients idled: {why}"));
+        }
+        after = async {
+            tokio::time::sleep(Duration::from_secs(IDLE_SETTLE_SECS)).await;
+            resident_kib(pid)
+        } => after?,
+    };
+    Ok(json!({
+        "system": system,
+        "scenario": "idle-memory-polling",
+        "sockets": load.sockets,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "kib_per_socket": after.saturating_sub(before) as f64 / load.sockets as f64,
+    }))
+}
+
+/// How long idle clients are left before the server's memory is read:
+/// jemalloc gives freed pages back to the system after about 10 s. Shorter
+/// than the peers' 25 s heartbeats, which would answer a waiting poll.
+pub const IDLE_SETTLE_SECS: u64 = 12;
+
+/// The resident set size of a process, in KiB (Linux).
+pub fn resident_kib(pid: u32) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("process {pid}: {e}"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| format!("no VmRSS for process {pid}"))
 }
 
 /// Sets up `count` clients, a bounded number at a time.
