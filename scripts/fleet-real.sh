@@ -11,35 +11,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-command -v redis-server >/dev/null || { echo "fleet-real.sh needs redis-server" >&2; exit 1; }
 DAEMON_COUNTS=${DAEMON_COUNTS:-"2 200"}
-CLIENTS=${CLIENTS:-32}
-SECONDS_EACH=${SECONDS_EACH:-10}
-ulimit -n "$(ulimit -Hn)"
 cargo build --release -q -p router -p polysocketd -p polysocket-tests -p polysocket-bench --bins
-bin=target/release
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
-trap cleanup EXIT
-tokens=$(mktemp)
-echo '{"tokens":[{"token":"real","targets":["ws://127.0.0.1:*/*"],"origins":["*"],"max_connections":100000000}]}' >"$tokens"
+# shellcheck source=lib/fleet-bench.sh
+source scripts/lib/fleet-bench.sh
+tokens=$(tokens_file real 'ws://127.0.0.1:*/*')
 upstream_port=$(free_port)
 "$bin/echo-upstream" "$upstream_port" >/dev/null & pids+=($!)
 
-machine="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo "machine: $machine" >&2
 out=$(mktemp)
 for count in $DAEMON_COUNTS; do
-  fleet=()
   redis_port=$(free_port) router_port=$(free_port)
-  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null & fleet+=($!)
-  for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+  start_redis "$redis_port"
   redis=redis://127.0.0.1:$redis_port
-  RUST_LOG=warn "$bin/router" --listen "127.0.0.1:$router_port" --redis "$redis" --trusted-proxies 127.0.0.1/32 \
-    --tokens "$tokens" --create-rate-per-ip 0 --create-rate-per-token 0 & fleet+=($!)
-  router=$!
+  start_router "$router_port" "$redis" "$tokens"
+  fleet=("$redis_pid" "$router_pid")
   ports=()
   for _ in $(seq "$count"); do
     port=$(free_port)
@@ -54,10 +40,10 @@ for count in $DAEMON_COUNTS; do
   echo "  $count daemons started, $registered registered; loadgen creates" >&2
   # CPU seconds (user + system) of Redis, of the router and of all daemons together.
   cpu() { for pid in "$@"; do cut -d' ' -f14,15 "/proc/$pid/stat"; done | awk '{t += $1 + $2} END {print t / 100}'; }
-  before=("$(cpu "${fleet[0]}")" "$(cpu "$router")" "$(cpu "${fleet[@]:2}")")
+  before=("$(cpu "${fleet[0]}")" "$(cpu "$router_pid")" "$(cpu "${fleet[@]:2}")")
   line=$("$bin/loadgen" creates --router "127.0.0.1:$router_port" --target "ws://127.0.0.1:$upstream_port/echo" \
-    --token real --sockets "$CLIENTS" --seconds "$SECONDS_EACH" --pid "$router")
-  after=("$(cpu "${fleet[0]}")" "$(cpu "$router")" "$(cpu "${fleet[@]:2}")")
+    --token real --sockets "$CLIENTS" --seconds "$SECONDS_EACH" --pid "$router_pid")
+  after=("$(cpu "${fleet[0]}")" "$(cpu "$router_pid")" "$(cpu "${fleet[@]:2}")")
   python3 - "$line" "$count" "${before[@]}" "${after[@]}" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1])
@@ -72,11 +58,10 @@ PY
   kill "${fleet[0]}"; wait "${fleet[0]}" 2>/dev/null || true
 done >"$out"
 
-python3 - "$out" "$machine" <<'PY'
+save_runs "$out" bench/fleet-real.json
+python3 - bench/fleet-real.json <<'PY'
 import json, sys
-runs = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
-json.dump({"machine": sys.argv[2], "command": "scripts/fleet-real.sh", "runs": runs},
-          open("bench/fleet-real.json", "w"), indent=1)
+runs = json.load(open(sys.argv[1]))["runs"]
 print("%8s %10s %8s %8s %22s %22s %24s" % ("daemons", "creates/s", "p50 ms", "p99 ms", "Redis CPU µs/create",
       "router CPU µs/create", "daemons' CPU µs/create"))
 for r in runs:
