@@ -15,6 +15,8 @@ pub struct RedisServer {
     extra: Vec<String>,
     /// The TLS files' folder, for a server started with [`RedisServer::start_tls`].
     tls: Option<PathBuf>,
+    /// Where a replica stores what it syncs.
+    scratch: Option<PathBuf>,
 }
 
 impl RedisServer {
@@ -60,9 +62,24 @@ impl RedisServer {
         Self::start_with(extra, Some(dir))
     }
 
-    /// A replica of `primary`, as Sentinel promotes on a failover.
+    /// A replica of `primary`, as Sentinel promotes on a failover. A
+    /// replica stores what it syncs: in a folder of its own, removed with it.
     pub fn start_replica_of(primary: &RedisServer) -> Self {
-        Self::start_with(vec!["--replicaof".into(), "127.0.0.1".into(), primary.port.to_string()], None)
+        let dir =
+            std::env::temp_dir().join(format!("polysocket-replica-{}-{}", std::process::id(), crate::free_port()));
+        std::fs::create_dir_all(&dir).expect("replica folder");
+        let mut replica = Self::start_with(
+            vec![
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                primary.port.to_string(),
+                "--dir".into(),
+                dir.to_string_lossy().into_owned(),
+            ],
+            None,
+        );
+        replica.scratch = Some(dir);
+        replica
     }
 
     pub fn port(&self) -> u16 {
@@ -70,7 +87,7 @@ impl RedisServer {
     }
 
     fn start_with(extra: Vec<String>, tls: Option<PathBuf>) -> Self {
-        let mut server = RedisServer { port: crate::free_port(), child: None, extra, tls };
+        let mut server = RedisServer { port: crate::free_port(), child: None, extra, tls, scratch: None };
         server.restart();
         server
     }
@@ -136,7 +153,7 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
-        if let Some(dir) = &self.tls {
+        for dir in self.tls.iter().chain(&self.scratch) {
             let _ = std::fs::remove_dir_all(dir);
         }
     }

@@ -21,19 +21,23 @@
 //! - `{ps}:warm_until`: after Redis lost its data, creates wait until every
 //!   live daemon has registered again with what it holds;
 //! - `ps:inbox:{<id>}` list: create requests for a daemon (at-least-once
-//!   until popped), answered by `PUBLISH` on the router's own reply channel.
+//!   until popped), answered on the router's own reply channel (by sharded
+//!   pub/sub in a Redis Cluster, see [`backend::Fanout`]).
+//!
+//! The URL chooses one server, Sentinels or a Cluster ([`backend`]).
+
+mod backend;
+
+pub use backend::{CLUSTER_SCHEME, SENTINEL_SCHEME};
 
 use super::{Fleet, FleetError, Heartbeat, Registration, Renewal, Reservation};
 use crate::logging::Outage;
 use crate::token::TokenRecord;
 use crate::wire::{EstablishReply, EstablishRequest, unix_millis};
 use async_trait::async_trait;
+use backend::{Backend, Fanout, Link, Patient};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
-mod backend;
-
-use backend::{Backend, Fanout, Link, Patient};
-pub use backend::{CLUSTER_SCHEME, SENTINEL_SCHEME};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
