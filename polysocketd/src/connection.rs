@@ -34,6 +34,9 @@ impl<T> WebSocketConnection<T> {
     /// Continues from a handshake: `read_buf` holds what the upstream sent
     /// right after its 101 answer, if anything.
     pub fn new(io: T, codec: Codec, read_buf: BytesMut) -> Self {
+        // The handshake's buffer has room for 8 KiB: a socket whose upstream
+        // has sent nothing yet must not hold it.
+        let read_buf = if read_buf.is_empty() { BytesMut::new() } else { read_buf };
         WebSocketConnection { io, codec, read_buf, write_buf: BytesMut::new(), eof: false }
     }
 }
@@ -121,6 +124,18 @@ mod tests {
     use bytes::Bytes;
     use futures_util::{SinkExt, StreamExt};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn the_handshake_buffer_is_kept_only_while_it_holds_frames() {
+        let (ours, _upstream) = tokio::io::duplex(64 << 10);
+        let quiet = WebSocketConnection::new(ours, Codec::new().client_mode(), BytesMut::with_capacity(8 << 10));
+        assert_eq!(quiet.read_buf.capacity(), 0, "an upstream that sent nothing yet costs no buffer");
+        // A frame that came with the handshake's answer is not lost.
+        let (ours, _upstream) = tokio::io::duplex(64 << 10);
+        let early = BytesMut::from(&b"\x81\x02hi"[..]);
+        let mut connection = WebSocketConnection::new(ours, Codec::new().client_mode(), early);
+        assert_eq!(connection.next().await.unwrap().unwrap(), Frame::Text(Bytes::from_static(b"hi")));
+    }
 
     #[tokio::test]
     async fn frames_pass_whole_split_or_together_and_an_idle_connection_holds_no_buffer() {
