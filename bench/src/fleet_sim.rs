@@ -131,7 +131,14 @@ async fn register(
     registered_before: bool,
 ) -> Result<Duration, FleetError> {
     let holdings = || daemon.holdings();
-    let beat = Heartbeat { daemon: &daemon.info, min_interval, interval, registered_before, holdings: &holdings };
+    let beat = Heartbeat {
+        daemon: &daemon.info,
+        min_interval,
+        interval,
+        registered_before,
+        holdings: &holdings,
+        reconcile: false,
+    };
     Ok(fleet.heartbeat(&beat).await?.next_in)
 }
 

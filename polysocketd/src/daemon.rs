@@ -182,6 +182,7 @@ impl Daemon {
     pub async fn heartbeat(self: Arc<Self>) {
         let min_interval = self.settings.heartbeat_interval;
         let mut interval = min_interval;
+        let mut reconcile = false;
         while !self.draining.load(Ordering::Acquire) {
             let holdings = || self.held.iter().map(|entry| (entry.key().clone(), *entry.value())).collect();
             let beat = Heartbeat {
@@ -190,8 +191,10 @@ impl Daemon {
                 interval,
                 registered_before: self.has_registered(),
                 holdings: &holdings,
+                reconcile,
             };
             let beat = self.fleet.heartbeat(&beat).await;
+            reconcile = beat.is_err();
             interval = beat.as_ref().map_or(min_interval, |renewal| renewal.next_in);
             let beat = beat.map(|renewal| renewal.registration);
             let was_registered = self.registered.swap(beat.is_ok(), Ordering::AcqRel);

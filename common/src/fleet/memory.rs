@@ -234,8 +234,14 @@ mod tests {
     }
 
     async fn beat(fleet: &MemoryFleet, daemon: &DaemonInfo, interval: Duration) {
-        let beat =
-            Heartbeat { daemon, min_interval: interval, interval, registered_before: false, holdings: &Vec::new };
+        let beat = Heartbeat {
+            daemon,
+            min_interval: interval,
+            interval,
+            registered_before: false,
+            holdings: &Vec::new,
+            reconcile: false,
+        };
         fleet.heartbeat(&beat).await.unwrap();
     }
 

@@ -45,6 +45,11 @@ pub struct Heartbeat<'a> {
     /// The sockets it holds, per token: called only when the fleet must
     /// rebuild the daemon's entry, so counts come back from the truth.
     pub holdings: &'a (dyn Fn() -> Vec<(String, u32)> + Sync),
+    /// The last beat failed: while the fleet was out of reach it may have
+    /// lost writes (a Redis failover promotes a replica that missed the
+    /// last ones) or kept reservations whose creates then failed, so the
+    /// daemon's holdings replace the counts the fleet has for it.
+    pub reconcile: bool,
 }
 
 /// What a heartbeat found, and when the next one is due: the entry lives

@@ -151,6 +151,9 @@ return 1
 /// that is missing (first start, reaped, or lost with Redis' data) is
 /// rebuilt from what the daemon holds, per token: it answers 'missing' when
 /// called without that report, so the usual heartbeat stays O(log N). A
+/// report given with an entry that exists (after the daemon lost touch with
+/// Redis) replaces the entry's counts, so a failover's lost writes and the
+/// reservations of creates that failed meanwhile do not stay counted. A
 /// daemon that had been registered before and finds its entry gone holds
 /// creates back for two of its intervals (`warm_until`), so every other live
 /// daemon can bring its counts back first.
@@ -167,17 +170,27 @@ local ttl = interval * 2
 reap()
 local daemon = '{ps}:daemon:' .. id
 local created = redis.call('EXISTS', daemon) == 0
-if created then
-  if ARGV[7] == '0' then return {'missing'} end
-  redis.call('DEL', '{ps}:held:' .. id)
+if created and ARGV[7] == '0' then return {'missing'} end
+if ARGV[7] == '1' then
+  -- The daemon's report is the truth: what the fleet counted for it goes.
+  local held = '{ps}:held:' .. id
+  local counted = redis.call('HGETALL', held)
+  for i = 1, #counted, 2 do
+    if redis.call('HINCRBY', '{ps}:used', counted[i], -tonumber(counted[i + 1])) <= 0 then
+      redis.call('HDEL', '{ps}:used', counted[i])
+    end
+  end
+  redis.call('DEL', held)
   local load = 0
   for i = 8, #ARGV, 2 do
     local n = tonumber(ARGV[i + 1])
-    redis.call('HINCRBY', '{ps}:held:' .. id, ARGV[i], n)
+    redis.call('HINCRBY', held, ARGV[i], n)
     redis.call('HINCRBY', '{ps}:used', ARGV[i], n)
     load = load + n
   end
   redis.call('HSET', daemon, 'load', load)
+end
+if created then
   if ARGV[6] == '1' then
     local warm = 2 * math.max(interval, tonumber(ARGV[5]))
     redis.call('SET', '{ps}:warm_until', now + warm, 'PX', warm, 'NX')
@@ -456,7 +469,7 @@ impl Fleet for RedisFleet {
             }
             invocation
         };
-        let mut outcome: Vec<String> = call(false).invoke_async(&mut conn).await?;
+        let mut outcome: Vec<String> = call(beat.reconcile).invoke_async(&mut conn).await?;
         if outcome.first().is_some_and(|o| o == "missing") {
             outcome = call(true).invoke_async(&mut conn).await?;
         }
