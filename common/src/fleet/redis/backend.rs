@@ -147,12 +147,14 @@ impl Backend {
         })
     }
 
-    /// A connection of its own, for blocking pops: a pop holds its
-    /// connection for the whole wait, which other commands must not share.
-    pub async fn patient(&self) -> redis::RedisResult<Patient> {
+    /// A connection of its own, not pooled: for blocking pops, which hold
+    /// their connection for the whole wait (`patient_timeout()`), and for a
+    /// check of the configuration that must not reuse a pooled connection.
+    /// A cluster's waits as long as a pop may.
+    pub async fn own_connection(&self, response_timeout: Duration) -> redis::RedisResult<Patient> {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(patient_timeout()));
+            .set_response_timeout(Some(response_timeout));
         Ok(match self {
             Backend::Cluster { patient, .. } => Patient::Cluster(patient.get_async_connection().await?),
             _ => Patient::Single(self.primary().await?.get_multiplexed_async_connection_with_config(&config).await?),
@@ -215,20 +217,7 @@ impl Backend {
 
     /// Answers PING over a new connection, with the configured credentials.
     pub async fn ping_afresh(&self) -> redis::RedisResult<()> {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT));
-        match self {
-            Backend::Cluster { patient, .. } => {
-                redis::cmd("PING").query_async(&mut patient.get_async_connection().await?).await
-            }
-            _ => {
-                let client = self.primary().await?;
-                redis::cmd("PING")
-                    .query_async(&mut client.get_multiplexed_async_connection_with_config(&config).await?)
-                    .await
-            }
-        }
+        redis::cmd("PING").query_async(&mut self.own_connection(REDIS_TIMEOUT).await?).await
     }
 }
 
@@ -239,7 +228,7 @@ pub(super) enum Link {
     Cluster(deadpool_redis::cluster::Connection),
 }
 
-/// A connection for blocking pops, kept and shared by clones.
+/// A connection of its own (see [`Backend::own_connection`]), shared by clones.
 #[derive(Clone)]
 pub(super) enum Patient {
     Single(MultiplexedConnection),
@@ -286,7 +275,7 @@ fn pool_config() -> deadpool_redis::PoolConfig {
 }
 
 /// A pop answers within its wait, or Redis is gone without a word.
-fn patient_timeout() -> Duration {
+pub fn patient_timeout() -> Duration {
     Duration::from_secs_f64(INBOX_WAIT_SECS) + REDIS_TIMEOUT
 }
 

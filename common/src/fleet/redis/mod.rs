@@ -348,7 +348,7 @@ impl RedisFleet {
         if let Some(conn) = slot.as_ref() {
             return Ok(conn.clone());
         }
-        let conn = self.backend.patient().await?;
+        let conn = self.backend.own_connection(backend::patient_timeout()).await?;
         *slot = Some(conn.clone());
         Ok(conn)
     }
