@@ -269,3 +269,38 @@ async fn a_fleet_works_on_a_redis_cluster() {
     round_trip(&fleet.socket(&reopened), "in the freed slot").await;
     assert_eq!(fleet.create().await["error"], "connection limit reached");
 }
+
+/// Times Redis has run `command` since it started.
+async fn calls(port: u16, command: &str) -> u64 {
+    let stats: String = ask(port, redis::cmd("INFO").arg("commandstats")).await.unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    stats.lines().find_map(|line| line.strip_prefix(&prefix)?.split(',').next()?.parse().ok()).unwrap_or(0)
+}
+
+#[actix_web::test]
+async fn busy_pooled_connections_are_not_checked_and_a_broken_one_is_replaced() {
+    use polysocket_common::fleet::{Fleet, RedisFleet};
+    let mut redis = RedisServer::start();
+    let fleet = RedisFleet::new(&redis.url()).unwrap();
+    // deadpool-redis would check the connection with a PING before each.
+    for _ in 0..100 {
+        fleet.tokens().await.unwrap();
+    }
+    let checks = calls(redis.port(), "ping").await;
+    assert!(checks <= 1, "{checks} checks for 100 commands back to back");
+
+    // A restart breaks the connection while it is trusted: the command that
+    // finds out fails, and the next one gets a new connection.
+    redis.restart();
+    let mut failed = 0;
+    for _ in 0..3 {
+        failed += u32::from(fleet.tokens().await.is_err());
+    }
+    assert!(failed <= 1, "{failed} of 3 commands failed after a restart");
+
+    // An idle connection is checked before use, so a restart while it was
+    // idle costs no command at all.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.restart();
+    fleet.tokens().await.expect("an idle connection is checked and replaced");
+}

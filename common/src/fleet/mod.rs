@@ -112,13 +112,6 @@ impl From<::redis::RedisError> for FleetError {
     }
 }
 
-impl From<deadpool_redis::PoolError> for FleetError {
-    fn from(e: deadpool_redis::PoolError) -> Self {
-        REDIS_ERRORS.inc();
-        FleetError::Unavailable(Box::new(e))
-    }
-}
-
 #[async_trait]
 pub trait Fleet: Send + Sync + 'static {
     /// Adds or replaces token records (router start-up, admin).

@@ -7,6 +7,7 @@
 
 use super::{INBOX_WAIT_SECS, REDIS_TIMEOUT};
 use crate::fleet::FleetError;
+use deadpool::managed::{Metrics, Object, RecycleError, RecycleResult};
 use deadpool_redis::Runtime;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
@@ -24,16 +25,16 @@ pub const CLUSTER_SCHEME: &str = "redis+cluster://";
 
 pub(super) enum Backend {
     /// One server, plain or TLS.
-    Direct { client: redis::Client, pool: deadpool_redis::Pool },
+    Direct { client: redis::Client, pool: Pool<deadpool_redis::Manager> },
     /// The primary that Redis Sentinels name, followed through failovers:
     /// each new connection asks the sentinels where the primary is now, and
     /// connections to a primary that failed break and are replaced.
-    Sentinel { sentinels: tokio::sync::Mutex<SentinelClient>, pool: deadpool_redis::sentinel::Pool },
+    Sentinel { sentinels: tokio::sync::Mutex<SentinelClient>, pool: Pool<deadpool_redis::sentinel::Manager> },
     /// A Redis Cluster: each command goes to the node that holds its key's
     /// slot. The fleet's keys share the slot of `{ps}`; each inbox has its
     /// own, so blocking pops spread over the nodes.
     Cluster {
-        pool: deadpool_redis::cluster::Pool,
+        pool: Pool<deadpool_redis::cluster::Manager>,
         /// For blocking pops, whose answer may take the whole wait.
         patient: ClusterClient,
         /// For subscriptions, each with a client of its own.
@@ -65,12 +66,7 @@ impl Backend {
     }
 
     pub fn direct(client: redis::Client) -> Result<Self, FleetError> {
-        let manager = deadpool_redis::Manager::new(client.get_connection_info().clone())?;
-        let pool = deadpool_redis::Pool::builder(manager)
-            .config(pool_config())
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| FleetError::Unavailable(Box::new(e)))?;
+        let pool = pool(deadpool_redis::Manager::new(client.get_connection_info().clone())?)?;
         Ok(Backend::Direct { client, pool })
     }
 
@@ -103,11 +99,7 @@ impl Backend {
             Some(node()),
             deadpool_redis::sentinel::SentinelServerType::Master,
         )?;
-        let pool = deadpool_redis::sentinel::Pool::builder(manager)
-            .config(pool_config())
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| FleetError::Unavailable(Box::new(e)))?;
+        let pool = pool(manager)?;
         let master = redis::sentinel::SentinelServerType::Master;
         let sentinels = SentinelClient::build(sentinels, service, Some(node().into()), master)?;
         Ok(Backend::Sentinel { sentinels: tokio::sync::Mutex::new(sentinels), pool })
@@ -121,12 +113,7 @@ impl Backend {
             return Err(invalid(url, "a cluster has no databases or services to name"));
         }
         let nodes = node_urls(user_info, hosts, 6379);
-        let manager = deadpool_redis::cluster::Manager::new(nodes.clone(), false)?;
-        let pool = deadpool_redis::cluster::Pool::builder(manager)
-            .config(pool_config())
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| FleetError::Unavailable(Box::new(e)))?;
+        let pool = pool(deadpool_redis::cluster::Manager::new(nodes.clone(), false)?)?;
         let patient = ClusterClient::builder(nodes.clone())
             .connection_timeout(REDIS_TIMEOUT)
             .response_timeout(patient_timeout())
@@ -141,7 +128,7 @@ impl Backend {
             FleetError::Unavailable(Box::new(e))
         }
         Ok(match self {
-            Backend::Direct { pool, .. } => Link::Direct(pool.get().await?),
+            Backend::Direct { pool, .. } => Link::Direct(pool.get().await.map_err(failed)?),
             Backend::Sentinel { pool, .. } => Link::Sentinel(pool.get().await.map_err(failed)?),
             Backend::Cluster { pool, .. } => Link::Cluster(pool.get().await.map_err(failed)?),
         })
@@ -221,11 +208,94 @@ impl Backend {
     }
 }
 
+/// A pool of connections that deadpool-redis's manager `M` opens.
+type Pool<M> = deadpool::managed::Pool<Reusing<M>>;
+
+fn pool<M: deadpool::managed::Manager>(manager: M) -> Result<Pool<M>, FleetError> {
+    deadpool::managed::Pool::builder(Reusing(manager))
+        .config(pool_config())
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| FleetError::Unavailable(Box::new(e)))
+}
+
+/// Connections used within this long are handed out again unchecked.
+const TRUSTED_FOR: Duration = Duration::from_millis(500);
+
+/// deadpool-redis checks every connection it hands out with a round trip
+/// (`UNWATCH` and `PING`), which doubled the round trips of every fleet
+/// command: on a daemon that is two more wake-ups per create. As HikariCP
+/// does, a connection used within [`TRUSTED_FOR`] is handed out unchecked,
+/// and one whose command failed is never handed out again ([`Tracked`]),
+/// so a broken connection still costs at most the command that found it.
+pub(super) struct Reusing<M>(M);
+
+impl<M: deadpool::managed::Manager> deadpool::managed::Manager for Reusing<M> {
+    type Type = Tracked<M::Type>;
+    type Error = M::Error;
+
+    async fn create(&self) -> Result<Self::Type, Self::Error> {
+        Ok(Tracked { conn: self.0.create().await?, unfit: false })
+    }
+
+    async fn recycle(&self, tracked: &mut Self::Type, metrics: &Metrics) -> RecycleResult<Self::Error> {
+        if tracked.unfit {
+            return Err(RecycleError::message("a command on it failed"));
+        }
+        if metrics.last_used() < TRUSTED_FOR {
+            return Ok(());
+        }
+        self.0.recycle(&mut tracked.conn, metrics).await
+    }
+}
+
+/// A pooled connection that remembers whether a command on it failed in a
+/// way that makes it unfit for the next (see [`unfits`]).
+pub(super) struct Tracked<C> {
+    conn: C,
+    unfit: bool,
+}
+
+/// Whether an error leaves the connection unfit: anything but an error
+/// Redis answered as usual (a script's own error, a script not loaded yet),
+/// such as a broken or silent connection or a primary demoted to replica.
+fn unfits(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    !matches!(e.kind(), ErrorKind::Server(ServerErrorKind::ResponseError | ServerErrorKind::NoScript))
+}
+
+impl<C: ConnectionLike + Send> ConnectionLike for Tracked<C> {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move {
+            let answer = self.conn.req_packed_command(cmd).await;
+            self.unfit |= answer.as_ref().is_err_and(unfits);
+            answer
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async move {
+            let answers = self.conn.req_packed_commands(pipeline, offset, count).await;
+            self.unfit |= answers.as_ref().is_err_and(unfits);
+            answers
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.get_db()
+    }
+}
+
 /// A pooled connection to the server [`Backend`] names.
 pub(super) enum Link {
-    Direct(deadpool_redis::Connection),
-    Sentinel(deadpool_redis::sentinel::Connection),
-    Cluster(deadpool_redis::cluster::Connection),
+    Direct(Object<Reusing<deadpool_redis::Manager>>),
+    Sentinel(Object<Reusing<deadpool_redis::sentinel::Manager>>),
+    Cluster(Object<Reusing<deadpool_redis::cluster::Manager>>),
 }
 
 /// A connection of its own (see [`Backend::own_connection`]), shared by clones.
