@@ -11,7 +11,7 @@
 use crate::polysocket::{Creating, creator};
 use crate::run::{self, Load};
 use polysocket_common::cli::parse_duration;
-use polysocket_common::fleet::{DaemonInfo, Fleet, FleetError, Heartbeat, RedisFleet};
+use polysocket_common::fleet::{DaemonInfo, Fleet, FleetError, Heartbeat, Inbox, RedisFleet};
 use polysocket_common::wire::{EstablishReply, EstablishRequest};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -92,7 +92,7 @@ pub async fn run(args: FleetSim) -> Result<Value, String> {
         // Spread over one interval, as daemons that started at different times.
         let phase = first_interval.mul_f64(n as f64 / args.daemons as f64);
         tokio::spawn(heartbeats(shared.clone(), daemon.clone(), args.heartbeat_interval, phase));
-        let inbox = RedisFleet::new(&args.redis).map_err(failed("redis"))?;
+        let inbox = shared.inbox(&daemon.info.id);
         tokio::spawn(take_creates(shared.clone(), inbox, daemon.clone(), args.socket_life, phase));
     }
     let mut admin =
@@ -156,7 +156,7 @@ async fn heartbeats(fleet: Arc<RedisFleet>, daemon: Arc<Simulated>, min_interval
 
 async fn take_creates(
     fleet: Arc<RedisFleet>,
-    inbox: Arc<RedisFleet>,
+    mut inbox: Box<dyn Inbox>,
     daemon: Arc<Simulated>,
     socket_life: Duration,
     first_in: Duration,
@@ -164,7 +164,7 @@ async fn take_creates(
     // Spread, so that ten thousand connections do not open at once.
     tokio::time::sleep(first_in).await;
     loop {
-        match inbox.next_request(&daemon.info.id).await {
+        match inbox.next_request().await {
             Ok(Some(request)) => drop(tokio::spawn(hold(fleet.clone(), daemon.clone(), request, socket_life))),
             Ok(None) => {}
             Err(e) => {
@@ -175,11 +175,11 @@ async fn take_creates(
     }
 }
 
-/// Answers a create as a daemon whose upstream opens at once, holds the
-/// socket for its life, then frees its slot.
+/// Answers a create as a daemon whose upstream opens at once (with the
+/// outcome alone, no acceptance first), holds the socket for its life, then
+/// frees its slot.
 async fn hold(fleet: Arc<RedisFleet>, daemon: Arc<Simulated>, request: EstablishRequest, life: Duration) {
     let request_id = request.id.clone();
-    let _ = fleet.reply(&request, EstablishReply::Accepted { request_id: request_id.clone() }).await;
     daemon.count(&request.token, 1);
     let socket = uuid::Uuid::new_v4().simple().to_string();
     let open = EstablishReply::Open { request_id, fqdn: daemon.info.fqdn.clone(), socket, protocol: String::new() };

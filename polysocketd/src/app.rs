@@ -104,10 +104,10 @@ impl Application {
         let endpoints = ops::endpoints(registry, shared.clone(), ready);
         let admin = ops::admin_server(&http, endpoints.clone())?;
         let public_endpoints = admin.is_none();
-        let opening = daemon.clone();
+        let working = daemon.clone();
         let server = actix_web::HttpServer::new(move || {
             // Runs once on each worker thread as it starts.
-            opening.start_opener();
+            working.start_worker();
             let mut app = App::new().app_data(shared.clone()).configure(routes::configure);
             if public_endpoints {
                 app = app.configure(endpoints.clone());
@@ -140,17 +140,13 @@ impl Application {
                 daemon.close_sockets_of(&token);
             }
         }));
-        let heartbeat = tokio::spawn(self.daemon.clone().heartbeat());
         let forget = tokio::spawn(self.daemon.clone().forget_idle_clients());
-        let creates = tokio::spawn(self.daemon.clone().serve_creates());
         let (daemon, grace) = (self.daemon.clone(), self.shutdown_grace);
         let result = cli::serve_until_stopped(self.server, self.admin, shutdown, || async move {
             daemon.drain(grace).await;
         })
         .await;
-        heartbeat.abort();
         forget.abort();
-        creates.abort();
         result
     }
 }

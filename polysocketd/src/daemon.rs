@@ -16,10 +16,9 @@ use polysocket_common::logging::Outage;
 use polysocket_common::wire::{EstablishReply, EstablishRequest, OpenFailure, unix_millis};
 use prometheus::Registry;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// Pause after a fleet error before trying again, so an unreachable Redis is
 /// not hammered.
@@ -102,8 +101,9 @@ pub struct Daemon {
     held: DashMap<String, u32>,
     /// Shared by the openers of all worker threads.
     handshake_gates: Arc<HandshakeGates>,
-    /// The workers' openers (see [`Daemon::start_opener`]).
-    openers: Openers,
+    /// Set by the worker that keeps the registration alive (see
+    /// [`Daemon::start_worker`]).
+    heartbeat_started: AtomicBool,
     /// Whether the last heartbeat reached the fleet: routers can pick this
     /// daemon only while it is registered.
     registered: AtomicBool,
@@ -131,7 +131,7 @@ impl Daemon {
             sockets: DashMap::new(),
             held: DashMap::new(),
             handshake_gates: Arc::default(),
-            openers: Openers::default(),
+            heartbeat_started: AtomicBool::new(false),
             registered: AtomicBool::new(false),
             registered_once: AtomicBool::new(false),
             draining: AtomicBool::new(false),
@@ -230,35 +230,35 @@ impl Daemon {
         }
     }
 
-    /// Starts this worker thread's opener: the thread then opens sockets and
-    /// owns them (awc is `!Send`), so owners spread over the cores and a
-    /// request often finds its socket's owner on its own thread, with no
-    /// cross-thread wake-up. Called on each HTTP worker as it starts.
-    pub fn start_opener(self: &Arc<Self>) {
-        let (sender, mut requests) = mpsc::unbounded_channel::<EstablishRequest>();
-        self.openers.add(sender);
-        let (daemon, opener) =
-            (self.clone(), Rc::new(Opener::new(self.settings.open.clone(), self.handshake_gates.clone())));
-        actix_web::rt::spawn(async move {
-            while let Some(request) = requests.recv().await {
-                actix_web::rt::spawn(daemon.clone().open_socket(opener.clone(), request));
-            }
-        });
+    /// Starts this worker thread's share of the daemon's work: it takes
+    /// create requests from an inbox of its own, opens their upstreams and
+    /// owns the sockets (awc is `!Send`), so owners spread over the cores and
+    /// a request often finds its socket's owner on its own thread. The first
+    /// worker also keeps the registration alive. A create thus runs on one
+    /// thread from pop to reply, and so do the Redis connections it uses:
+    /// with 200 daemons sharing two cores, each wake-up of a second thread
+    /// per create cost about 70 µs (scripts/fleet-real.sh). Called on each
+    /// HTTP worker as it starts.
+    pub fn start_worker(self: &Arc<Self>) {
+        if !self.heartbeat_started.swap(true, Ordering::AcqRel) {
+            actix_web::rt::spawn(self.clone().heartbeat());
+        }
+        let opener = Rc::new(Opener::new(self.settings.open.clone(), self.handshake_gates.clone()));
+        actix_web::rt::spawn(self.clone().serve_creates(opener));
     }
 
-    /// Takes create requests from the fleet until the daemon drains: accepts
-    /// each at once, here, so that a worker busy with a large message cannot
-    /// make the daemon look dead to the router; then hands it to the workers'
-    /// openers in turn. (Requests in flight are bounded by the capacity the
-    /// fleet reserved for them, hence unbounded channels.)
-    pub async fn serve_creates(self: Arc<Self>) {
+    /// Takes create requests from the fleet until the daemon drains.
+    /// (Requests in flight are bounded by the capacity the fleet reserved
+    /// for them, hence a task for each.)
+    async fn serve_creates(self: Arc<Self>, opener: Rc<Opener>) {
+        let mut inbox = self.fleet.inbox(&self.info.id);
         let mut outage = Outage::new("taking create requests");
-        while !self.draining.load(Ordering::Acquire) {
-            match self.fleet.next_request(&self.info.id).await {
+        while !self.is_draining() {
+            match inbox.next_request().await {
                 // Not awaited: the next request need not wait for this one's reply.
                 Ok(Some(request)) => {
                     outage.ended();
-                    drop(tokio::spawn(self.clone().accept(request)));
+                    actix_web::rt::spawn(self.clone().create(opener.clone(), request));
                 }
                 Ok(None) => outage.ended(),
                 Err(e) => {
@@ -269,49 +269,60 @@ impl Daemon {
         }
     }
 
-    async fn accept(self: Arc<Self>, mut request: EstablishRequest) {
-        if unix_millis() > request.accept_by_ms || self.draining.load(Ordering::Acquire) {
+    async fn create(self: Arc<Self>, opener: Rc<Opener>, request: EstablishRequest) {
+        if unix_millis() > request.accept_by_ms || self.is_draining() {
             log::warn!("dropping create request {}: taken too late", request.id);
             self.release(&request.token).await;
             return;
         }
-        let accepted = EstablishReply::Accepted { request_id: request.id.clone() };
-        if let Err(e) = self.fleet.reply(&request, accepted).await {
-            log::warn!("could not accept create request {}: {e}", request.id);
-        }
         // The fleet's count of this daemon's sockets can be behind (a Redis
         // that restarted empty): the daemon itself has the last word.
-        let refusal = if self.sockets.len() >= self.info.capacity as usize {
-            "daemon is full"
-        } else {
-            match self.openers.hand_over(request) {
-                None => return,
-                Some(back) => {
-                    request = back;
-                    "daemon has no worker running"
+        if self.sockets.len() >= self.info.capacity as usize {
+            log::warn!("create {} refused: daemon is full", request.id);
+            self.release(&request.token).await;
+            let failed = EstablishReply::Failed {
+                request_id: request.id.clone(),
+                kind: OpenFailure::DaemonFull,
+                status: None,
+                error: "daemon is full".into(),
+            };
+            let _ = self.fleet.reply(&request, failed).await;
+            return;
+        }
+        // An upstream that opens quickly is answered with the outcome alone.
+        // A slow one is accepted first, well within the router's deadline
+        // for that, so the router knows this daemon took it and waits on.
+        let mut opening = std::pin::pin!(self.open(&opener, &request));
+        let reply = match tokio::time::timeout(accept_within(&request), &mut opening).await {
+            Ok(reply) => reply,
+            Err(_) => {
+                let accepted = EstablishReply::Accepted { request_id: request.id.clone() };
+                if let Err(e) = self.fleet.reply(&request, accepted).await {
+                    log::warn!("could not accept create request {}: {e}", request.id);
                 }
+                opening.await
             }
         };
-        log::warn!("create {} refused: {refusal}", request.id);
-        self.release(&request.token).await;
-        let failed = EstablishReply::Failed {
-            request_id: request.id.clone(),
-            kind: OpenFailure::DaemonFull,
-            status: None,
-            error: refusal.into(),
-        };
-        let _ = self.fleet.reply(&request, failed).await;
+        let heard = self.fleet.reply(&request, reply.clone()).await;
+        let late = unix_millis() > request.expires_at_ms;
+        if let (EstablishReply::Open { socket, .. }, false) = (&reply, matches!(heard, Ok(true)) && !late) {
+            // Nobody will ever learn this socket's id: close it at once.
+            log::warn!("socket {socket}: the router gave up waiting; closing");
+            self.sockets.remove(socket);
+        }
     }
 
-    async fn open_socket(self: Arc<Self>, opener: Rc<Opener>, request: EstablishRequest) {
+    /// Opens the upstream a request names and adopts it: the outcome to
+    /// tell the router.
+    async fn open(self: &Arc<Self>, opener: &Opener, request: &EstablishRequest) -> EstablishReply {
         let timer = self.metrics.handshake_seconds.start_timer();
-        let opened = opener.open(&request).await;
+        let opened = opener.open(request).await;
         timer.observe_duration();
-        let reply = match opened {
+        match opened {
             Ok(opened) => {
                 let socket = new_socket_id();
                 let fqdn = self.settings.hosts.socket_host(&new_dns_label());
-                self.adopt(socket.clone(), &request, opened.upstream);
+                self.adopt(socket.clone(), request, opened.upstream);
                 EstablishReply::Open { request_id: request.id.clone(), fqdn, socket, protocol: opened.protocol }
             }
             Err(e) => {
@@ -324,13 +335,6 @@ impl Daemon {
                     error: e.to_string(),
                 }
             }
-        };
-        let heard = self.fleet.reply(&request, reply.clone()).await;
-        let late = unix_millis() > request.expires_at_ms;
-        if let (EstablishReply::Open { socket, .. }, false) = (&reply, matches!(heard, Ok(true)) && !late) {
-            // Nobody will ever learn this socket's id: close it at once.
-            log::warn!("socket {socket}: the router gave up waiting; closing");
-            self.sockets.remove(socket);
         }
     }
 
@@ -414,31 +418,16 @@ impl Daemon {
     }
 }
 
-/// Where accepted create requests go: each worker's opener, in turn.
-#[derive(Default)]
-pub struct Openers {
-    senders: Mutex<Vec<mpsc::UnboundedSender<EstablishRequest>>>,
-    next: AtomicUsize,
-}
+/// Longest an open goes unanswered before the daemon tells the router it
+/// took the request: most upstreams open faster, and each reply is a
+/// message Redis and the router handle.
+const ANSWER_QUICK_OPENS_WITHIN: Duration = Duration::from_millis(250);
 
-impl Openers {
-    fn add(&self, sender: mpsc::UnboundedSender<EstablishRequest>) {
-        self.senders.lock().expect("opener list never poisoned").push(sender);
-    }
-
-    /// Gives `request` to the next opener whose worker still runs; answers
-    /// it back if none does.
-    fn hand_over(&self, mut request: EstablishRequest) -> Option<EstablishRequest> {
-        let senders = self.senders.lock().expect("opener list never poisoned");
-        for _ in 0..senders.len() {
-            let turn = self.next.fetch_add(1, Ordering::Relaxed) % senders.len();
-            match senders[turn].send(request) {
-                Ok(()) => return None,
-                Err(mpsc::error::SendError(back)) => request = back,
-            }
-        }
-        Some(request)
-    }
+/// How long to wait for the open before accepting `request`: at most half
+/// the time the router leaves for the acceptance.
+fn accept_within(request: &EstablishRequest) -> Duration {
+    let left = Duration::from_millis(request.accept_by_ms.saturating_sub(unix_millis()));
+    ANSWER_QUICK_OPENS_WITHIN.min(left / 2)
 }
 
 /// A socket id: 128 bits of which 122 are random (UUID v4), so ids cannot be

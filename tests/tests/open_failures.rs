@@ -81,3 +81,19 @@ async fn a_full_daemon_refuses_and_the_client_may_retry() {
     assert_eq!(answer["retryable"], true);
     outcome_counted(&stack, "no_capacity").await;
 }
+
+#[actix_web::test]
+async fn an_upstream_slower_than_the_accept_timeout_still_opens() {
+    // The daemon answers a quick open with its outcome alone; one still
+    // opening after 250 ms (or half the accept window) is accepted first,
+    // so the router waits for it instead of passing the daemon over.
+    let options = Options {
+        daemons: 1,
+        router_args: vec!["--accept-timeout", "400ms", "--create-attempts", "1"],
+        ..Options::default()
+    };
+    let stack = Stack::start(Backend::Redis, options).await;
+    let (status, answer) = create(&stack, "dev", &stack.upstream.url("/slow?ms=800")).await;
+    assert_eq!((status, answer["ok"].as_bool()), (200, Some(true)), "{answer}");
+    outcome_counted(&stack, "ok").await;
+}

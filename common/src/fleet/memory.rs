@@ -1,6 +1,6 @@
 //! An in-process fleet for standalone mode and tests.
 
-use super::{DaemonInfo, Fleet, FleetError, Heartbeat, Registration, Renewal, Reservation};
+use super::{DaemonInfo, Fleet, FleetError, Heartbeat, Inbox, Registration, Renewal, Reservation};
 use crate::token::TokenRecord;
 use crate::wire::{EstablishReply, EstablishRequest};
 use async_trait::async_trait;
@@ -10,14 +10,15 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// How long [`Fleet::next_request`] waits before returning `None`.
+/// How long [`Inbox::next_request`] waits before returning `None`.
 const INBOX_WAIT: Duration = Duration::from_secs(1);
 /// Requests a daemon may have queued before routers are told it is busy.
 const INBOX_CAPACITY: usize = 1024;
 
 #[derive(Default)]
 pub struct MemoryFleet {
-    state: Mutex<State>,
+    /// Shared with the daemons' inboxes.
+    state: Arc<Mutex<State>>,
 }
 
 #[derive(Default)]
@@ -45,10 +46,14 @@ impl MemoryFleet {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the maps half-updated in
-        // a way later callers would misread, so recover from poisoning.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    // A panic while holding the lock cannot leave the maps half-updated in
+    // a way later callers would misread, so recover from poisoning.
+    state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl State {
@@ -198,18 +203,8 @@ impl Fleet for MemoryFleet {
         Ok(())
     }
 
-    async fn next_request(&self, daemon_id: &str) -> Result<Option<EstablishRequest>, FleetError> {
-        let inbox = self.state().daemons.get(daemon_id).map(|d| d.inbox_rx.clone());
-        let inbox = match inbox {
-            Some(inbox) => inbox,
-            None => {
-                // Not registered (yet, or any more): nothing can arrive.
-                tokio::time::sleep(INBOX_WAIT).await;
-                return Ok(None);
-            }
-        };
-        let mut inbox = inbox.lock().await;
-        Ok(tokio::time::timeout(INBOX_WAIT, inbox.recv()).await.ok().flatten())
+    fn inbox(&self, daemon_id: &str) -> Box<dyn Inbox> {
+        Box::new(MemoryInbox { state: self.state.clone(), daemon_id: daemon_id.to_owned() })
     }
 
     async fn reply(&self, request: &EstablishRequest, reply: EstablishReply) -> Result<bool, FleetError> {
@@ -222,6 +217,26 @@ impl Fleet for MemoryFleet {
 
     async fn ping(&self) -> Result<(), FleetError> {
         Ok(())
+    }
+}
+
+/// The daemon's queue in [`State`], once it has registered.
+struct MemoryInbox {
+    state: Arc<Mutex<State>>,
+    daemon_id: String,
+}
+
+#[async_trait]
+impl Inbox for MemoryInbox {
+    async fn next_request(&mut self) -> Result<Option<EstablishRequest>, FleetError> {
+        let inbox = lock(&self.state).daemons.get(&self.daemon_id).map(|d| d.inbox_rx.clone());
+        let Some(inbox) = inbox else {
+            // Not registered (yet, or any more): nothing can arrive.
+            tokio::time::sleep(INBOX_WAIT).await;
+            return Ok(None);
+        };
+        let mut inbox = inbox.lock().await;
+        Ok(tokio::time::timeout(INBOX_WAIT, inbox.recv()).await.ok().flatten())
     }
 }
 

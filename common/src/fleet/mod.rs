@@ -155,10 +155,10 @@ pub trait Fleet: Send + Sync + 'static {
     /// unanswered); its registry entry expiring takes it out for good.
     async fn mark_suspect(&self, daemon_id: &str, period: Duration) -> Result<(), FleetError>;
 
-    /// Daemon side of the hand-off: the next request for `daemon_id`, or
-    /// `None` when none arrived within a short wait (so callers can check
-    /// for shutdown between waits).
-    async fn next_request(&self, daemon_id: &str) -> Result<Option<EstablishRequest>, FleetError>;
+    /// Daemon side of the hand-off: where one worker of `daemon_id` takes
+    /// requests from. Each worker has an inbox of its own, so waiting for the
+    /// next request ties up nothing another worker needs.
+    fn inbox(&self, daemon_id: &str) -> Box<dyn Inbox>;
 
     /// Answers a request (first `Accepted`, then the outcome). `Ok(false)`
     /// means nobody was waiting any more, so the daemon must undo whatever
@@ -171,6 +171,14 @@ pub trait Fleet: Send + Sync + 'static {
 
     /// Whether the backend is reachable, for readiness probes.
     async fn ping(&self) -> Result<(), FleetError>;
+}
+
+/// A daemon worker's end of the hand-off (see [`Fleet::inbox`]).
+#[async_trait]
+pub trait Inbox: Send {
+    /// The next request, or `None` when none arrived within a short wait (so
+    /// callers can check for shutdown between waits).
+    async fn next_request(&mut self) -> Result<Option<EstablishRequest>, FleetError>;
 }
 
 /// Replies a router keeps for one create: the acceptance and the outcome.

@@ -30,7 +30,7 @@ mod backend;
 
 pub use backend::{CLUSTER_SCHEME, SENTINEL_SCHEME};
 
-use super::{Fleet, FleetError, Heartbeat, Registration, Renewal, Reservation};
+use super::{Fleet, FleetError, Heartbeat, Inbox, Registration, Renewal, Reservation};
 use crate::logging::Outage;
 use crate::token::TokenRecord;
 use crate::wire::{EstablishReply, EstablishRequest, unix_millis};
@@ -236,9 +236,6 @@ pub struct RedisFleet {
     /// Whether the reply subscription is live; without it a reply would be
     /// published to nobody, so creates fail fast instead of timing out.
     subscribed: Arc<AtomicBool>,
-    /// The daemon's connection for blocking pops: its own, since a pop holds
-    /// its connection for the whole wait and must not stall other commands.
-    inbox: tokio::sync::Mutex<Option<Patient>>,
     /// Woken when a lookup finds Redis has lost every token record, so they
     /// are stored again at once rather than at the next periodic check.
     tokens_lost: tokio::sync::Notify,
@@ -272,7 +269,6 @@ impl RedisFleet {
             reply_channel: format!("ps:replies:{}", uuid::Uuid::new_v4().simple()),
             waiting: Arc::default(),
             subscribed: Arc::default(),
-            inbox: tokio::sync::Mutex::new(None),
             tokens_lost: tokio::sync::Notify::new(),
         })
     }
@@ -341,16 +337,6 @@ impl RedisFleet {
 
     async fn conn(&self) -> Result<Link, FleetError> {
         self.backend.pooled().await
-    }
-
-    async fn inbox_connection(&self) -> Result<Patient, FleetError> {
-        let mut slot = self.inbox.lock().await;
-        if let Some(conn) = slot.as_ref() {
-            return Ok(conn.clone());
-        }
-        let conn = self.backend.own_connection(backend::patient_timeout()).await?;
-        *slot = Some(conn.clone());
-        Ok(conn)
     }
 }
 
@@ -542,24 +528,8 @@ impl Fleet for RedisFleet {
         Ok(())
     }
 
-    async fn next_request(&self, daemon_id: &str) -> Result<Option<EstablishRequest>, FleetError> {
-        let mut conn = self.inbox_connection().await?;
-        let popped: Result<Option<(String, String)>, _> = conn.blpop(inbox_key(daemon_id), INBOX_WAIT_SECS).await;
-        let popped = match popped {
-            Ok(popped) => popped,
-            Err(e) => {
-                // Drop the broken connection so the next call reconnects.
-                *self.inbox.lock().await = None;
-                return Err(e.into());
-            }
-        };
-        Ok(popped.and_then(|(_, json)| match serde_json::from_str(&json) {
-            Ok(request) => Some(request),
-            Err(e) => {
-                log::warn!("dropping malformed establish request: {e}");
-                None
-            }
-        }))
+    fn inbox(&self, daemon_id: &str) -> Box<dyn Inbox> {
+        Box::new(RedisInbox { backend: self.backend.clone(), key: inbox_key(daemon_id), conn: None })
     }
 
     async fn reply(&self, request: &EstablishRequest, reply: EstablishReply) -> Result<bool, FleetError> {
@@ -578,5 +548,39 @@ impl Fleet for RedisFleet {
     async fn ping(&self) -> Result<(), FleetError> {
         let _: String = redis::cmd("PING").query_async(&mut self.conn().await?).await?;
         Ok(())
+    }
+}
+
+/// A worker's blocking pops on its daemon's inbox list, over a connection of
+/// its own: a pop holds its connection for the whole wait and must not stall
+/// other commands.
+struct RedisInbox {
+    backend: Arc<Backend>,
+    key: String,
+    conn: Option<Patient>,
+}
+
+#[async_trait]
+impl Inbox for RedisInbox {
+    async fn next_request(&mut self) -> Result<Option<EstablishRequest>, FleetError> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => self.conn.insert(self.backend.own_connection(backend::patient_timeout()).await?),
+        };
+        let popped: Option<(String, String)> = match conn.blpop(&self.key, INBOX_WAIT_SECS).await {
+            Ok(popped) => popped,
+            Err(e) => {
+                // Drop the broken connection so the next call reconnects.
+                self.conn = None;
+                return Err(e.into());
+            }
+        };
+        Ok(popped.and_then(|(_, json)| match serde_json::from_str(&json) {
+            Ok(request) => Some(request),
+            Err(e) => {
+                log::warn!("dropping malformed establish request: {e}");
+                None
+            }
+        }))
     }
 }
