@@ -140,12 +140,14 @@ impl Application {
                 daemon.close_sockets_of(&token);
             }
         }));
+        let heartbeat = tokio::spawn(self.daemon.clone().heartbeat());
         let forget = tokio::spawn(self.daemon.clone().forget_idle_clients());
         let (daemon, grace) = (self.daemon.clone(), self.shutdown_grace);
         let result = cli::serve_until_stopped(self.server, self.admin, shutdown, || async move {
             daemon.drain(grace).await;
         })
         .await;
+        heartbeat.abort();
         forget.abort();
         result
     }

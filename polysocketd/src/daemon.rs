@@ -101,9 +101,6 @@ pub struct Daemon {
     held: DashMap<String, u32>,
     /// Shared by the openers of all worker threads.
     handshake_gates: Arc<HandshakeGates>,
-    /// Set by the worker that keeps the registration alive (see
-    /// [`Daemon::start_worker`]).
-    heartbeat_started: AtomicBool,
     /// Whether the last heartbeat reached the fleet: routers can pick this
     /// daemon only while it is registered.
     registered: AtomicBool,
@@ -131,7 +128,6 @@ impl Daemon {
             sockets: DashMap::new(),
             held: DashMap::new(),
             handshake_gates: Arc::default(),
-            heartbeat_started: AtomicBool::new(false),
             registered: AtomicBool::new(false),
             registered_once: AtomicBool::new(false),
             draining: AtomicBool::new(false),
@@ -233,16 +229,16 @@ impl Daemon {
     /// Starts this worker thread's share of the daemon's work: it takes
     /// create requests from an inbox of its own, opens their upstreams and
     /// owns the sockets (awc is `!Send`), so owners spread over the cores and
-    /// a request often finds its socket's owner on its own thread. The first
-    /// worker also keeps the registration alive. A create thus runs on one
-    /// thread from pop to reply, and so do the Redis connections it uses:
-    /// with 200 daemons sharing two cores, each wake-up of a second thread
-    /// per create cost about 70 µs (scripts/fleet-real.sh). Called on each
-    /// HTTP worker as it starts.
+    /// a request often finds its socket's owner on its own thread. A create
+    /// thus runs on one thread from pop to reply, and so do the pooled Redis
+    /// connections it uses: with 200 daemons sharing two cores, each wake-up
+    /// of a second thread per create cost about 70 µs
+    /// (scripts/fleet-real.sh). A worker stalled for longer than the
+    /// router's accept timeout is passed over, as a silent daemon is; the
+    /// heartbeat runs on the main thread, so a stall shorter than the entry's
+    /// life does not drop the daemon's registration. Called on each HTTP
+    /// worker as it starts.
     pub fn start_worker(self: &Arc<Self>) {
-        if !self.heartbeat_started.swap(true, Ordering::AcqRel) {
-            actix_web::rt::spawn(self.clone().heartbeat());
-        }
         let opener = Rc::new(Opener::new(self.settings.open.clone(), self.handshake_gates.clone()));
         actix_web::rt::spawn(self.clone().serve_creates(opener));
     }

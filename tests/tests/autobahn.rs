@@ -199,6 +199,12 @@ async fn autobahn_client_cases_through_the_bridge() {
                 "--ping-interval",
                 "10min",
             ],
+            // A daemon worker takes its own creates: while a debug build
+            // spends seconds on section 9's 16 MiB messages, a create for
+            // another case waits for that worker to take it, longer than
+            // the default accept timeout (a release build takes
+            // milliseconds).
+            router_args: vec!["--accept-timeout", "60s"],
             ..Options::default()
         },
     )

@@ -236,6 +236,11 @@ pub struct RedisFleet {
     /// Whether the reply subscription is live; without it a reply would be
     /// published to nobody, so creates fail fast instead of timing out.
     subscribed: Arc<AtomicBool>,
+    /// The heartbeats' connection, their own: a daemon beats from its main
+    /// thread, which stays responsive while its workers are busy, and a
+    /// pooled connection made there would carry the workers' commands
+    /// through that thread, waking it twice for each.
+    beats: tokio::sync::Mutex<Option<Patient>>,
     /// Woken when a lookup finds Redis has lost every token record, so they
     /// are stored again at once rather than at the next periodic check.
     tokens_lost: tokio::sync::Notify,
@@ -269,6 +274,7 @@ impl RedisFleet {
             reply_channel: format!("ps:replies:{}", uuid::Uuid::new_v4().simple()),
             waiting: Arc::default(),
             subscribed: Arc::default(),
+            beats: tokio::sync::Mutex::new(None),
             tokens_lost: tokio::sync::Notify::new(),
         })
     }
@@ -333,6 +339,40 @@ impl RedisFleet {
     /// Resolves when a token lookup has found the token records gone.
     pub async fn tokens_lost(&self) {
         self.tokens_lost.notified().await
+    }
+
+    /// Runs the heartbeat script for `beat`, again with the daemon's
+    /// holdings if the fleet asks for them.
+    async fn renew(&self, conn: &mut Patient, beat: &Heartbeat<'_>) -> Result<Renewal, FleetError> {
+        let call = |report: bool| {
+            let mut invocation = self.heartbeat.key(SCRIPT_KEY);
+            let daemon = beat.daemon;
+            invocation
+                .arg(&daemon.id)
+                .arg(&daemon.fqdn)
+                .arg(daemon.capacity)
+                .arg(beat.min_interval.as_millis() as u64)
+                .arg(beat.interval.as_millis() as u64)
+                .arg(u8::from(beat.registered_before))
+                .arg(u8::from(report));
+            if report {
+                for (token, count) in (beat.holdings)() {
+                    invocation.arg(token).arg(count);
+                }
+            }
+            invocation
+        };
+        let mut outcome: Vec<String> = call(beat.reconcile).invoke_async(conn).await?;
+        if outcome.first().is_some_and(|o| o == "missing") {
+            outcome = call(true).invoke_async(conn).await?;
+        }
+        let registration = match outcome.first().map(String::as_str) {
+            Some("created") => Registration::Created,
+            Some("revived") => Registration::Revived,
+            _ => Registration::Renewed,
+        };
+        let next_in = outcome.get(1).and_then(|ms| ms.parse().ok()).map_or(beat.min_interval, Duration::from_millis);
+        Ok(Renewal { registration, next_in })
     }
 
     async fn conn(&self) -> Result<Link, FleetError> {
@@ -436,36 +476,19 @@ impl Fleet for RedisFleet {
     }
 
     async fn heartbeat(&self, beat: &Heartbeat<'_>) -> Result<Renewal, FleetError> {
-        let mut conn = self.conn().await?;
-        let call = |report: bool| {
-            let mut invocation = self.heartbeat.key(SCRIPT_KEY);
-            let daemon = beat.daemon;
-            invocation
-                .arg(&daemon.id)
-                .arg(&daemon.fqdn)
-                .arg(daemon.capacity)
-                .arg(beat.min_interval.as_millis() as u64)
-                .arg(beat.interval.as_millis() as u64)
-                .arg(u8::from(beat.registered_before))
-                .arg(u8::from(report));
-            if report {
-                for (token, count) in (beat.holdings)() {
-                    invocation.arg(token).arg(count);
-                }
+        let mut conn = {
+            let mut own = self.beats.lock().await;
+            match own.as_ref() {
+                Some(conn) => conn.clone(),
+                None => own.insert(self.backend.own_connection(REDIS_TIMEOUT).await?).clone(),
             }
-            invocation
         };
-        let mut outcome: Vec<String> = call(beat.reconcile).invoke_async(&mut conn).await?;
-        if outcome.first().is_some_and(|o| o == "missing") {
-            outcome = call(true).invoke_async(&mut conn).await?;
+        let renewal = self.renew(&mut conn, beat).await;
+        if renewal.is_err() {
+            // Made anew for the next beat, in case the connection broke.
+            *self.beats.lock().await = None;
         }
-        let registration = match outcome.first().map(String::as_str) {
-            Some("created") => Registration::Created,
-            Some("revived") => Registration::Revived,
-            _ => Registration::Renewed,
-        };
-        let next_in = outcome.get(1).and_then(|ms| ms.parse().ok()).map_or(beat.min_interval, Duration::from_millis);
-        Ok(Renewal { registration, next_in })
+        renewal
     }
 
     async fn deregister(&self, daemon_id: &str) -> Result<(), FleetError> {
