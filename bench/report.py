@@ -80,7 +80,7 @@ def main(lines_path, json_path, svg_path):
             targets.append({"scenario": "creates per second, 2 daemons", "target": ">= 2000", "binding": True,
                             "measured": r["per_second"], "met": r["per_second"] >= 2000})
     polling = {r["system"]: r for r in runs if r.get("scenario") == "idle-memory-polling" and "failed" not in r}
-    peers_polling = [r for system, r in polling.items() if system != "polysocket"]
+    peers_polling = [r for system, r in polling.items() if system not in ("polysocket", "floor")]
     if "polysocket" in polling and peers_polling:
         best = min(peers_polling, key=lambda r: r["kib_per_socket"])
         targets.append({"scenario": f"RSS per idle polling client vs best peer ({best['system']}), same run",

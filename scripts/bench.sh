@@ -173,6 +173,12 @@ for scenario in $SCENARIOS; do
     run sockjs --gateway 127.0.0.1:8211 --transport xhr "${idle[@]}" --pid "$sockjs_idle"
     run engine-io --gateway 127.0.0.1:8212 "${idle[@]}" --pid "$engineio_idle"
     kill "$daemon" "$sockjs_idle" "$engineio_idle"; wait "$daemon" "$sockjs_idle" "$engineio_idle" || true
+    # What actix-web alone holds for a client waiting in a request (the
+    # floor server runs in loadgen, on the system allocator).
+    "$bin/loadgen" serve-floor --listen 127.0.0.1:8192 & floor_idle=$!
+    wait_for "http://127.0.0.1:8192/echo?d=up"
+    run floor --server 127.0.0.1:8192 "${idle[@]}" --pid "$floor_idle"
+    kill "$floor_idle"; wait "$floor_idle" || true
     ;;
   create)
     start_fleet 6391 8183 2

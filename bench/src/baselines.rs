@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 
 /// Serves the floor: `GET /echo?d=...` answers `d`; `POST /sink` reads the
-/// body and answers 201, as `/s` does.
+/// body and answers 201, as `/s` does; `GET /wait` never answers, as a long
+/// poll waits (what actix-web alone holds for a waiting client).
 pub async fn serve(listen: SocketAddr) -> std::io::Result<()> {
     HttpServer::new(|| {
         App::new()
@@ -20,6 +21,7 @@ pub async fn serve(listen: SocketAddr) -> std::io::Result<()> {
                 }),
             )
             .route("/sink", web::post().to(|_: web::Bytes| async { HttpResponse::Created().finish() }))
+            .route("/wait", web::get().to(std::future::pending::<HttpResponse>))
     })
     .bind(listen)?
     .run()
@@ -54,6 +56,10 @@ impl Operation for Floor {
             let echoed = self.server.get("floor GET", &format!("/echo?d={message}")).await?.expect("floor GET", 200)?;
             if echoed == message { Ok(()) } else { Err(format!("the floor answered {echoed:?}")) }
         })
+    }
+
+    fn wait(&mut self) -> Pin<Box<dyn Future<Output = Result<(), String>> + '_>> {
+        Box::pin(async move { self.server.get("floor wait", "/wait").await?.expect("floor wait", 200).map(drop) })
     }
 }
 

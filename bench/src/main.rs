@@ -115,6 +115,11 @@ enum Command {
         server: SocketAddr,
         #[arg(long)]
         post: bool,
+        /// Instead of a timed run: server memory per idle client, each
+        /// after a round trip, waiting in a request that is never answered
+        /// (`--pid`: the server).
+        #[arg(long)]
+        idle_memory: bool,
         #[command(flatten)]
         load: Load,
     },
@@ -199,7 +204,10 @@ async fn main() -> std::io::Result<()> {
                 false => report("engine.io", "round-trip", load, run::run(load, start).await),
             }
         }
-        Command::Floor { server, post, load } => {
+        Command::Floor { server, idle_memory: true, load, .. } => {
+            report_idle("floor", load, run::idle_memory("floor", load, |_| baselines::floor(server, false)).await);
+        }
+        Command::Floor { server, post, load, .. } => {
             let scenario = if post { "send" } else { "round-trip" };
             report("floor", scenario, load, run::run(load, |_| baselines::floor(server, post)).await);
         }
