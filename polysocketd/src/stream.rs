@@ -23,6 +23,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use bytes::{BufMut, Bytes, BytesMut};
 use polysocket_common::wire::ClientMessage;
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -35,6 +36,9 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 const SSE_PADDING: usize = 2048;
 /// How long an EventSource waits before reconnecting after a stream ends.
 const SSE_RETRY_MS: u32 = 500;
+/// Most batches one chunk gathers, so a socket the upstream floods still
+/// yields to the connection's writes.
+const MAX_BATCHES_PER_CHUNK: usize = 64;
 
 /// How long one streaming response may live and how much it may write.
 #[derive(Debug, Clone)]
@@ -94,7 +98,7 @@ impl Format {
             (Format::Sse, ClientMessage::Heartbeat) => out.put_slice(b": heartbeat\n\n"),
             (Format::Sse, _) => {
                 if let Some(seq) = seq_of(message) {
-                    out.put_slice(format!("id: {seq}\n").as_bytes());
+                    writeln!(out, "id: {seq}").expect("writing to memory succeeds");
                 }
                 out.put_slice(b"data: ");
                 serde_json::to_writer(out.writer(), message).expect("messages serialize");
@@ -105,6 +109,45 @@ impl Format {
                 out.put_u8(b'\n');
             }
         }
+    }
+
+    /// One chunk of the response: `first`, and the batches that arrived
+    /// behind it while the connection was busy (one write, and one pass
+    /// through actix's dispatcher, for all of them); with the close's `seq`
+    /// if the close is among them.
+    fn chunk(
+        self,
+        first: Vec<ClientMessage>,
+        waiting: &mut mpsc::UnboundedReceiver<Vec<ClientMessage>>,
+    ) -> (BytesMut, Option<u64>) {
+        let mut batches = vec![first];
+        while batches.len() < MAX_BATCHES_PER_CHUNK
+            && let Ok(batch) = waiting.try_recv()
+        {
+            batches.push(batch);
+        }
+        let mut chunk = BytesMut::with_capacity(batches.iter().flatten().map(Format::size_hint).sum());
+        let mut close = None;
+        for message in batches.iter().flatten() {
+            self.write(message, &mut chunk);
+            if let ClientMessage::Close { seq, .. } = message {
+                close = Some(*seq);
+            }
+        }
+        (chunk, close)
+    }
+
+    /// Room for one written message, so a chunk is allocated once rather
+    /// than regrown field by field as serde writes it: the payload, the
+    /// JSON and SSE framing around it, and room for escapes.
+    fn size_hint(message: &ClientMessage) -> usize {
+        const FRAMING: usize = 64;
+        let payload = match message {
+            ClientMessage::Text { data, .. } | ClientMessage::Binary { data, .. } => data.len(),
+            ClientMessage::Close { reason, .. } => reason.len(),
+            ClientMessage::Heartbeat => 0,
+        };
+        payload + payload / 8 + FRAMING
     }
 }
 
@@ -184,16 +227,13 @@ impl Stream {
         if self.finished || self.bytes_left == 0 {
             return None;
         }
-        let batch = tokio::time::timeout_at(self.ends_at, self.batches.recv()).await.ok()??;
-        let mut chunk = BytesMut::new();
-        for message in &batch {
-            self.format.write(message, &mut chunk);
-            if let ClientMessage::Close { seq, .. } = message {
-                // Acknowledged here, so the socket ends now rather than at
-                // its idle timeout: nothing follows a close.
-                let _ = self.handle.poll(Duration::ZERO, Some(*seq)).await;
-                self.finished = true;
-            }
+        let first = tokio::time::timeout_at(self.ends_at, self.batches.recv()).await.ok()??;
+        let (chunk, close) = self.format.chunk(first, &mut self.batches);
+        if let Some(seq) = close {
+            // Acknowledged here, so the socket ends now rather than at its
+            // idle timeout: nothing follows a close.
+            let _ = self.handle.poll(Duration::ZERO, Some(seq)).await;
+            self.finished = true;
         }
         self.bytes_left = self.bytes_left.saturating_sub(chunk.len());
         Some(chunk.freeze())
@@ -223,5 +263,31 @@ mod tests {
         let opening = Format::Sse.opening();
         assert_eq!(opening.len(), 1 + SSE_PADDING + "\nretry: 500\n\n".len());
         assert!(opening.starts_with(b":   ") && opening.ends_with(b"\nretry: 500\n\n"));
+    }
+
+    #[test]
+    fn batches_waiting_behind_the_first_go_out_in_one_chunk_allocated_once() {
+        let text = |seq, data: &str| ClientMessage::Text { seq, data: data.into() };
+        let close = ClientMessage::Close { seq: 5, code: 1000, reason: "bye".into() };
+        let later = vec![
+            vec![text(2, "b"), ClientMessage::Binary { seq: 3, data: "AAEC".into() }],
+            vec![ClientMessage::Heartbeat],
+            vec![text(4, &"\"quoted\" ".repeat(40)), close.clone()],
+        ];
+        for format in [Format::Sse, Format::Ndjson] {
+            let (sink, mut waiting) = mpsc::unbounded_channel();
+            for batch in &later {
+                sink.send(batch.clone()).unwrap();
+            }
+            let first = vec![text(1, "a")];
+            let all: Vec<_> = first.iter().chain(later.iter().flatten()).cloned().collect();
+            let (chunk, closed) = format.chunk(first, &mut waiting);
+            let expected: String = all.iter().map(|m| written(format, m.clone())).collect();
+            assert_eq!(String::from_utf8(chunk.to_vec()).unwrap(), expected);
+            assert_eq!(closed, Some(5));
+            assert!(waiting.try_recv().is_err(), "every waiting batch was taken");
+            let hint: usize = all.iter().map(Format::size_hint).sum();
+            assert_eq!(chunk.capacity(), hint, "the chunk was not regrown while written");
+        }
     }
 }
