@@ -28,8 +28,16 @@ pub struct DaemonMetrics {
     closes: IntCounterVec,
     /// `/s` and `/j` answers by endpoint and status.
     requests: IntCounterVec,
-    /// How long `/s` and `/j` take (for `/j`, the wait for messages included).
-    request_seconds: HistogramVec,
+    /// Each endpoint's series that every answer touches, resolved once: a
+    /// label lookup is a hash and a lock, twice per request.
+    endpoints: [EndpointSeries; 3],
+}
+
+struct EndpointSeries {
+    /// How long its requests take (for `/j`, the wait for messages included).
+    seconds: Histogram,
+    /// Its answers with the status it succeeds with, the common case.
+    succeeded: IntCounter,
 }
 
 /// Counts one in a gauge for as long as it lives, including when a client
@@ -59,11 +67,20 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    const ALL: [Endpoint; 3] = [Endpoint::Send, Endpoint::Poll, Endpoint::Stream];
+
     fn label(self) -> &'static str {
         match self {
             Endpoint::Send => "send",
             Endpoint::Poll => "poll",
             Endpoint::Stream => "stream",
+        }
+    }
+
+    fn success(self) -> StatusCode {
+        match self {
+            Endpoint::Send => StatusCode::CREATED,
+            Endpoint::Poll | Endpoint::Stream => StatusCode::OK,
         }
     }
 }
@@ -92,6 +109,23 @@ impl DaemonMetrics {
             messages: messages.with_label_values(&[direction]),
             bytes: bytes.with_label_values(&[direction]),
         };
+        let requests = register(
+            registry,
+            IntCounterVec::new(
+                Opts::new("polysocket_requests_total", "/s and /j answers by endpoint and status"),
+                &["endpoint", "status"],
+            )
+            .expect("valid metric"),
+        );
+        let request_seconds = register(
+            registry,
+            HistogramVec::new(
+                HistogramOpts::new("polysocket_request_seconds", "Time to answer /s and /j (polls: waiting included)")
+                    .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0, 60.0]),
+                &["endpoint"],
+            )
+            .expect("valid metric"),
+        );
         let socket_capacity = gauge("polysocket_socket_capacity", "Most sockets this daemon holds (--capacity)");
         socket_capacity.set(i64::from(capacity));
         DaemonMetrics {
@@ -124,33 +158,23 @@ impl DaemonMetrics {
                 IntCounterVec::new(Opts::new("polysocket_socket_closes_total", "Sockets ended, by cause"), &["cause"])
                     .expect("valid metric"),
             ),
-            requests: register(
-                registry,
-                IntCounterVec::new(
-                    Opts::new("polysocket_requests_total", "/s and /j answers by endpoint and status"),
-                    &["endpoint", "status"],
-                )
-                .expect("valid metric"),
-            ),
-            request_seconds: register(
-                registry,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "polysocket_request_seconds",
-                        "Time to answer /s and /j (polls: waiting included)",
-                    )
-                    .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0, 60.0]),
-                    &["endpoint"],
-                )
-                .expect("valid metric"),
-            ),
+            endpoints: Endpoint::ALL.map(|endpoint| EndpointSeries {
+                seconds: request_seconds.with_label_values(&[endpoint.label()]),
+                succeeded: requests.with_label_values(&[endpoint.label(), endpoint.success().as_str()]),
+            }),
+            requests,
         }
     }
 
     /// Counts one `/s` or `/j` answer.
     pub fn answered(&self, endpoint: Endpoint, status: StatusCode, took: Duration) {
-        self.requests.with_label_values(&[endpoint.label(), status.as_str()]).inc();
-        self.request_seconds.with_label_values(&[endpoint.label()]).observe(took.as_secs_f64());
+        let series = &self.endpoints[endpoint as usize];
+        if status == endpoint.success() {
+            series.succeeded.inc();
+        } else {
+            self.requests.with_label_values(&[endpoint.label(), status.as_str()]).inc();
+        }
+        series.seconds.observe(took.as_secs_f64());
     }
 
     /// Counts a socket's end: `delivered` (its close reached the client),
@@ -158,5 +182,39 @@ impl DaemonMetrics {
     /// (closed because the daemon shut down).
     pub fn closed(&self, cause: &str) {
         self.closes.with_label_values(&[cause]).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_counted_by_endpoint_and_status() {
+        let registry = Registry::new();
+        let metrics = DaemonMetrics::new(&registry, 10);
+        metrics.answered(Endpoint::Send, StatusCode::CREATED, Duration::from_millis(1));
+        metrics.answered(Endpoint::Send, StatusCode::TOO_MANY_REQUESTS, Duration::from_millis(1));
+        metrics.answered(Endpoint::Poll, StatusCode::OK, Duration::from_millis(1));
+        metrics.answered(Endpoint::Poll, StatusCode::OK, Duration::from_millis(1));
+        metrics.answered(Endpoint::Stream, StatusCode::OK, Duration::from_millis(1));
+        let count = |endpoint: &str, status: &str| metrics.requests.with_label_values(&[endpoint, status]).get();
+        assert_eq!(count("send", "201"), 1);
+        assert_eq!(count("send", "429"), 1);
+        assert_eq!(count("poll", "200"), 2);
+        assert_eq!(count("stream", "200"), 1);
+        let timed = |endpoint: Endpoint| metrics.endpoints[endpoint as usize].seconds.get_sample_count();
+        assert_eq!((timed(Endpoint::Send), timed(Endpoint::Poll), timed(Endpoint::Stream)), (2, 2, 1));
+        let labelled = |endpoint: &str| {
+            registry.gather().iter().find(|f| f.name() == "polysocket_request_seconds").map_or(0, |family| {
+                family
+                    .get_metric()
+                    .iter()
+                    .filter(|m| m.get_label().iter().any(|l| l.value() == endpoint))
+                    .map(|m| m.get_histogram().get_sample_count())
+                    .sum::<u64>()
+            })
+        };
+        assert_eq!((labelled("send"), labelled("poll"), labelled("stream")), (2, 2, 1), "each under its own label");
     }
 }
