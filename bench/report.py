@@ -57,6 +57,19 @@ def main(lines_path, json_path, svg_path):
                 targets.append({"scenario": f"{name} round-trip at {n} sockets: p99 vs best peer ({best_p99['system']})",
                                 "target": "<= 1/3", "measured": ours["p99_ms"] / best_p99["p99_ms"],
                                 "met": ours["p99_ms"] * 3 <= best_p99["p99_ms"], "binding": n in (100, 1000)})
+                # CPU from /proc: only single processes have it (not the fleet).
+                measured = [p for p in peers if p.get("cpu_us_per_op")]
+                if ours.get("cpu_us_per_op") and measured:
+                    best_cpu = min(measured, key=lambda r: r["cpu_us_per_op"])
+                    ratio = ours["cpu_us_per_op"] / best_cpu["cpu_us_per_op"]
+                    floor = by.get(("floor", "round-trip", n), {}).get("cpu_us_per_op")
+                    target = {"scenario": f"{name} round-trip at {n} sockets: CPU per round trip vs best peer "
+                                          f"({best_cpu['system']})",
+                              "target": "<= 0.4", "measured": ratio, "met": ratio <= 0.4, "binding": n in (100, 1000)}
+                    if floor:
+                        # What the two requests of a round trip cost a bare actix-web server.
+                        target["floor_two_requests_us"] = 2 * floor
+                    targets.append(target)
     send = [(ours, by.get(("floor", "send", n))) for (system, scenario, n), ours in by.items()
             if (system, scenario) == ("polysocket", "send") and ("floor", "send", n) in by]
     for ours, floor in send:
@@ -123,7 +136,8 @@ def main(lines_path, json_path, svg_path):
         print("\nTargets")
         for t in targets:
             verdict = "met" if t["met"] else ("MISSED" if t["binding"] else "missed (not a target at this size)")
-            print(f"  {t['scenario']}: {t['measured']:.2f} (target {t['target']}): {verdict}")
+            floor = f" (the floor's two requests: {t['floor_two_requests_us']:.1f} us)" if "floor_two_requests_us" in t else ""
+            print(f"  {t['scenario']}: {t['measured']:.2f} (target {t['target']}): {verdict}{floor}")
     machine = {"cores": os.cpu_count(), "model": _cpu_model(), "command": "scripts/bench.sh",
                "open_file_limit": _open_file_limit()}
     with open(json_path, "w") as f:
