@@ -623,9 +623,9 @@
     this._gone = true;
     if (!wasClean) { this._fire({type: "error"}); }
     this._fire({type: "close", code: code, reason: reason || "", wasClean: wasClean});
-    /* A stream acknowledges the close itself. */
-    if (this._socket && wasClean && !this._streaming) {
-      /* Acknowledge the close so the daemon lets the socket go at once. */
+    if (this._socket && wasClean) {
+      /* Acknowledge the close (whichever way it came) so the daemon lets
+         the socket go at once. */
       jsonp(this._base + "/j/" + this._socket, {ttl: 0, ack: acked}, POLL_SLACK, function () {});
     }
   };

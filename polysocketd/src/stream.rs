@@ -9,9 +9,10 @@
 //! loses nothing and repeats nothing once its client reconnects from the last
 //! `seq` it read. Retained messages are bounded: a stream ends after
 //! `--max-stream-time` or `--max-stream-bytes` (at most half the socket's
-//! queue, so it never stalls the upstream), after the close (which it
-//! acknowledges itself: nothing can follow it), and when a newer poll or
-//! stream takes over. Heartbeats keep proxies from timing the response out.
+//! queue, so it never stalls the upstream), after the close (nothing can
+//! follow it; like any message, it stays until a poll or stream
+//! acknowledges it), and when a newer poll or stream takes over. Heartbeats
+//! keep proxies from timing the response out.
 
 use crate::client_limits::PollSlot;
 use crate::daemon::Daemon;
@@ -113,13 +114,13 @@ impl Format {
 
     /// One chunk of the response: `first`, and the batches that arrived
     /// behind it while the connection was busy (one write, and one pass
-    /// through actix's dispatcher, for all of them); with the close's `seq`
-    /// if the close is among them.
+    /// through actix's dispatcher, for all of them); and whether the close
+    /// is among them.
     fn chunk(
         self,
         first: Vec<ClientMessage>,
         waiting: &mut mpsc::UnboundedReceiver<Vec<ClientMessage>>,
-    ) -> (BytesMut, Option<u64>) {
+    ) -> (BytesMut, bool) {
         let mut batches = vec![first];
         while batches.len() < MAX_BATCHES_PER_CHUNK
             && let Ok(batch) = waiting.try_recv()
@@ -127,14 +128,11 @@ impl Format {
             batches.push(batch);
         }
         let mut chunk = BytesMut::with_capacity(batches.iter().flatten().map(Format::size_hint).sum());
-        let mut close = None;
         for message in batches.iter().flatten() {
             self.write(message, &mut chunk);
-            if let ClientMessage::Close { seq, .. } = message {
-                close = Some(*seq);
-            }
         }
-        (chunk, close)
+        let closed = batches.iter().flatten().any(|m| matches!(m, ClientMessage::Close { .. }));
+        (chunk, closed)
     }
 
     /// Room for one written message, so a chunk is allocated once rather
@@ -172,7 +170,6 @@ pub fn start_ack(req: &HttpRequest, ack: Option<u64>) -> Result<Option<u64>, Req
 }
 
 struct Stream {
-    handle: SocketHandle,
     /// The socket's batches of messages; ends when a newer poll takes over.
     batches: mpsc::UnboundedReceiver<Vec<ClientMessage>>,
     format: Format,
@@ -198,7 +195,6 @@ pub async fn respond(
     let batches = handle.stream(heartbeat, ack).await.ok_or(RequestError::UnknownSocket)?;
     let limits = &daemon.settings.stream;
     let state = Stream {
-        handle,
         batches,
         format,
         ends_at: Instant::now() + limits.lifetime,
@@ -228,13 +224,11 @@ impl Stream {
             return None;
         }
         let first = tokio::time::timeout_at(self.ends_at, self.batches.recv()).await.ok()??;
-        let (chunk, close) = self.format.chunk(first, &mut self.batches);
-        if let Some(seq) = close {
-            // Acknowledged here, so the socket ends now rather than at its
-            // idle timeout: nothing follows a close.
-            let _ = self.handle.poll(Duration::ZERO, Some(seq)).await;
-            self.finished = true;
-        }
+        let (chunk, closed) = self.format.chunk(first, &mut self.batches);
+        // Nothing follows the close. It is not acknowledged here: this
+        // stream's client may be gone unnoticed, and the close must then
+        // reach its next poll.
+        self.finished = closed;
         self.bytes_left = self.bytes_left.saturating_sub(chunk.len());
         Some(chunk.freeze())
     }
@@ -284,7 +278,7 @@ mod tests {
             let (chunk, closed) = format.chunk(first, &mut waiting);
             let expected: String = all.iter().map(|m| written(format, m.clone())).collect();
             assert_eq!(String::from_utf8(chunk.to_vec()).unwrap(), expected);
-            assert_eq!(closed, Some(5));
+            assert!(closed);
             assert!(waiting.try_recv().is_err(), "every waiting batch was taken");
             let hint: usize = all.iter().map(Format::size_hint).sum();
             assert_eq!(chunk.capacity(), hint, "the chunk was not regrown while written");

@@ -52,9 +52,39 @@ async fn ndjson_follows_a_socket_live_until_its_close() {
     };
     assert_eq!(close, json!({"type": "close", "seq": 4, "code": 1000, "reason": "bye"}));
     assert_eq!(stream.next_line().await, None);
-    // The stream acknowledged the close: the socket is gone.
-    let after = socket.poll_raw(&[("ttl", "0")]).await;
-    assert_eq!((after.status, after.jsonp(CB)["error"].clone()), (403, json!("unknown socket")));
+    // Writing the close acknowledged nothing; acknowledging it lets the socket go.
+    let acknowledging = socket.poll_raw(&[("ttl", "0"), ("ack", "4")]).await;
+    assert_eq!((acknowledging.status, acknowledging.jsonp(CB)["error"].clone()), (403, json!("unknown socket")));
+}
+
+#[actix_web::test]
+async fn a_stream_its_client_dropped_loses_neither_messages_nor_the_close() {
+    let stack = stack(vec![]).await;
+    let socket = stack.open("/echo").await;
+    let mut stream = socket.stream(&[("stream", "ndjson"), ("ttl", "10000")], &[]).await;
+    assert_eq!(stream.next_line().await, Some(json!({"type": "heartbeat"})));
+    // Its client goes, as `curl -N` does on Ctrl-C. The daemon notices only
+    // when a write fails, so the stream still takes what comes next.
+    drop(stream);
+    socket.send_text("after").await;
+    assert_eq!(socket.send_get(&[("t", "c"), ("code", "1000"), ("reason", "bye")]).await.status, 201);
+    // Polls without `ack` (their client read nothing) get both.
+    let mut received = Vec::new();
+    while !received.iter().any(|m: &Value| m["type"] == "close") {
+        assert!(received.len() < 10, "no close in {received:?}");
+        let answer = socket.poll_raw(&[("ttl", "2000")]).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        received.extend(
+            answer.jsonp(CB)["messages"].as_array().unwrap().iter().filter(|m| m["type"] != "heartbeat").cloned(),
+        );
+    }
+    assert_eq!(
+        received,
+        [
+            json!({"type": "text", "seq": 1, "data": "after"}),
+            json!({"type": "close", "seq": 2, "code": 1000, "reason": "bye"})
+        ]
+    );
 }
 
 #[actix_web::test]

@@ -9,7 +9,10 @@
 //!
 //! A stream gets each message once, as it is queued, but releases only what
 //! its client confirmed when the stream began: a stream cut mid-way loses
-//! nothing, as its client reconnects from the last `seq` it read.
+//! nothing, as its client reconnects from the last `seq` it read. Nor does
+//! what a stream wrote count as returned for a poll without `ack`: a stream
+//! whose client has gone takes messages until the daemon notices, and the
+//! next poll must still get them.
 
 use polysocket_common::wire::ClientMessage;
 use std::collections::VecDeque;
@@ -60,9 +63,12 @@ pub struct DeliveryQueue {
     /// Payload bytes in `queue`.
     queued_bytes: usize,
     next_seq: u64,
-    /// Highest `seq` handed to a poll whose client was still there, so a poll
-    /// without `ack` knows what it acknowledges.
-    returned_upto: u64,
+    /// Highest `seq` handed to a receiver whose client was still there: no
+    /// `ack` can acknowledge more.
+    handed_upto: u64,
+    /// Highest `seq` handed to a poll whose client was still there: what a
+    /// poll or stream without `ack` acknowledges.
+    polled_upto: u64,
     waiting: Option<Waiting>,
     /// The close code, once the close (always the last message) is queued.
     close_code: Option<u16>,
@@ -76,7 +82,8 @@ impl DeliveryQueue {
             queue: VecDeque::new(),
             queued_bytes: 0,
             next_seq: 1,
-            returned_upto: 0,
+            handed_upto: 0,
+            polled_upto: 0,
             waiting: None,
             close_code: None,
             last_poll_end: now,
@@ -142,14 +149,15 @@ impl DeliveryQueue {
     fn take_over(&mut self, ack: Option<u64>, now: Instant) -> u64 {
         self.deliver(PollOutcome::Superseded, now);
         self.last_poll_end = now;
-        // Nothing beyond what was returned can be acknowledged; an `ack`
+        // Nothing beyond what was handed over can be acknowledged; an `ack`
         // below it means answers were lost, and they are returned again.
-        let ack = ack.map_or(self.returned_upto, |ack| ack.min(self.returned_upto));
+        let ack = ack.map_or(self.polled_upto, |ack| ack.min(self.handed_upto));
         while self.queue.front().is_some_and(|m| m.seq <= ack) {
             let released = self.queue.pop_front().expect("checked non-empty");
             self.queued_bytes -= released.size;
         }
-        self.returned_upto = ack;
+        self.handed_upto = ack;
+        self.polled_upto = ack;
         ack
     }
 
@@ -176,7 +184,10 @@ impl DeliveryQueue {
 
     /// Hands what the waiting receiver does not have yet to it.
     fn flush(&mut self, now: Instant) {
-        let Some(after) = self.waiting.as_ref().map(|w| w.after) else { return };
+        let Some((after, to_poll)) = self.waiting.as_ref().map(|w| (w.after, matches!(w.receiver, Receiver::Poll(_))))
+        else {
+            return;
+        };
         let Some(last_seq) = self.queue.back().map(|m| m.seq).filter(|&last| last > after) else { return };
         // A stream keeps what it sent queued until its client acknowledges
         // it (up to --max-stream-bytes), so the unsent tail is found by its
@@ -184,7 +195,10 @@ impl DeliveryQueue {
         let unsent = self.queue.partition_point(|m| m.seq <= after);
         let messages = self.queue.range(unsent..).map(|m| m.message.clone()).collect();
         if self.deliver(PollOutcome::Messages(messages), now) {
-            self.returned_upto = last_seq;
+            self.handed_upto = last_seq;
+            if to_poll {
+                self.polled_upto = last_seq;
+            }
             if let Some(stream) = &mut self.waiting {
                 stream.after = last_seq;
             }
@@ -328,6 +342,31 @@ mod tests {
         let mut batches = stream(&mut queue, Some(1));
         let _ = poll(&mut queue, Some(1));
         assert_eq!(batches.try_recv(), Err(mpsc::error::TryRecvError::Disconnected));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_a_stream_wrote_is_not_acknowledged_by_a_poll_without_ack() {
+        let mut queue = DeliveryQueue::new(Instant::now());
+        let (_, answer) = poll(&mut queue, None);
+        assert_eq!(answer, None);
+        push_text(&mut queue, "a");
+        // A stream whose client has gone without the daemon noticing yet:
+        // its receiver still takes what is queued, the close included.
+        let mut unread = stream(&mut queue, None);
+        push_text(&mut queue, "b");
+        queue.push_close(1000, "bye".into(), Instant::now());
+        let close = ClientMessage::Close { seq: 3, code: 1000, reason: "bye".into() };
+        assert_eq!(unread.try_recv(), Ok(vec![text(1, "a")]));
+        assert_eq!(unread.try_recv(), Ok(vec![text(2, "b")]));
+        assert_eq!(unread.try_recv(), Ok(vec![close.clone()]));
+        assert_eq!(queue.finished(), None, "the stream did not acknowledge the close");
+        // A poll without `ack` acknowledges what polls returned (nothing),
+        // not what the stream wrote: everything comes again.
+        let (_, answer) = poll(&mut queue, None);
+        assert_eq!(answer, Some(PollOutcome::Messages(vec![text(1, "a"), text(2, "b"), close])));
+        let (_, gone) = poll(&mut queue, None);
+        assert_eq!(gone, Some(PollOutcome::Gone));
+        assert_eq!(queue.finished(), Some(1000));
     }
 
     #[tokio::test(start_paused = true)]
