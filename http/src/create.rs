@@ -2,7 +2,7 @@
 
 use crate::metrics::CreateMetrics;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{AUTHORIZATION, ORIGIN, REFERER};
+use actix_web::http::header::{ALLOW, AUTHORIZATION, ORIGIN, REFERER};
 use actix_web::{HttpRequest, HttpResponse, web};
 use polysocket_common::cli::CreateArgs;
 use polysocket_common::fleet::{Fleet, FleetError};
@@ -64,8 +64,18 @@ pub fn configure(service: Arc<CreateService>) -> impl FnOnce(&mut web::ServiceCo
         cfg.app_data(web::Data::from(service))
             .app_data(web::PayloadConfig::new(MAX_QUERY_BYTES))
             .route("/create", web::get().to(create))
-            .route("/create", web::post().to(create_posted));
+            .route("/create", web::post().to(create_posted))
+            .route("/create", web::route().to(other_method));
     }
+}
+
+/// Any other method: `405` naming the two that work, as `/s` and `/j`
+/// answer, rather than a bare `404` that suggests a wrong path.
+async fn other_method() -> HttpResponse {
+    const ALLOWED: &str = "GET, POST";
+    HttpResponse::MethodNotAllowed()
+        .insert_header((ALLOW, ALLOWED))
+        .json(Failure::new(format!("method not allowed: use {ALLOWED}")))
 }
 
 #[derive(Debug, Default, Deserialize)]

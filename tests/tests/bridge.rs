@@ -150,6 +150,12 @@ async fn create_refusals(backend: Backend) {
         assert_eq!(error_of(create(target.clone(), token, headers).await), expected, "{target} with {token}");
     }
 
+    for method in [awc::http::Method::PUT, awc::http::Method::DELETE] {
+        let refused = stack.router.request(method.clone(), None, "/create?token=dev").await;
+        assert_eq!((refused.status, refused.header("allow")), (405, "GET, POST"), "{method}: {refused:?}");
+        assert_eq!(refused.json()["error"], "method not allowed: use GET, POST");
+    }
+
     // The origin may come from the Referer; the token's one slot is then taken.
     let first = create(echo.clone(), "strict", &[("referer", "https://app.test/page.html")]).await;
     assert_eq!(first.jsonp(CB)["ok"], true);
