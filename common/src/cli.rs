@@ -278,7 +278,8 @@ impl RedisArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct TokensArgs {
-    /// JSON tokens file loaded into the fleet at start-up.
+    /// JSON tokens file, loaded at start-up: into Redis by the router;
+    /// polysocketd takes it only with --standalone.
     #[arg(long = "tokens", env = "POLYSOCKET_TOKENS")]
     pub path: Option<PathBuf>,
 }

@@ -28,7 +28,7 @@ pub struct DaemonConfig {
     pub socket_domain: Option<String>,
 
     /// This daemon's name inside socket host names (with --socket-domain):
-    /// a DNS label of at most 40 lowercase letters, digits and hyphens; in
+    /// a DNS label of 1-40 lowercase letters, digits and inner hyphens; in
     /// Kubernetes, the pod name.
     #[arg(long, env = "POLYSOCKET_DAEMON_NAME", requires = "socket_domain", value_parser = parse_daemon_name)]
     pub daemon_name: Option<String>,
