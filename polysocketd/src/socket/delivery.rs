@@ -12,7 +12,8 @@
 //! nothing, as its client reconnects from the last `seq` it read. Nor does
 //! what a stream wrote count as returned for a poll without `ack`: a stream
 //! whose client has gone takes messages until the daemon notices, and the
-//! next poll must still get them.
+//! next poll must still get them. (A stream without `ack` is a live view,
+//! as `tail -f` is: it starts after whatever was handed over before.)
 
 use polysocket_common::wire::ClientMessage;
 use std::collections::VecDeque;
@@ -64,10 +65,10 @@ pub struct DeliveryQueue {
     queued_bytes: usize,
     next_seq: u64,
     /// Highest `seq` handed to a receiver whose client was still there: no
-    /// `ack` can acknowledge more.
+    /// `ack` can acknowledge more, and a stream without `ack` starts here.
     handed_upto: u64,
     /// Highest `seq` handed to a poll whose client was still there: what a
-    /// poll or stream without `ack` acknowledges.
+    /// poll without `ack` acknowledges.
     polled_upto: u64,
     waiting: Option<Waiting>,
     /// The close code, once the close (always the last message) is queued.
@@ -118,10 +119,11 @@ impl DeliveryQueue {
 
     /// Takes a new poll, answering the poll (or ending the stream) it
     /// replaces. `ack` releases messages up to that `seq`; without it,
-    /// everything earlier polls returned is released. Whatever is left is
-    /// answered at once.
+    /// everything earlier polls returned is released (not what a stream
+    /// wrote: its client may have gone before reading it). Whatever is left
+    /// is answered at once.
     pub fn poll(&mut self, reply: oneshot::Sender<PollOutcome>, ack: Option<u64>, deadline: Instant, now: Instant) {
-        let after = self.take_over(ack, now);
+        let after = self.take_over(ack.unwrap_or(self.polled_upto), now);
         if self.queue.is_empty() && self.is_closed() {
             let _ = reply.send(PollOutcome::Gone);
             return;
@@ -133,9 +135,12 @@ impl DeliveryQueue {
     /// Takes a new stream, as [`DeliveryQueue::poll`] takes a poll: `sink`
     /// gets what is left at once, then each message as it is queued, and a
     /// heartbeat after each `heartbeat` without one, until a newer poll or
-    /// stream takes over or the stream's end drops the other side.
+    /// stream takes over or the stream's end drops the other side. Without
+    /// `ack` it starts after everything already handed over, as `tail -f`
+    /// would: a `curl -N` run again without `ack` moves on rather than
+    /// replaying the same messages.
     pub fn stream(&mut self, sink: StreamSink, ack: Option<u64>, heartbeat: Duration, now: Instant) {
-        let after = self.take_over(ack, now);
+        let after = self.take_over(ack.unwrap_or(self.handed_upto), now);
         if self.queue.is_empty() && self.is_closed() {
             return; // dropping the sink ends the stream: nothing is left
         }
@@ -146,12 +151,12 @@ impl DeliveryQueue {
 
     /// Supersedes whoever waits, releases what `ack` acknowledges, and
     /// returns what the new receiver has.
-    fn take_over(&mut self, ack: Option<u64>, now: Instant) -> u64 {
+    fn take_over(&mut self, ack: u64, now: Instant) -> u64 {
         self.deliver(PollOutcome::Superseded, now);
         self.last_poll_end = now;
         // Nothing beyond what was handed over can be acknowledged; an `ack`
         // below it means answers were lost, and they are returned again.
-        let ack = ack.map_or(self.polled_upto, |ack| ack.min(self.handed_upto));
+        let ack = ack.min(self.handed_upto);
         while self.queue.front().is_some_and(|m| m.seq <= ack) {
             let released = self.queue.pop_front().expect("checked non-empty");
             self.queued_bytes -= released.size;
@@ -367,6 +372,25 @@ mod tests {
         let (_, gone) = poll(&mut queue, None);
         assert_eq!(gone, Some(PollOutcome::Gone));
         assert_eq!(queue.finished(), Some(1000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_without_ack_starts_after_what_was_handed_over() {
+        let mut queue = DeliveryQueue::new(Instant::now());
+        push_text(&mut queue, "a");
+        let mut first = stream(&mut queue, None);
+        assert_eq!(first.try_recv(), Ok(vec![text(1, "a")]));
+        push_text(&mut queue, "b");
+        // `curl -N` run again without `ack`: it moves on, as `tail -f` does.
+        let mut again = stream(&mut queue, None);
+        assert!(again.try_recv().is_err(), "nothing new yet");
+        push_text(&mut queue, "c");
+        assert_eq!(again.try_recv(), Ok(vec![text(3, "c")]));
+        // It acknowledged what the first stream wrote (a and b); what it
+        // wrote itself stays until a client acknowledges it.
+        assert_eq!(queue.queued_bytes(), 1);
+        let mut resumed = stream(&mut queue, Some(2));
+        assert_eq!(resumed.try_recv(), Ok(vec![text(3, "c")]));
     }
 
     #[tokio::test(start_paused = true)]
