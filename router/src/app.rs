@@ -5,6 +5,7 @@ use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, web};
 use polysocket_common::cli::{self, ServiceArgs, StartError};
 use polysocket_common::fleet::{Fleet, RedisFleet};
+use polysocket_common::logging::Outage;
 use polysocket_common::token::{TokenRecord, TokensFile};
 use polysocket_http::create::{self, CreateService};
 use polysocket_http::{client, ops};
@@ -17,6 +18,9 @@ use std::time::Duration;
 /// How often the router checks that Redis still has the tokens file's records
 /// when no create has noticed they are gone.
 const TOKENS_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// Pause between attempts to reach Redis at start-up (storing the tokens,
+/// the first contact that makes the router ready).
+const START_RETRY: Duration = Duration::from_secs(1);
 
 /// A bound, not yet running router. Binding first lets tests use port 0 and
 /// ask which port they got.
@@ -53,6 +57,7 @@ impl Application {
             Arc::new(CreateService::new(fleet.clone(), settings.create.clone(), settings.client.clone(), &registry));
         create::forget_idle_callers(&service);
         let readiness = web::Data::new(Readiness { fleet, reached: AtomicBool::new(false) });
+        tokio::spawn(watch_first_contact(readiness.clone()));
         let endpoints = ops::endpoints(registry, readiness.clone(), ready);
         let admin = ops::admin_server(http, endpoints.clone())?;
         let public_endpoints = admin.is_none();
@@ -111,14 +116,26 @@ async fn ready(readiness: web::Data<Readiness>) -> HttpResponse {
     }
 }
 
+/// Marks the router reached at the fleet's first answer, whether or not
+/// anything asked `/readyz` before an outage began.
+async fn watch_first_contact(readiness: web::Data<Readiness>) {
+    while readiness.fleet.ping().await.is_err() {
+        tokio::time::sleep(START_RETRY).await;
+    }
+    readiness.reached.store(true, Ordering::Release);
+    log::info!("reached the fleet: ready");
+}
+
 /// Stores the tokens file's records, and stores them again whenever Redis
 /// has lost them (a restart without persistence), so creates recover
 /// without restarting any router.
 async fn keep_tokens_stored(fleet: Arc<RedisFleet>, tokens: Vec<TokenRecord>) {
+    let mut unreachable = Outage::new("cannot store tokens yet, retrying");
     while let Err(e) = fleet.store_tokens(&tokens).await {
-        log::warn!("cannot store tokens yet, retrying: {e}");
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        unreachable.failed(&e);
+        tokio::time::sleep(START_RETRY).await;
     }
+    unreachable.ended();
     log::info!("stored {} token record(s)", tokens.len());
     let mut checks = tokio::time::interval(TOKENS_CHECK_INTERVAL);
     loop {

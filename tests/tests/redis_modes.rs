@@ -145,6 +145,37 @@ async fn an_unreachable_redis_is_an_outage_not_a_configuration_error() {
 }
 
 #[actix_web::test]
+async fn an_unreachable_redis_at_start_is_logged_once_not_every_retry() {
+    let tokens = Tokens::new();
+    let log = std::env::temp_dir().join(format!("polysocket-modes-{}-{}.log", std::process::id(), free_port()));
+    let unreachable = format!("redis://127.0.0.1:{}", free_port());
+    let router =
+        Process::start_logging_to("router", free_port(), &["--redis", &unreachable, "--tokens", tokens.path()], &log);
+    router.http.wait_until_ok("/healthz", Duration::from_secs(20)).await;
+    // Retried every second: four attempts at least, and one warning.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    assert_eq!(logged.matches("cannot store tokens yet").count(), 1, "{logged}");
+}
+
+#[actix_web::test]
+async fn a_router_that_reached_redis_stays_ready_though_nothing_asked_before_the_outage() {
+    let mut redis = RedisServer::start();
+    let log = std::env::temp_dir().join(format!("polysocket-modes-{}-{}.log", std::process::id(), free_port()));
+    let router = Process::start_logging_to("router", free_port(), &["--redis", &redis.url()], &log);
+    eventually("the router to reach Redis", Duration::from_secs(20), || async {
+        std::fs::read_to_string(&log).ok()?.contains("reached the fleet").then_some(())
+    })
+    .await;
+    let _ = std::fs::remove_file(&log);
+    // Redis goes before anything asked /readyz: the router had reached it.
+    redis.kill();
+    let ready = router.http.get(None, "/readyz", &[]).await;
+    assert_eq!((ready.status, ready.body.starts_with("ready; fleet unreachable")), (200, true), "{}", ready.body);
+}
+
+#[actix_web::test]
 async fn a_fleet_follows_a_sentinel_failover_under_load() {
     let mut primary = RedisServer::start();
     let replica = RedisServer::start_replica_of(&primary);
