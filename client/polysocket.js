@@ -257,6 +257,8 @@
     this._events = [];
     this._outbox = [];
     this._sending = false;
+    /* The seq of a close that reached the page, until it is acknowledged. */
+    this._closeAck = null;
     this._seq = 0;
     this._acked = 0;
     this._gone = false;
@@ -505,6 +507,7 @@
     }
     persistent(this, this._base + "/s/" + this._socket, params, SEND_TIMEOUT, function (failure) {
       self._sending = false;
+      self._acknowledgeClose();
       if (failure) { return self._lost(); }
       if (item.close) {
         self._outbox.shift();
@@ -625,9 +628,21 @@
     this._fire({type: "close", code: code, reason: reason || "", wasClean: wasClean});
     if (this._socket && wasClean) {
       /* Acknowledge the close (whichever way it came) so the daemon lets
-         the socket go at once. */
-      jsonp(this._base + "/j/" + this._socket, {ttl: 0, ack: acked}, POLL_SLACK, function () {});
+         the socket go at once, but only once the requests open on the
+         socket's host name have ended (a stream is aborted right after
+         this; a send may still be on its way), so it never has more than
+         two. */
+      var self = this;
+      this._closeAck = acked;
+      setTimeout(function () { self._acknowledgeClose(); }, 0);
     }
+  };
+
+  proto._acknowledgeClose = function () {
+    if (this._closeAck === null || this._sending) { return; }
+    var ack = this._closeAck;
+    this._closeAck = null;
+    jsonp(this._base + "/j/" + this._socket, {ttl: 0, ack: ack}, POLL_SLACK, function () {});
   };
 
   proto._lost = function () {

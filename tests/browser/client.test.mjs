@@ -555,8 +555,12 @@ function watchRequests(page) {
     const params = new URLSearchParams(url.search);
     for (const [name, value] of new URLSearchParams(request.postData() || "")) params.set(name, value);
     const entry = { url, params, method: request.method(), host: url.host, start: clock++, end: Infinity };
-    inFlight.set(request, entry);
     seen.requests.push(entry);
+    // A close's acknowledgement (a poll with ttl=0) leaves once the page
+    // has ended the socket's other requests; Playwright may report those
+    // ends after it starts, so it is not counted against the two.
+    if (params.get("ttl") === "0") return;
+    inFlight.set(request, entry);
     seen.perHost.set(url.host, (seen.perHost.get(url.host) || 0) + 1);
     seen.maxPerHost = Math.max(seen.maxPerHost, seen.perHost.get(url.host));
   });
