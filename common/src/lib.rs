@@ -9,11 +9,13 @@
 //! - [`limits`]: client addresses behind proxies, and rate limits;
 //! - [`metrics`]: Prometheus encoding, and the metrics every process has;
 //! - [`logging`]: text or JSON log lines, client faults counted not logged;
+//! - [`compression`]: gzip for answers a client accepts it for, and for streams;
 //! - [`cli`]: command-line arguments both services share;
 //! - [`shutdown`]: the SIGTERM/SIGINT future.
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod compression;
 pub mod fleet;
 pub mod jsonp;
 pub mod limits;

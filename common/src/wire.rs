@@ -36,6 +36,10 @@ pub struct Failure {
     /// On an out-of-order send: the `seq` the daemon expects next.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected: Option<u64>,
+    /// On a batch of messages cut short: how many of them, from the first,
+    /// were taken (the client resends only the rest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<u64>,
     /// The same request may well succeed if tried again shortly: the fault
     /// was the fleet's (no daemon answered, Redis unreachable), not the
     /// request's. Absent when false.
@@ -49,7 +53,14 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(error: impl ToString) -> Self {
-        Failure { ok: false, error: error.to_string(), expected: None, retryable: false, upstream_status: None }
+        Failure {
+            ok: false,
+            error: error.to_string(),
+            expected: None,
+            accepted: None,
+            retryable: false,
+            upstream_status: None,
+        }
     }
 }
 

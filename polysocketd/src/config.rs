@@ -87,11 +87,17 @@ pub struct BridgeSettings {
     #[arg(long, env = "POLYSOCKET_MAX_STREAM_TIME", default_value = "60s", value_parser = parse_duration)]
     pub max_stream_time: Duration,
 
-    /// Bytes a streaming /j response writes before it ends and its client
-    /// reconnects (what it wrote stays queued until then; at most half of
-    /// --max-queue-bytes is used).
+    /// Bytes a streaming /j response writes on the wire (compressed, where
+    /// it is) before it ends and its client reconnects. What it wrote stays
+    /// queued until then, so it also ends once it has written half of
+    /// --max-queue-bytes of messages.
     #[arg(long, env = "POLYSOCKET_MAX_STREAM_BYTES", default_value_t = 128 << 10)]
     pub max_stream_bytes: usize,
+
+    /// Streams gzipped at once (each holds a compression context of about
+    /// 300 KiB); streams beyond that go uncompressed. 0: none.
+    #[arg(long, env = "POLYSOCKET_MAX_COMPRESSED_STREAMS", default_value_t = 1000)]
+    pub max_compressed_streams: usize,
 
     /// Undelivered bytes a socket buffers for its client before it stops
     /// reading from the upstream (backpressure instead of loss).

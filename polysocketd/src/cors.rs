@@ -28,7 +28,7 @@ pub fn allow(daemon: &Daemon, socket: &str, req: &HttpRequest, response: &mut Ht
     if let Some(origin) = allowed_origin(daemon, socket, req) {
         let headers = response.headers_mut();
         headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.insert(VARY, HeaderValue::from_static("Origin"));
+        headers.append(VARY, HeaderValue::from_static("Origin"));
     }
 }
 

@@ -6,7 +6,6 @@ use crate::config::{DaemonConfig, SocketHosts};
 use crate::error::RequestError;
 use crate::metrics::DaemonMetrics;
 use crate::socket::{self, End, SocketHandle, SocketLimits};
-use crate::stream::StreamLimits;
 use crate::upstream::{self, HandshakeGates, OpenSettings, Opener, Upstream};
 use awc::ws::{CloseCode, CloseReason};
 use dashmap::DashMap;
@@ -19,6 +18,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// Pause after a fleet error before trying again, so an unreachable Redis is
 /// not hammered.
@@ -37,6 +37,16 @@ pub struct OpenSocket {
     pub token: String,
     /// The page origin that created it, the only one CORS lets use it.
     pub origin: Option<Box<str>>,
+}
+
+/// How long one streaming response may live and how much it may write.
+#[derive(Debug, Clone)]
+pub struct StreamLimits {
+    pub lifetime: Duration,
+    /// Bytes on the wire, compressed where the stream is.
+    pub max_bytes: usize,
+    /// Streams that may be gzipped at once: each holds a compression context.
+    pub max_compressed: usize,
 }
 
 /// What the daemon was configured with, fixed for its life.
@@ -79,7 +89,11 @@ impl DaemonSettings {
                 },
             },
             max_poll_ttl: bridge.max_poll_ttl,
-            stream: StreamLimits { lifetime: bridge.max_stream_time, max_bytes: bridge.max_stream_bytes },
+            stream: StreamLimits {
+                lifetime: bridge.max_stream_time,
+                max_bytes: bridge.max_stream_bytes,
+                max_compressed: bridge.max_compressed_streams,
+            },
             // Forms and base64 inflate a message by a third; leave room for that.
             body_limit: bridge.max_message_bytes / 3 * 4 + 4096,
             body_timeout: bridge.body_timeout,
@@ -108,6 +122,9 @@ pub struct Daemon {
     registered_once: AtomicBool,
     /// Set on shutdown: no new sockets, no more heartbeats, not ready.
     draining: AtomicBool,
+    /// Permits for gzipped streams (`--max-compressed-streams`): bounds the
+    /// memory their compression contexts hold.
+    pub compressed_streams: Arc<Semaphore>,
     pub metrics: Arc<DaemonMetrics>,
     pub client_limits: Arc<ClientLimits>,
 }
@@ -121,6 +138,7 @@ impl Daemon {
         registry: &Registry,
     ) -> Self {
         let capacity = info.capacity;
+        let compressed_streams = Arc::new(Semaphore::new(settings.stream.max_compressed));
         Daemon {
             info,
             fleet,
@@ -131,6 +149,7 @@ impl Daemon {
             registered: AtomicBool::new(false),
             registered_once: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            compressed_streams,
             metrics: Arc::new(DaemonMetrics::new(registry, capacity)),
             client_limits: Arc::new(client_limits),
         }

@@ -20,6 +20,12 @@ pub enum RequestError {
     MissingData,
     #[error("invalid t: must be t (text), b (binary) or c (close)")]
     InvalidType,
+    #[error("invalid t: give one t for every d, or one for all of them")]
+    TypeCount,
+    #[error("invalid t: c (close) takes no d and comes alone")]
+    CloseInBatch,
+    #[error("too many messages: at most {0} in one request")]
+    TooManyMessages(usize),
     #[error("invalid d: not standard base64")]
     InvalidBase64,
     #[error("invalid d: text must be UTF-8")]
@@ -58,24 +64,41 @@ pub enum RequestError {
     Superseded,
     #[error(transparent)]
     Send(#[from] SendFailure),
+    /// A batch cut short: `accepted` of its messages (from the first) were
+    /// taken, and the answer says so.
+    #[error("{failure}")]
+    PartlySent { failure: SendFailure, accepted: usize },
 }
 
 impl RequestError {
-    pub fn status(&self) -> StatusCode {
+    /// Why the upstream side refused a send, whole or in part.
+    fn send_failure(&self) -> Option<&SendFailure> {
         match self {
-            RequestError::UnknownSocket | RequestError::CorsRefused | RequestError::Send(SendFailure::Closed) => {
-                StatusCode::FORBIDDEN
-            }
+            RequestError::Send(failure) | RequestError::PartlySent { failure, .. } => Some(failure),
+            _ => None,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        if let Some(failure) = self.send_failure() {
+            return match failure {
+                SendFailure::Closed => StatusCode::FORBIDDEN,
+                SendFailure::TooBig => StatusCode::PAYLOAD_TOO_LARGE,
+                SendFailure::OutOfOrder { .. } => StatusCode::CONFLICT,
+                SendFailure::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+                SendFailure::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                SendFailure::Upstream => StatusCode::BAD_GATEWAY,
+                SendFailure::MixedFragments => StatusCode::BAD_REQUEST,
+            };
+        }
+        match self {
+            RequestError::UnknownSocket | RequestError::CorsRefused => StatusCode::FORBIDDEN,
             RequestError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             RequestError::UnsupportedContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RequestError::SlowBody => StatusCode::REQUEST_TIMEOUT,
-            RequestError::Send(SendFailure::TooBig) => StatusCode::PAYLOAD_TOO_LARGE,
-            RequestError::Superseded | RequestError::Send(SendFailure::OutOfOrder { .. }) => StatusCode::CONFLICT,
-            RequestError::RateLimited(_)
-            | RequestError::TooManyPolls
-            | RequestError::Send(SendFailure::RateLimited(_)) => StatusCode::TOO_MANY_REQUESTS,
-            RequestError::Send(SendFailure::Timeout) => StatusCode::GATEWAY_TIMEOUT,
-            RequestError::Send(SendFailure::Upstream) => StatusCode::BAD_GATEWAY,
+            RequestError::TooManyMessages(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestError::Superseded => StatusCode::CONFLICT,
+            RequestError::RateLimited(_) | RequestError::TooManyPolls => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -83,14 +106,18 @@ impl RequestError {
     pub fn reply(self, cb: Option<&jsonp::Callback>) -> HttpResponse {
         let status = self.status();
         let mut failure = Failure::new(&self);
-        if let RequestError::Send(SendFailure::OutOfOrder { expected }) = self {
-            failure.expected = Some(expected);
+        if let Some(SendFailure::OutOfOrder { expected }) = self.send_failure() {
+            failure.expected = Some(*expected);
+        }
+        if let RequestError::PartlySent { accepted, .. } = &self {
+            failure.accepted = Some(*accepted as u64);
         }
         let mut response = jsonp::reply(status, cb, &failure);
+        if let Some(SendFailure::RateLimited(wait)) = self.send_failure() {
+            insert_retry_after(&mut response, *wait);
+        }
         match self {
-            RequestError::RateLimited(wait) | RequestError::Send(SendFailure::RateLimited(wait)) => {
-                insert_retry_after(&mut response, wait);
-            }
+            RequestError::RateLimited(wait) => insert_retry_after(&mut response, wait),
             RequestError::MethodNotAllowed(allowed) => {
                 response.headers_mut().insert(ALLOW, HeaderValue::from_static(allowed));
             }

@@ -17,6 +17,8 @@ pub struct DaemonMetrics {
     pub polls_waiting: IntGauge,
     /// Streaming `/j` responses open.
     pub streams_open: IntGauge,
+    /// Of those, the gzipped ones (bounded by `--max-compressed-streams`).
+    pub streams_compressed: IntGauge,
     /// Requests naming a socket this daemon does not hold: after a restart,
     /// clients of the sockets it lost.
     pub unknown_sockets: IntCounter,
@@ -135,6 +137,7 @@ impl DaemonMetrics {
             draining: gauge("polysocket_draining", "1 while this daemon drains on shutdown"),
             polls_waiting: gauge("polysocket_polls_waiting", "Long polls waiting for messages"),
             streams_open: gauge("polysocket_streams_open", "Streaming /j responses (SSE, NDJSON) open"),
+            streams_compressed: gauge("polysocket_streams_compressed", "Streaming /j responses sent gzipped"),
             unknown_sockets: register(
                 registry,
                 IntCounter::new(

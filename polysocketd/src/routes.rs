@@ -5,7 +5,7 @@ use crate::cors;
 use crate::daemon::Daemon;
 use crate::error::RequestError;
 use crate::metrics::{Counted, Endpoint};
-use crate::socket::{ClientSend, Outgoing, PollOutcome, SendFailure};
+use crate::socket::{ClientSend, Outgoing, PollOutcome, Rejected, SendFailure};
 use crate::stream;
 use actix_web::error::ErrorNotFound;
 use actix_web::http::Method;
@@ -16,8 +16,8 @@ use awc::ws::{CloseCode, CloseReason};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use polysocket_common::jsonp;
 use polysocket_common::wire::{Accepted, Messages};
+use polysocket_common::{compression, jsonp};
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 
@@ -50,12 +50,17 @@ impl FromRequest for SocketId {
     }
 }
 
-/// Query (or form) parameters of `/s`.
-#[derive(Debug, Default, Deserialize)]
+/// Most messages one `/s` request may carry: a batch is bounded by its body
+/// or URL too, but empty messages cost a request almost nothing.
+pub const MAX_BATCH: usize = 1000;
+
+/// Query (or form) parameters of `/s`. `d` may repeat, and `t` with it: a
+/// batch of messages in one request.
+#[derive(Debug, Default)]
 pub struct SendParams {
     cb: Option<String>,
-    d: Option<String>,
-    t: Option<String>,
+    d: Vec<String>,
+    t: Vec<String>,
     seq: Option<String>,
     more: Option<String>,
     code: Option<String>,
@@ -65,15 +70,77 @@ pub struct SendParams {
 impl SendParams {
     /// Fills what the form body left out from the query string.
     fn or(self, query: SendParams) -> SendParams {
+        let pick = |form: Vec<String>, query: Vec<String>| if form.is_empty() { query } else { form };
         SendParams {
             cb: None,
-            d: self.d.or(query.d),
-            t: self.t.or(query.t),
+            d: pick(self.d, query.d),
+            t: pick(self.t, query.t),
             seq: self.seq.or(query.seq),
             more: self.more.or(query.more),
             code: self.code.or(query.code),
             reason: self.reason.or(query.reason),
         }
+    }
+}
+
+/// By hand: a derived struct refuses a repeated field, and `d` and `t`
+/// repeat in a batch. Every other parameter given twice is still malformed.
+impl<'de> Deserialize<'de> for SendParams {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(field_identifier, rename_all = "lowercase")]
+        enum Field {
+            Cb,
+            D,
+            T,
+            Seq,
+            More,
+            Code,
+            Reason,
+            #[serde(other)]
+            Other,
+        }
+
+        struct Fields;
+
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = SendParams;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("/s parameters")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<SendParams, A::Error> {
+                let mut params = SendParams::default();
+                while let Some(field) = map.next_key::<Field>()? {
+                    let once = match field {
+                        Field::D => {
+                            params.d.push(map.next_value()?);
+                            continue;
+                        }
+                        Field::T => {
+                            params.t.push(map.next_value()?);
+                            continue;
+                        }
+                        Field::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                        Field::Cb => &mut params.cb,
+                        Field::Seq => &mut params.seq,
+                        Field::More => &mut params.more,
+                        Field::Code => &mut params.code,
+                        Field::Reason => &mut params.reason,
+                    };
+                    if once.replace(map.next_value()?).is_some() {
+                        return Err(serde::de::Error::custom("a parameter given twice"));
+                    }
+                }
+                Ok(params)
+            }
+        }
+
+        deserializer.deserialize_map(Fields)
     }
 }
 
@@ -133,11 +200,16 @@ async fn send(
         let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let request = send_request(post, content_type, params, body)?;
         let handle = daemon.socket(daemon.client_limits.client_ip(&req), &socket)?;
-        let sent = match request {
-            SendRequest::Message(send) => handle.send(send).await,
-            SendRequest::Close(reason) => handle.close(reason).await,
-        };
-        sent.map_err(RequestError::from)
+        match request {
+            SendRequest::Message(send) => {
+                let batch = send.messages.len() > 1;
+                handle.send(send).await.map_err(|Rejected { failure, accepted }| match batch {
+                    true => RequestError::PartlySent { failure, accepted },
+                    false => RequestError::Send(failure),
+                })
+            }
+            SendRequest::Close(reason) => handle.close(reason).await.map_err(RequestError::from),
+        }
     }
     .await;
     let mut response = match outcome {
@@ -152,19 +224,14 @@ async fn send(
 /// Builds the request from parameters; `body` is the message when a raw
 /// POST body carries it.
 fn request_from_params(params: SendParams, body: Option<Outgoing>) -> Result<SendRequest, RequestError> {
-    if params.t.as_deref() == Some("c") {
+    if let [close] = params.t.as_slice()
+        && close == "c"
+    {
         return close_reason(params.code.as_deref(), params.reason).map(SendRequest::Close);
     }
-    let message = match body {
-        Some(message) => message,
-        None => {
-            let data = params.d.ok_or(RequestError::MissingData)?;
-            match params.t.as_deref() {
-                None | Some("t") => Outgoing::Text(data),
-                Some("b") => Outgoing::Binary(BASE64.decode(data).map_err(|_| RequestError::InvalidBase64)?.into()),
-                Some(_) => return Err(RequestError::InvalidType),
-            }
-        }
+    let messages = match body {
+        Some(message) => vec![message],
+        None => batch(params.t, params.d)?,
     };
     let seq = match params.seq.as_deref() {
         None | Some("") => None,
@@ -175,7 +242,32 @@ fn request_from_params(params: SendParams, body: Option<Outgoing>) -> Result<Sen
         Some("1") => true,
         Some(_) => return Err(RequestError::InvalidMore),
     };
-    Ok(SendRequest::Message(ClientSend { message, seq, more }))
+    Ok(SendRequest::Message(ClientSend { messages, seq, more }))
+}
+
+/// The messages of `d` parameters, each typed by the `t` of the same rank,
+/// or all by a single `t` (text when there is none). Every one is decoded
+/// before any is sent: a malformed batch delivers nothing.
+fn batch(types: Vec<String>, data: Vec<String>) -> Result<Vec<Outgoing>, RequestError> {
+    if data.is_empty() {
+        return Err(RequestError::MissingData);
+    }
+    if data.len() > MAX_BATCH {
+        return Err(RequestError::TooManyMessages(MAX_BATCH));
+    }
+    if types.len() > 1 && types.len() != data.len() {
+        return Err(RequestError::TypeCount);
+    }
+    let type_of = |i: usize| types.get(if types.len() == 1 { 0 } else { i }).map(String::as_str);
+    data.into_iter()
+        .enumerate()
+        .map(|(i, data)| match type_of(i) {
+            None | Some("t") => Ok(Outgoing::Text(data)),
+            Some("b") => Ok(Outgoing::Binary(BASE64.decode(data).map_err(|_| RequestError::InvalidBase64)?.into())),
+            Some("c") => Err(RequestError::CloseInBatch),
+            Some(_) => Err(RequestError::InvalidType),
+        })
+        .collect()
 }
 
 /// A client close: 1000 or an application code (3000-4999), and a reason
@@ -259,9 +351,12 @@ async fn poll(req: HttpRequest, SocketId(socket): SocketId, daemon: web::Data<Da
         let ip = daemon.client_limits.client_ip(&req);
         let handle = daemon.socket(ip, &socket)?;
         let slot = daemon.client_limits.poll_slot(ip)?;
+        let gzip_accepted = compression::accepts_gzip(req.headers());
         if let Some(format) = streaming {
             let ack = stream::start_ack(&req, ack)?;
-            return Ok(Received::Stream(stream::respond(format, &daemon, handle, slot, ttl, ack).await?));
+            return Ok(Received::Stream(
+                stream::respond(format, &daemon, handle, slot, ttl, ack, gzip_accepted).await?,
+            ));
         }
         let _waiting = Counted::start(&daemon.metrics.polls_waiting);
         match handle.poll(ttl, ack).await {
@@ -273,7 +368,8 @@ async fn poll(req: HttpRequest, SocketId(socket): SocketId, daemon: web::Data<Da
     .await;
     let (mut response, endpoint) = match outcome {
         Ok(Received::Messages(messages)) => {
-            (jsonp::reply(StatusCode::OK, cb.as_ref(), &Messages { ok: true, messages }), Endpoint::Poll)
+            let answer = jsonp::reply(StatusCode::OK, cb.as_ref(), &Messages { ok: true, messages });
+            (compression::compress(req.headers(), answer), Endpoint::Poll)
         }
         Ok(Received::Stream(response)) => (response, Endpoint::Stream),
         Err(e) => (e.reply(cb.as_ref()), Endpoint::Poll),
@@ -296,7 +392,56 @@ mod tests {
     }
 
     fn send(message: Outgoing, seq: Option<u64>, more: bool) -> SendRequest {
-        SendRequest::Message(ClientSend { message, seq, more })
+        SendRequest::Message(ClientSend { messages: vec![message], seq, more })
+    }
+
+    fn text(data: &str) -> Outgoing {
+        Outgoing::Text(data.into())
+    }
+
+    #[test]
+    fn batches() {
+        let batch = |messages: Vec<Outgoing>, seq, more| SendRequest::Message(ClientSend { messages, seq, more });
+        assert_eq!(
+            message(&[("d", "a"), ("d", "b"), ("seq", "4")]).unwrap(),
+            batch(vec![text("a"), text("b")], Some(4), false)
+        );
+        // One t types every d; one per d types each, in order, wherever it stands.
+        assert_eq!(
+            message(&[("t", "b"), ("d", "AAE="), ("d", "/w==")]).unwrap(),
+            batch(
+                vec![Outgoing::Binary(Bytes::from_static(&[0, 1])), Outgoing::Binary(Bytes::from_static(&[255]))],
+                None,
+                false
+            )
+        );
+        assert_eq!(
+            message(&[("t", "b"), ("d", "AAE="), ("t", "t"), ("d", "x"), ("more", "1")]).unwrap(),
+            batch(vec![Outgoing::Binary(Bytes::from_static(&[0, 1])), text("x")], None, true)
+        );
+        assert!(matches!(message(&[("t", "t"), ("t", "b"), ("d", "a")]), Err(RequestError::TypeCount)));
+        assert!(matches!(message(&[("t", "t"), ("t", "c"), ("d", "a"), ("d", "b")]), Err(RequestError::CloseInBatch)));
+        // One bad message refuses the whole batch before anything is sent.
+        assert!(matches!(
+            message(&[("t", "t"), ("t", "b"), ("d", "a"), ("d", "!!")]),
+            Err(RequestError::InvalidBase64)
+        ));
+        let many: Vec<(&str, &str)> = std::iter::repeat_n(("d", ""), MAX_BATCH + 1).collect();
+        assert!(matches!(message(&many), Err(RequestError::TooManyMessages(MAX_BATCH))));
+        assert!(message(&many[1..]).is_ok());
+        // Only d and t repeat.
+        assert!(jsonp::parse_query::<SendParams>("d=a&seq=1&seq=2", |_| None).is_err());
+        let form = Bytes::from_static(b"d=a&d=b");
+        let SendRequest::Message(send) =
+            send_request(true, "application/x-www-form-urlencoded", params(&[("seq", "9")]), form).unwrap()
+        else {
+            panic!("a batch")
+        };
+        assert_eq!(
+            (send.messages, send.seq),
+            (vec![text("a"), text("b")], Some(9)),
+            "the query fills in what the form leaves out"
+        );
     }
 
     #[test]

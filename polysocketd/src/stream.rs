@@ -8,25 +8,33 @@
 //! when it began (`ack`, or SSE's `Last-Event-ID`), so a stream cut anywhere
 //! loses nothing and repeats nothing once its client reconnects from the last
 //! `seq` it read. Retained messages are bounded: a stream ends after
-//! `--max-stream-time` or `--max-stream-bytes` (at most half the socket's
-//! queue, so it never stalls the upstream), after the close (nothing can
+//! `--max-stream-time`, once it has written `--max-stream-bytes` on the wire
+//! or half the socket's queue in messages (so it never stalls the upstream),
+//! after the close (nothing can
 //! follow it; like any message, it stays until a poll or stream
 //! acknowledges it), and when a newer poll or stream takes over. Heartbeats
 //! keep proxies from timing the response out.
+//!
+//! A client that takes gzip gets the stream gzipped as one stream: each
+//! chunk is flushed whole (nothing is held back), and compressed against
+//! everything before it, so a feed of similar JSON costs a fraction of its
+//! size on the wire. `--max-compressed-streams` bounds the compression
+//! contexts held; past it, streams go uncompressed.
 
 use crate::client_limits::PollSlot;
 use crate::daemon::Daemon;
 use crate::error::RequestError;
 use crate::metrics::Counted;
 use crate::socket::SocketHandle;
-use actix_web::http::header::{ACCEPT, CACHE_CONTROL, HeaderValue, X_CONTENT_TYPE_OPTIONS};
+use actix_web::http::header::{ACCEPT, CACHE_CONTROL, CONTENT_ENCODING, HeaderValue, X_CONTENT_TYPE_OPTIONS};
 use actix_web::{HttpRequest, HttpResponse};
 use bytes::{BufMut, Bytes, BytesMut};
+use polysocket_common::compression::{self, GzipStream};
 use polysocket_common::wire::ClientMessage;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
 
 /// Time between heartbeats when the client gives no `ttl`: under the idle
@@ -40,13 +48,6 @@ const SSE_RETRY_MS: u32 = 500;
 /// Most batches one chunk gathers, so a socket the upstream floods still
 /// yields to the connection's writes.
 const MAX_BATCHES_PER_CHUNK: usize = 64;
-
-/// How long one streaming response may live and how much it may write.
-#[derive(Debug, Clone)]
-pub struct StreamLimits {
-    pub lifetime: Duration,
-    pub max_bytes: usize,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -174,16 +175,22 @@ struct Stream {
     batches: mpsc::UnboundedReceiver<Vec<ClientMessage>>,
     format: Format,
     ends_at: Instant,
-    bytes_left: usize,
+    /// What it may still write on the wire (`--max-stream-bytes`).
+    wire_bytes_left: usize,
+    /// What it may still hand over before its client acknowledges (half
+    /// the socket's queue).
+    message_bytes_left: usize,
     opening: Option<Bytes>,
     finished: bool,
+    gzip: Option<Gzip>,
     /// Held for the stream's life: it is a waiting receive, and one of its
     /// address's poll slots where those are limited.
     _waiting: (Counted, Counted, Option<PollSlot>),
 }
 
 /// The streaming response for a socket the request named, from `ack` (as a
-/// poll's), with a heartbeat after each `heartbeat` without a message.
+/// poll's), with a heartbeat after each `heartbeat` without a message;
+/// gzipped where the client accepts it and a permit is free.
 pub async fn respond(
     format: Format,
     daemon: &Daemon,
@@ -191,19 +198,34 @@ pub async fn respond(
     slot: Option<PollSlot>,
     heartbeat: Duration,
     ack: Option<u64>,
+    gzip_accepted: bool,
 ) -> Result<HttpResponse, RequestError> {
     let batches = handle.stream(heartbeat, ack).await.ok_or(RequestError::UnknownSocket)?;
     let limits = &daemon.settings.stream;
+    let gzip =
+        gzip_accepted.then(|| daemon.compressed_streams.clone().try_acquire_owned().ok()).flatten().map(|permit| {
+            Gzip {
+                stream: GzipStream::default(),
+                _permit: permit,
+                _counted: Counted::start(&daemon.metrics.streams_compressed),
+            }
+        });
+    let mut response = HttpResponse::Ok();
+    if gzip.is_some() {
+        response.insert_header((CONTENT_ENCODING, "gzip"));
+    }
     let state = Stream {
         batches,
         format,
         ends_at: Instant::now() + limits.lifetime,
-        bytes_left: limits.max_bytes.min(daemon.settings.socket.max_queue_bytes / 2),
+        wire_bytes_left: limits.max_bytes,
+        message_bytes_left: daemon.settings.socket.max_queue_bytes / 2,
         opening: Some(format.opening()),
         finished: false,
+        gzip,
         _waiting: (Counted::start(&daemon.metrics.streams_open), Counted::start(&daemon.metrics.polls_waiting), slot),
     };
-    Ok(HttpResponse::Ok()
+    let mut response = response
         .content_type(format.content_type())
         .insert_header((CACHE_CONTROL, "no-cache, no-store, no-transform"))
         .insert_header((X_CONTENT_TYPE_OPTIONS, "nosniff"))
@@ -212,15 +234,38 @@ pub async fn respond(
         .streaming(futures_util::stream::unfold(state, |mut state| async move {
             let chunk = state.next_chunk().await?;
             Some((Ok::<_, Infallible>(chunk), state))
-        })))
+        }));
+    compression::vary_on_encoding(&mut response);
+    Ok(response)
+}
+
+/// A gzipped stream's compression context, and the permit it holds.
+struct Gzip {
+    stream: GzipStream,
+    _permit: OwnedSemaphorePermit,
+    _counted: Counted,
 }
 
 impl Stream {
+    /// The next chunk as it goes on the wire.
     async fn next_chunk(&mut self) -> Option<Bytes> {
+        let Some(plain) = self.next_plain_chunk().await else {
+            // A gzipped stream ends with gzip's trailer.
+            return self.gzip.take().map(|gzip| gzip.stream.finish());
+        };
+        let chunk = match &mut self.gzip {
+            Some(gzip) => gzip.stream.write(&plain),
+            None => plain,
+        };
+        self.wire_bytes_left = self.wire_bytes_left.saturating_sub(chunk.len());
+        Some(chunk)
+    }
+
+    async fn next_plain_chunk(&mut self) -> Option<Bytes> {
         if let Some(opening) = self.opening.take() {
             return Some(opening);
         }
-        if self.finished || self.bytes_left == 0 {
+        if self.finished || self.wire_bytes_left == 0 || self.message_bytes_left == 0 {
             return None;
         }
         let first = tokio::time::timeout_at(self.ends_at, self.batches.recv()).await.ok()??;
@@ -229,7 +274,7 @@ impl Stream {
         // stream's client may be gone unnoticed, and the close must then
         // reach its next poll.
         self.finished = closed;
-        self.bytes_left = self.bytes_left.saturating_sub(chunk.len());
+        self.message_bytes_left = self.message_bytes_left.saturating_sub(chunk.len());
         Some(chunk.freeze())
     }
 }

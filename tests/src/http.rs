@@ -6,12 +6,14 @@ use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// An HTTP answer, fully read.
+/// An HTTP answer, fully read (and gunzipped, when it came gzipped).
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub headers: awc::http::header::HeaderMap,
     pub body: String,
+    /// The body's size as it came over the wire.
+    pub wire_bytes: usize,
 }
 
 impl Reply {
@@ -40,12 +42,14 @@ impl Reply {
     }
 }
 
-/// A response read as it arrives (a streaming `/j`).
+/// A response read as it arrives (a streaming `/j`), gunzipped chunk by
+/// chunk when it comes gzipped.
 pub struct Streamed {
     pub status: u16,
     pub headers: awc::http::header::HeaderMap,
     body: awc::ClientResponse,
     buffered: Vec<u8>,
+    gunzip: Option<flate2::write::GzDecoder<Vec<u8>>>,
 }
 
 impl Streamed {
@@ -66,7 +70,15 @@ impl Streamed {
                 .await
                 .expect("the stream went silent for 10 s");
             match chunk {
-                Some(Ok(bytes)) => self.buffered.extend_from_slice(&bytes),
+                Some(Ok(bytes)) => match &mut self.gunzip {
+                    Some(gunzip) => {
+                        // Only what this chunk completes: nothing may need a later one.
+                        std::io::Write::write_all(gunzip, &bytes).expect("valid gzip");
+                        std::io::Write::flush(gunzip).expect("valid gzip");
+                        self.buffered.append(gunzip.get_mut());
+                    }
+                    None => self.buffered.extend_from_slice(&bytes),
+                },
                 Some(Err(_)) | None => {
                     assert!(self.buffered.is_empty(), "the stream ended mid-message: {:?}", self.buffered);
                     return None;
@@ -140,7 +152,14 @@ impl Http {
             request = request.insert_header((name, value));
         }
         let body = request.send().await.expect("GET failed");
-        Streamed { status: body.status().as_u16(), headers: body.headers().clone(), body, buffered: Vec::new() }
+        let gzipped = body.headers().get("content-encoding").is_some_and(|v| v == "gzip");
+        Streamed {
+            status: body.status().as_u16(),
+            headers: body.headers().clone(),
+            body,
+            buffered: Vec::new(),
+            gunzip: gzipped.then(|| flate2::write::GzDecoder::new(Vec::new())),
+        }
     }
 
     /// A request with any method and no body, e.g. to see what a route refuses.
@@ -200,11 +219,18 @@ async fn read<S>(mut response: awc::ClientResponse<S>) -> Reply
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
 {
-    let body = response.body().limit(64 << 20).await.expect("read body");
+    let wire = response.body().limit(64 << 20).await.expect("read body");
+    let mut body = Vec::new();
+    if response.headers().get("content-encoding").is_some_and(|v| v == "gzip") {
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&wire[..]), &mut body).expect("valid gzip");
+    } else {
+        body = wire.to_vec();
+    }
     Reply {
         status: response.status().as_u16(),
         headers: response.headers().clone(),
-        body: String::from_utf8(body.to_vec()).expect("UTF-8 body"),
+        body: String::from_utf8(body).expect("UTF-8 body"),
+        wire_bytes: wire.len(),
     }
 }
 

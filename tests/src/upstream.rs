@@ -11,6 +11,8 @@
 //! - `/pings`: answers each message with the number of pings received so far;
 //! - `/deaf`: echoes, but never answers pings;
 //! - `/discard`: reads messages and answers none (the benchmark's send path);
+//! - `/stall`: never reads what it is sent, as a consumer that has stopped:
+//!   its TCP window fills and writes to it stop;
 //! - `/invalid-utf8`: sends a fragmented text message that is not UTF-8;
 //! - `/huge?bytes=N`: sends one binary message of N bytes;
 //! - `/slow?ms=N`: waits N ms before accepting the handshake; the most
@@ -157,6 +159,11 @@ async fn websocket(req: HttpRequest, body: web::Payload) -> Result<HttpResponse,
                 }
                 _ => Behaviour::Echo,
             };
+            if path == "/stall" {
+                // Held, never read, until the daemon gives up on the connection.
+                let _unread = (session, stream);
+                return std::future::pending().await;
+            }
             let stream = stream.max_frame_size(16 << 20).aggregate_continuations().max_continuation_size(16 << 20);
             serve(session, stream, behaviour).await;
         }

@@ -43,14 +43,31 @@ impl Outgoing {
     }
 }
 
-/// One `/s` request as the owner sees it.
+/// One `/s` request as the owner sees it: one message, or a batch of them
+/// (a client on a slow link sends everything waiting in one request).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientSend {
-    pub message: Outgoing,
-    /// The client's sequence number, making retried sends idempotent.
+    /// In the order they go upstream; never empty.
+    pub messages: Vec<Outgoing>,
+    /// The client's sequence number of the first message (the others follow
+    /// it, one each), making retried sends idempotent message by message.
     pub seq: Option<u64>,
-    /// More fragments of this message follow (long messages over GET).
+    /// More fragments of the last message follow (long messages over GET).
     pub more: bool,
+}
+
+/// A send that was not wholly forwarded: why, and how many of its messages
+/// (from the first) were taken before, so the client resends only the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub failure: SendFailure,
+    pub accepted: usize,
+}
+
+impl From<SendFailure> for Rejected {
+    fn from(failure: SendFailure) -> Self {
+        Rejected { failure, accepted: 0 }
+    }
 }
 
 /// Why a send (or a client close) was not forwarded.
@@ -89,7 +106,7 @@ pub struct SocketLimits {
 // largest command, and most sockets sit idle: the rare large commands are
 // boxed and times are milliseconds, so a command is 32 bytes.
 enum Command {
-    Send { send: Box<ClientSend>, reply: oneshot::Sender<Result<(), SendFailure>> },
+    Send { send: Box<ClientSend>, reply: oneshot::Sender<Result<(), Rejected>> },
     Close { reason: Option<Box<CloseReason>>, reply: oneshot::Sender<Result<(), SendFailure>> },
     Poll { ttl_ms: u32, ack: Option<u64>, reply: oneshot::Sender<PollOutcome> },
     Stream { heartbeat_ms: u32, ack: Option<u64>, sink: delivery::StreamSink },
@@ -109,8 +126,8 @@ impl SocketHandle {
         answer.await.ok()
     }
 
-    pub async fn send(&self, send: ClientSend) -> Result<(), SendFailure> {
-        self.ask(|reply| Command::Send { send: Box::new(send), reply }).await.unwrap_or(Err(SendFailure::Closed))
+    pub async fn send(&self, send: ClientSend) -> Result<(), Rejected> {
+        self.ask(|reply| Command::Send { send: Box::new(send), reply }).await.unwrap_or(Err(SendFailure::Closed.into()))
     }
 
     /// Starts the closing handshake (`None`: a Close without a code); the

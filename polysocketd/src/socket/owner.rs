@@ -8,7 +8,7 @@
 
 use super::delivery::DeliveryQueue;
 use super::fragments::{Assembly, AssemblyError};
-use super::{ClientSend, Command, Outgoing, SendFailure, SocketHandle, SocketLimits};
+use super::{ClientSend, Command, Outgoing, Rejected, SendFailure, SocketHandle, SocketLimits};
 use crate::metrics::DaemonMetrics;
 use actix_http::ws::{Item, ProtocolError};
 use awc::ws::{CloseCode, CloseReason, Frame, Message};
@@ -19,6 +19,8 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use polysocket_common::limits::Limit;
 use polysocket_common::wire::ClientMessage;
 use rand::Rng;
+use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -204,28 +206,87 @@ impl<U: UpstreamSocket> Owner<U> {
             .expect("an owner without a waiting poll always has an idle deadline")
     }
 
-    async fn on_send(&mut self, send: ClientSend) -> Result<(), SendFailure> {
+    async fn on_send(&mut self, send: ClientSend) -> Result<(), Rejected> {
+        let ClientSend { mut messages, seq, more } = send;
         if self.delivery.is_closed() || self.closing_deadline.is_some() {
-            return Err(SendFailure::Closed);
+            return Err(SendFailure::Closed.into());
         }
-        if let Some(seq) = send.seq {
-            if seq <= self.client_seq {
-                // A retry of a send that was accepted: accepted again, not
-                // repeated, and not counted against the rate a second time.
-                return Ok(());
+        // What a retried request carries again was accepted the first time:
+        // accepted again, not repeated, and not counted against the rate a
+        // second time.
+        let repeated = match seq {
+            Some(seq) if seq > self.client_seq + 1 => {
+                return Err(SendFailure::OutOfOrder { expected: self.client_seq + 1 }.into());
             }
-            if seq != self.client_seq + 1 {
-                return Err(SendFailure::OutOfOrder { expected: self.client_seq + 1 });
+            Some(seq) => usize::try_from(self.client_seq + 1 - seq).unwrap_or(usize::MAX).min(messages.len()),
+            None => 0,
+        };
+        messages.drain(..repeated);
+        let mut accepted = repeated;
+        // Checked before anything goes, so that only the first message can
+        // fail on its content (continuing a message in pieces).
+        if messages.iter().any(|message| message.bytes().len() > self.limits.max_message_bytes) {
+            return Err(Rejected { failure: SendFailure::TooBig, accepted });
+        }
+        let next_seq = seq.map(|seq| seq + repeated as u64);
+        let written = tokio::time::timeout(
+            self.limits.send_timeout,
+            self.write_upstream(messages, more, next_seq, &mut accepted),
+        )
+        .await;
+        match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(failure)) => Err(Rejected { failure, accepted }),
+            Err(_) => Err(Rejected { failure: SendFailure::Timeout, accepted }),
+        }
+    }
+
+    /// Writes the messages upstream in order, counting in `accepted` each
+    /// one taken (its `seq` recorded): cut short by a failure or a timeout,
+    /// what was taken stays taken and goes out in order, and the client
+    /// resends only the rest.
+    async fn write_upstream(
+        &mut self,
+        messages: Vec<Outgoing>,
+        more: bool,
+        mut seq: Option<u64>,
+        accepted: &mut usize,
+    ) -> Result<(), SendFailure> {
+        let last = messages.len().saturating_sub(1);
+        for (i, message) in messages.into_iter().enumerate() {
+            self.sends.check().map_err(SendFailure::RateLimited)?;
+            // Room first, then the message: a timeout while waiting for room
+            // leaves the message (and any pieces before it) untouched.
+            if poll_fn(|cx| Pin::new(&mut self.upstream).poll_ready(cx)).await.is_err() {
+                return Err(self.write_failed());
             }
+            if let Some(complete) = self.assemble(message, more && i == last)? {
+                let size = complete.bytes().len();
+                let frame = match complete {
+                    Outgoing::Text(text) => Message::Text(text.into()),
+                    Outgoing::Binary(bytes) => Message::Binary(bytes),
+                };
+                if Pin::new(&mut self.upstream).start_send(frame).is_err() {
+                    return Err(self.write_failed());
+                }
+                self.metrics.to_upstream.count(size);
+            }
+            if let Some(next) = seq.as_mut() {
+                self.client_seq = *next;
+                *next += 1;
+            }
+            *accepted += 1;
         }
-        self.sends.check().map_err(SendFailure::RateLimited)?;
-        if let Some(message) = self.assemble(send.message, send.more)? {
-            self.forward(message).await?;
-        }
-        if let Some(seq) = send.seq {
-            self.client_seq = seq;
+        // One flush for the batch: one write to the upstream, not one per message.
+        if self.upstream.flush().await.is_err() {
+            return Err(self.write_failed());
         }
         Ok(())
+    }
+
+    fn write_failed(&mut self) -> SendFailure {
+        self.end_with(1006, "upstream write failed".into());
+        SendFailure::Upstream
     }
 
     /// Appends a `more=1` fragment, or returns the message that is complete.
@@ -255,25 +316,6 @@ impl<U: UpstreamSocket> Owner<U> {
         }))
     }
 
-    async fn forward(&mut self, message: Outgoing) -> Result<(), SendFailure> {
-        let size = message.bytes().len();
-        let frame = match message {
-            Outgoing::Text(text) => Message::Text(text.into()),
-            Outgoing::Binary(bytes) => Message::Binary(bytes),
-        };
-        match tokio::time::timeout(self.limits.send_timeout, self.upstream.send(frame)).await {
-            Ok(Ok(())) => {
-                self.metrics.to_upstream.count(size);
-                Ok(())
-            }
-            Ok(Err(_)) => {
-                self.end_with(1006, "upstream write failed".into());
-                Err(SendFailure::Upstream)
-            }
-            Err(_) => Err(SendFailure::Timeout),
-        }
-    }
-
     /// Client-initiated close: our Close goes out now, the upstream's answer
     /// (or a timeout) ends the connection.
     async fn start_close(&mut self, reason: Option<CloseReason>) -> Result<(), SendFailure> {
@@ -284,8 +326,7 @@ impl<U: UpstreamSocket> Owner<U> {
             return Ok(());
         }
         if self.upstream.send(Message::Close(reason)).await.is_err() {
-            self.end_with(1006, "upstream write failed".into());
-            return Err(SendFailure::Upstream);
+            return Err(self.write_failed());
         }
         self.closing_deadline = Some(Instant::now() + CLOSE_WAIT);
         Ok(())
@@ -449,6 +490,17 @@ mod tests {
     struct Peer {
         frames: mpsc::UnboundedReceiver<Result<Frame, ProtocolError>>,
         sent: mpsc::UnboundedSender<Message>,
+        room: Arc<std::sync::Mutex<Room>>,
+    }
+
+    /// How many more messages the upstream takes.
+    #[derive(Clone, Copy)]
+    enum Room {
+        Unlimited,
+        /// Then it stops taking any (its TCP window is full).
+        Full(usize),
+        /// Then the connection breaks.
+        Broken(usize),
     }
 
     impl Stream for Peer {
@@ -463,10 +515,17 @@ mod tests {
         type Error = ProtocolError;
 
         fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ProtocolError>> {
-            Poll::Ready(Ok(()))
+            match *self.room.lock().unwrap() {
+                Room::Full(0) => Poll::Pending,
+                Room::Broken(0) => Poll::Ready(Err(ProtocolError::Io(std::io::ErrorKind::BrokenPipe.into()))),
+                _ => Poll::Ready(Ok(())),
+            }
         }
 
         fn start_send(self: Pin<&mut Self>, message: Message) -> Result<(), ProtocolError> {
+            if let Room::Full(left) | Room::Broken(left) = &mut *self.room.lock().unwrap() {
+                *left -= 1;
+            }
             self.sent.send(message).map_err(|_| ProtocolError::Io(std::io::ErrorKind::BrokenPipe.into()))
         }
 
@@ -486,6 +545,7 @@ mod tests {
         upstream: mpsc::UnboundedSender<Result<Frame, ProtocolError>>,
         /// What the owner sent the upstream.
         received: mpsc::UnboundedReceiver<Message>,
+        room: Arc<std::sync::Mutex<Room>>,
     }
 
     fn limits() -> SocketLimits {
@@ -502,8 +562,10 @@ mod tests {
     fn start(limits: SocketLimits) -> Harness {
         let (upstream, frames) = mpsc::unbounded_channel();
         let (sent, received) = mpsc::unbounded_channel();
-        let new = new_socket(Peer { frames, sent }, limits, Arc::new(DaemonMetrics::new(&Registry::new(), 1)));
-        Harness { handle: new.handle, owner: tokio::spawn(new.owner), upstream, received }
+        let room = Arc::new(std::sync::Mutex::new(Room::Unlimited));
+        let peer = Peer { frames, sent, room: room.clone() };
+        let new = new_socket(peer, limits, Arc::new(DaemonMetrics::new(&Registry::new(), 1)));
+        Harness { handle: new.handle, owner: tokio::spawn(new.owner), upstream, received, room }
     }
 
     impl Harness {
@@ -513,6 +575,14 @@ mod tests {
 
         async fn next_sent(&mut self) -> Message {
             self.received.recv().await.expect("the owner sent something")
+        }
+
+        /// Checks that the upstream got exactly these text messages, in order.
+        async fn sent_texts(&mut self, expected: &[&str]) {
+            for text in expected {
+                assert_eq!(self.next_sent().await, Message::Text((*text).into()));
+            }
+            assert!(self.received.try_recv().is_err(), "nothing else went upstream");
         }
 
         async fn messages(&self, ack: Option<u64>) -> Vec<ClientMessage> {
@@ -536,7 +606,15 @@ mod tests {
     }
 
     fn send(data: &str, seq: Option<u64>) -> ClientSend {
-        ClientSend { message: Outgoing::Text(data.into()), seq, more: false }
+        batch(&[data], seq, false)
+    }
+
+    fn batch(data: &[&str], seq: Option<u64>, more: bool) -> ClientSend {
+        ClientSend { messages: data.iter().map(|d| Outgoing::Text((*d).into())).collect(), seq, more }
+    }
+
+    fn rejected(failure: SendFailure, accepted: usize) -> Result<(), Rejected> {
+        Err(Rejected { failure, accepted })
     }
 
     #[tokio::test(start_paused = true)]
@@ -594,11 +672,78 @@ mod tests {
         let mut socket = start(limits());
         assert_eq!(socket.handle.send(send("a", Some(1))).await, Ok(()));
         assert_eq!(socket.handle.send(send("a", Some(1))).await, Ok(()), "a retry is accepted again");
-        assert_eq!(socket.handle.send(send("c", Some(3))).await, Err(SendFailure::OutOfOrder { expected: 2 }));
+        assert_eq!(socket.handle.send(send("c", Some(3))).await, rejected(SendFailure::OutOfOrder { expected: 2 }, 0));
         assert_eq!(socket.handle.send(send("b", Some(2))).await, Ok(()));
         assert_eq!(socket.next_sent().await, Message::Text("a".into()));
         assert_eq!(socket.next_sent().await, Message::Text("b".into()));
         assert!(socket.received.try_recv().is_err(), "nothing else went upstream");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_goes_upstream_in_order_and_a_retry_delivers_only_what_is_new() {
+        let mut socket = start(limits());
+        assert_eq!(socket.handle.send(batch(&["a", "b", "c"], Some(1), false)).await, Ok(()));
+        assert_eq!(socket.handle.send(batch(&["a", "b", "c"], Some(1), false)).await, Ok(()), "retried whole");
+        assert_eq!(socket.handle.send(batch(&["c", "d"], Some(3), false)).await, Ok(()), "overlapping the last");
+        assert_eq!(
+            socket.handle.send(batch(&["f"], Some(6), false)).await,
+            rejected(SendFailure::OutOfOrder { expected: 5 }, 0)
+        );
+        socket.sent_texts(&["a", "b", "c", "d"]).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_message_of_a_batch_may_continue_in_the_next() {
+        let mut socket = start(limits());
+        assert_eq!(socket.handle.send(batch(&["a", "long "], Some(1), true)).await, Ok(()));
+        assert_eq!(socket.handle.send(batch(&["one", "b"], Some(3), false)).await, Ok(()));
+        socket.sent_texts(&["a", "long one", "b"]).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_the_upstream_stops_taking_says_how_much_went_and_the_retry_sends_the_rest() {
+        let mut socket = start(limits());
+        *socket.room.lock().unwrap() = Room::Full(2);
+        let started = Instant::now();
+        let answer = socket.handle.send(batch(&["a", "b", "c", "d"], Some(1), false)).await;
+        assert_eq!(answer, rejected(SendFailure::Timeout, 2));
+        assert_eq!(started.elapsed(), limits().send_timeout);
+        *socket.room.lock().unwrap() = Room::Unlimited;
+        // A client that lost that answer retries the whole batch; one that read it, the rest.
+        assert_eq!(socket.handle.send(batch(&["a", "b", "c", "d"], Some(1), false)).await, Ok(()));
+        socket.sent_texts(&["a", "b", "c", "d"]).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_cut_by_a_broken_upstream_says_how_much_went() {
+        let mut socket = start(limits());
+        *socket.room.lock().unwrap() = Room::Broken(1);
+        assert_eq!(
+            socket.handle.send(batch(&["a", "b", "c"], Some(1), false)).await,
+            rejected(SendFailure::Upstream, 1)
+        );
+        socket.sent_texts(&["a"]).await;
+        assert_eq!(socket.messages(None).await, vec![close(1, 1006, "upstream write failed")]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_send_rate_counts_messages_not_requests() {
+        // One a second, with a burst of two.
+        let mut socket = start(SocketLimits { max_sends_per_second: 1, ..limits() });
+        let answer = socket.handle.send(batch(&["a", "b", "c"], Some(1), false)).await;
+        assert!(matches!(answer, Err(Rejected { failure: SendFailure::RateLimited(_), accepted: 2 })), "{answer:?}");
+        socket.sent_texts(&["a", "b"]).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_with_a_message_over_the_limit_sends_nothing() {
+        let mut socket = start(SocketLimits { max_message_bytes: 3, ..limits() });
+        assert_eq!(
+            socket.handle.send(batch(&["a", "toolong", "b"], Some(1), false)).await,
+            rejected(SendFailure::TooBig, 0)
+        );
+        assert_eq!(socket.handle.send(batch(&["a", "b"], Some(1), false)).await, Ok(()), "the same seq, not taken");
+        socket.sent_texts(&["a", "b"]).await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -621,7 +766,7 @@ mod tests {
         socket.frame(Frame::Close(Some(CloseReason { code: CloseCode::from(4000), description: Some("bye".into()) })));
         assert_eq!(socket.next_sent().await, Message::Close(Some(CloseCode::from(4000).into())));
         assert_eq!(socket.messages(None).await, vec![text(1, "last words"), close(2, 4000, "bye")]);
-        assert_eq!(socket.handle.send(send("late", None)).await, Err(SendFailure::Closed));
+        assert_eq!(socket.handle.send(send("late", None)).await, rejected(SendFailure::Closed, 0));
     }
 
     #[tokio::test(start_paused = true)]
@@ -635,7 +780,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn dropping_every_handle_closes_the_upstream() {
-        let Harness { handle, owner, upstream, mut received } = start(limits());
+        let Harness { handle, owner, upstream, mut received, .. } = start(limits());
         drop(handle);
         assert_eq!(received.recv().await, Some(close_frame(1001, "going away")));
         upstream.send(Ok(Frame::Close(None))).unwrap();
