@@ -650,5 +650,20 @@
   };
 
   PolySocket.prototype.constructor = PolySocket;
+  /* A global in every case, bundled or not: JSONP answers call back through
+     window.PolySocket._callbacks. */
   global.PolySocket = PolySocket;
-}(this));
+  /* UMD, for the npm package: CommonJS (Node, bundlers) gets the
+     constructor as the module, as its `PolySocket` and as its "default"
+     (quoted: ES3 reserves the word); AMD a module named "polysocket", named
+     so that RequireJS pages may still load this file with a script tag. */
+  if (typeof module === "object" && module && typeof module.exports === "object") {
+    module.exports = PolySocket;
+    module.exports.PolySocket = PolySocket;
+    module.exports["default"] = PolySocket;
+  } else if (typeof define === "function" && define.amd) {
+    define("polysocket", [], function () { return PolySocket; });
+  }
+  /* A bundle runs this file in a function of its own, where `this` is no
+     longer the window. */
+}(typeof window !== "undefined" ? window : this));
