@@ -28,11 +28,20 @@
  * whose answer is lost is simply repeated and returns the same messages;
  * sends carry `seq`, so a repeated send is not delivered twice. Long messages
  * are split with `more=1` so that no URL exceeds MAX_URL characters.
+ *
+ * Slow links: one send is in flight at a time, and everything sent while it
+ * is goes in the next request (as many messages as fit in MAX_URL for
+ * JSONP, MAX_BODY for a POST), each with its own seq: a page sends a burst
+ * in about one round trip, not one round trip per message.
  */
 (function (global) {
   var CONNECTING = 0, OPEN = 1, CLOSING = 2, CLOSED = 3;
   /* Longest request URL: old IE refuses more than 2083 characters. */
   var MAX_URL = 2000;
+  /* Most of a POST body a batch of messages fills (one longer message
+     still goes, alone): the daemon's body limit is far above it, and a
+     smaller request gets its first messages upstream sooner. */
+  var MAX_BODY = 65536;
   /* How long the daemon may hold a poll, and how much longer we wait for it. */
   var POLL_TTL = 25000, POLL_SLACK = 10000;
   var CREATE_TIMEOUT = 30000, SEND_TIMEOUT = 30000;
@@ -131,11 +140,15 @@
     setTimeout(function () { throw e; }, 0);
   }
 
+  /* An array value repeats its key, in order (a batch's t and d). */
   function query(params) {
-    var parts = [], key;
+    var parts = [], key, values, i;
     for (key in params) {
       if (params.hasOwnProperty(key) && params[key] !== undefined && params[key] !== null) {
-        parts.push(encodeURIComponent(key) + "=" + encodeURIComponent(params[key]));
+        values = isArray(params[key]) ? params[key] : [params[key]];
+        for (i = 0; i < values.length; i++) {
+          parts.push(encodeURIComponent(key) + "=" + encodeURIComponent(values[i]));
+        }
       }
     }
     return parts.join("&");
@@ -214,7 +227,9 @@
     var attempt = 0;
     function run() {
       (socket._streaming ? post : jsonp)(url, params, timeout, function (failure, answer) {
-        if (socket._gone) { return; }
+        /* Not retried once the socket has closed, but still ended: a send
+           that ends lets the close be acknowledged. */
+        if (socket._gone) { return done("closed"); }
         if (!failure && answer.ok === false && answer.retryable === true) { failure = "retryable"; }
         if (!failure) { return done(null, answer); }
         if (++attempt > RETRIES) { return done(failure); }
@@ -257,6 +272,9 @@
     this._events = [];
     this._outbox = [];
     this._sending = false;
+    /* Sends refused in a row (a busy upstream, the send rate): after
+       RETRIES of them the connection is declared lost. */
+    this._sendFailures = 0;
     /* The seq of a close that reached the page, until it is acknowledged. */
     this._closeAck = null;
     this._seq = 0;
@@ -487,39 +505,79 @@
     return parts;
   };
 
-  /* Sends the outbox in order, one request at a time. */
-  proto._pump = function () {
-    var self = this, item = this._outbox[0];
-    if (this._sending || !this._socket || !item || !item.ready || this._gone) { return; }
-    this._sending = true;
-    var params;
-    if (item.close) {
-      params = {t: "c", code: item.code === undefined ? null : item.code, reason: item.reason || null};
-    } else {
+  /* The next request's messages: from the head of the outbox, all that
+     are ready and fit in one URL (JSONP) or body (POST), each as its next
+     piece. The first always goes; a piece with more to follow ends the
+     batch, since the next request must continue it. */
+  proto._batch = function () {
+    var overhead = (this._base + "/s/" + this._socket).length + 120;
+    var budget = this._streaming ? MAX_BODY : MAX_URL - overhead, used = 0, batch = [], i, item, cost;
+    for (i = 0; i < this._outbox.length; i++) {
+      item = this._outbox[i];
+      if (item.close || !item.ready) { break; }
       /* A POST body has no URL to keep short. */
       if (!item.parts) { item.parts = this._streaming ? [item.d] : this._split(item); }
-      var last = item.parts.length === 1;
-      params = {t: item.t, d: item.parts[0], more: last ? null : 1};
+      /* "&t=b&d=" and the piece, URL-encoded. */
+      cost = 7 + encodeURIComponent(item.parts[0]).length;
+      if (batch.length > 0 && used + cost > budget) { break; }
+      used += cost;
+      batch.push(item);
+      if (item.parts.length > 1) { break; }
     }
-    if (!item.close) {
-      if (!item.seq) { item.seq = ++this._seq; }
-      params.seq = item.seq;
+    return batch;
+  };
+
+  /* Sends the outbox in order, one request at a time, each carrying every
+     message waiting that fits; the close goes once everything before it
+     has. */
+  proto._pump = function () {
+    var self = this, head = this._outbox[0], batch, params, types = [], data = [], mixed = false, i;
+    if (this._sending || !this._socket || !head || !head.ready || this._gone) { return; }
+    if (head.close) {
+      params = {t: "c", code: head.code === undefined ? null : head.code, reason: head.reason || null};
+      batch = [];
+    } else {
+      batch = this._batch();
+      for (i = 0; i < batch.length; i++) {
+        /* Consecutive seqs, kept across retries until each is taken. */
+        if (!batch[i].seq) { batch[i].seq = ++this._seq; }
+        types.push(batch[i].t);
+        data.push(batch[i].parts[0]);
+        mixed = mixed || batch[i].t !== batch[0].t;
+      }
+      /* One t types every d; text needs none. */
+      params = {seq: batch[0].seq, t: mixed ? types : (types[0] === "t" ? null : types[0]), d: data,
+        more: batch[batch.length - 1].parts.length > 1 ? 1 : null};
     }
-    persistent(this, this._base + "/s/" + this._socket, params, SEND_TIMEOUT, function (failure) {
+    this._sending = true;
+    persistent(this, this._base + "/s/" + this._socket, params, SEND_TIMEOUT, function (failure, answer) {
       self._sending = false;
       self._acknowledgeClose();
       if (failure) { return self._lost(); }
-      if (item.close) {
+      if (head.close) {
         self._outbox.shift();
         return;
       }
-      item.parts.shift();
-      item.seq = 0;
-      if (item.parts.length === 0) {
-        self._outbox.shift();
-        self.bufferedAmount -= item.size;
+      /* A refused or half-taken batch (the upstream busy, the send rate)
+         says how many of its messages were taken: the rest go again. */
+      var taken = answer.ok ? batch.length : (typeof answer.accepted === "number" ? answer.accepted : 0);
+      for (i = 0; i < taken && i < batch.length; i++) {
+        batch[i].parts.shift();
+        batch[i].seq = 0;
+        if (batch[i].parts.length === 0) {
+          self._outbox.shift();
+          self.bufferedAmount -= batch[i].size;
+        }
       }
-      self._pump();
+      if (answer.ok) {
+        self._sendFailures = 0;
+        return self._pump();
+      }
+      /* Its close is on its way to the receiving side. */
+      if (answer.error === "socket is closed") { return; }
+      if (++self._sendFailures > RETRIES) { return self._lost(); }
+      setTimeout(function () { self._pump(); },
+        Math.min(FIRST_BACKOFF * Math.pow(2, self._sendFailures - 1), MAX_BACKOFF));
     });
   };
 

@@ -553,7 +553,8 @@ function watchRequests(page) {
     if (!/^\/(create|s\/|j\/)/.test(url.pathname)) return;
     // A send's parameters are in its query (JSONP) or its form body (POST).
     const params = new URLSearchParams(url.search);
-    for (const [name, value] of new URLSearchParams(request.postData() || "")) params.set(name, value);
+    // A batch repeats d and t: appended, not set, so getAll sees them all.
+    for (const [name, value] of new URLSearchParams(request.postData() || "")) params.append(name, value);
     const entry = { url, params, method: request.method(), host: url.host, start: clock++, end: Infinity };
     seen.requests.push(entry);
     // A close's acknowledgement (a poll with ttl=0) leaves once the page
@@ -614,10 +615,52 @@ for (const profile of Object.keys(profiles)) {
     for (const [name] of hosts) assert.notEqual(name, new URL(origin).host, "a socket's host name is not the page's");
     assert.ok(seen.maxPerHost <= 2, `at most two requests in flight per host name (saw ${seen.maxPerHost})`);
     for (const requests of sockets.values()) {
-      const send = requests.find((r) => r.url.pathname.startsWith("/s/") && r.params.get("t") === "t");
+      const send = requests.find((r) => r.url.pathname.startsWith("/s/") && r.params.has("d"));
       const poll = requests.find((r) => r.url.pathname.startsWith("/j/") && r.start < send.start);
       assert.ok(poll.end > send.end, "the send finished while the poll was still waiting");
     }
+  });
+
+  test(`${profile}: a burst of sends goes out in a few requests, in order, each message once`, async () => {
+    const page = await open(profile);
+    const seen = watchRequests(page);
+    const events = await run(
+      page,
+      `${upstream}/echo`,
+      `var n = 0, i;
+       ws.binaryType = "binarystring";
+       ws.onopen = function () {
+         for (i = 1; i <= 200; i++) {
+           if (i % 50 === 0) { ws.sendBinary("\\x00" + String.fromCharCode(i)); } else { ws.send("m" + i); }
+         }
+         events.push({type: "queued", bufferedAmount: ws.bufferedAmount});
+       };
+       ws.onmessage = function (e) {
+         events.push({type: "got", data: e.binary ? "binary " + e.data.charCodeAt(1) : e.data});
+         if (++n === 200) { events.push({type: "drained", bufferedAmount: ws.bufferedAmount}); ws.close(); }
+       };`,
+    );
+    await page.context().close();
+    const expected = [];
+    for (let i = 1; i <= 200; i++) expected.push(i % 50 === 0 ? `binary ${i}` : `m${i}`);
+    assert.deepEqual(events.filter((e) => e.type === "got").map((e) => e.data), expected, "each once, in order");
+    assert.ok(events.find((e) => e.type === "queued").bufferedAmount > 0, "the burst waited in the page");
+    assert.equal(events.find((e) => e.type === "drained").bufferedAmount, 0);
+    const sends = seen.requests.filter((r) => r.url.pathname.startsWith("/s/") && r.params.has("d"));
+    // The first message goes alone; the rest wait for it and go together
+    // (JSONP: as many as fit in a URL old IE takes).
+    assert.ok(sends.length >= 2 && sends.length <= 4, `${sends.length} requests`);
+    let next = 1;
+    for (const send of sends) {
+      const data = send.params.getAll("d");
+      const types = send.params.getAll("t");
+      assert.equal(Number(send.params.get("seq")), next, "each message has its own seq, in order");
+      assert.ok(types.length <= 1 || types.length === data.length, `one t, or one per d: ${send.url}`);
+      assert.ok(send.url.href.length <= 2000, "no URL over old IE's limit");
+      next += data.length;
+    }
+    assert.equal(next, 201, "200 messages in all");
+    assert.ok(sends.some((r) => r.params.getAll("t").includes("b") && r.params.getAll("d").length > 1), "text and binary in one batch");
   });
 
   test(`${profile}: a poll answer or a stream lost in flight is fetched again: nothing lost, nothing doubled`, async () => {
@@ -790,10 +833,11 @@ test("modern: messages arrive on one stream, and sends are POSTs", async () => {
   assert.ok(streams.length >= 1, "a receive");
   for (const r of streams) assert.equal(r.params.get("stream"), "ndjson", `a stream, not a poll: ${r.url}`);
   const sends = seen.requests.filter((r) => r.url.pathname.startsWith("/s/"));
-  assert.deepEqual(sends.map((r) => [r.method, r.params.get("t"), r.params.get("cb")]), [
-    ["POST", "t", null],
-    ["POST", "t", null],
-    ["POST", "c", null],
+  // Text needs no t.
+  assert.deepEqual(sends.map((r) => [r.method, r.params.get("t"), r.params.getAll("d").join(), r.params.get("cb")]), [
+    ["POST", null, "a", null],
+    ["POST", null, "b", null],
+    ["POST", "c", "", null],
   ]);
 });
 
