@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes every parser of client input (query strings and callbacks, target
-# URLs and patterns, /s requests, messages in pieces) for FUZZ_SECONDS each
+# URLs and patterns, /s requests and batches of messages, messages in
+# pieces) for FUZZ_SECONDS each
 # (default 30), after replaying every input that once found a bug
 # (fuzz/regressions/<target>/). A new crash fails the run; its input is in
 # fuzz/artifacts/<target>/: fix the bug, then move the input to regressions.

@@ -133,7 +133,8 @@ pub struct BridgeSettings {
     #[arg(long, env = "POLYSOCKET_MAX_POLLS_PER_IP", default_value_t = 0)]
     pub max_polls_per_ip: usize,
 
-    /// Sends per second one socket may make (a burst of twice that; 0: no limit).
+    /// Messages per second one socket may send, each message of a batch
+    /// counted (a burst of twice that; 0: no limit).
     #[arg(long, env = "POLYSOCKET_MAX_SENDS_PER_SECOND", default_value_t = 500)]
     pub max_sends_per_second: u32,
 
