@@ -108,7 +108,7 @@ def main(lines_path, json_path, svg_path):
               f"{'CPU us/op':>9} {'errors':>6}")
         for n in streaming:
             for scenario, systems in (("round-trip", ("polysocket-poll",)), ("round-trip-stream", STREAMING),
-                                      ("push", STREAMING)):
+                                      ("push", STREAMING + ("polysocket-stream-gzip",))):
                 for system in systems:
                     r = by.get((system, scenario, n))
                     if r is None:
@@ -126,6 +126,13 @@ def main(lines_path, json_path, svg_path):
                 ratio = ours["cpu_us_per_op"] / best["cpu_us_per_op"]
                 targets.append({"scenario": f"push at {n} sockets: CPU per message vs best SockJS streaming ({best['system']})",
                                 "target": "<= 0.5", "measured": ratio, "met": ratio <= 0.5, "binding": True})
+            gzipped = by.get(("polysocket-stream-gzip", "push", n))
+            if ours and gzipped and ours.get("cpu_us_per_op") and gzipped.get("cpu_us_per_op"):
+                # What a gzipped stream costs beside a plain one, run after it on the same daemon.
+                extra_cpu = gzipped["cpu_us_per_op"] - ours["cpu_us_per_op"]
+                extra_kib = (gzipped["rss_kib"] - ours["rss_kib"]) / n
+                print(f"{'':>25}gzip: {extra_cpu:+.1f} us of daemon CPU per pushed message, "
+                      f"{extra_kib:+.0f} KiB of daemon memory per open stream")
             stream = by.get(("polysocket-stream", "round-trip-stream", n))
             poll = by.get(("polysocket-poll", "round-trip", n))
             if stream and poll:

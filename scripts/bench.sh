@@ -15,7 +15,8 @@
 # at 3,000, each after a round trip, waiting in a poll),
 # create (creates/s: router + Redis + 2 daemons), streaming (round trips and
 # upstream pushes at $PUSH_HZ a socket, at each of $STREAM_SOCKETS, over
-# polysocket's NDJSON stream and SockJS's xhr_streaming and eventsource).
+# polysocket's NDJSON stream, plain and gzipped, and SockJS's xhr_streaming
+# and eventsource).
 #
 # Every single-process system runs with --pid: its CPU time per operation,
 # from /proc, is reported beside throughput (cpu_us_per_op), a figure that
@@ -197,6 +198,8 @@ for scenario in $SCENARIOS; do
         let_sessions_expire "$n"
       done
       run polysocket-stream --push --target "$upstream/push?hz=$PUSH_HZ" "${ours[@]}"
+      # The same gzipped: what compression costs per message and per stream.
+      run polysocket-stream --push --gzip --target "$upstream/push?hz=$PUSH_HZ" "${ours[@]}"
       for transport in xhr-streaming eventsource; do
         run sockjs-stream --push --gateway 127.0.0.1:8203 --transport "$transport" "${load[@]}" --pid "$sockjs_push"
         let_sessions_expire "$n"

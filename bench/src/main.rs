@@ -70,6 +70,9 @@ enum Command {
         /// of round trips.
         #[arg(long)]
         push: bool,
+        /// Ask for streams gzipped (reported as polysocket-stream-gzip).
+        #[arg(long)]
+        gzip: bool,
         #[command(flatten)]
         load: Load,
     },
@@ -169,14 +172,10 @@ async fn main() -> std::io::Result<()> {
         Command::IdleMemory { creating, sockets, pid } => {
             run::print_line(polysocket::idle_memory(&creating, sockets, pid).await.map_err(std::io::Error::other)?);
         }
-        Command::PolysocketStream { creating, push, load } => {
+        Command::PolysocketStream { creating, push, gzip, load } => {
             let (mode, scenario) = stream_mode(push);
-            report(
-                "polysocket-stream",
-                scenario,
-                load,
-                run::run(load, |_| streaming::polysocket(&creating, mode)).await,
-            );
+            let system = if gzip { "polysocket-stream-gzip" } else { "polysocket-stream" };
+            report(system, scenario, load, run::run(load, |_| streaming::polysocket(&creating, mode, gzip)).await);
         }
         Command::SockjsStream { gateway, transport, push, load } => {
             let (mode, scenario) = stream_mode(push);

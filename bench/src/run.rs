@@ -8,6 +8,7 @@ use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -78,6 +79,9 @@ pub struct Measured {
     last_ended: Option<Instant>,
     /// CPU time of `Load::pid` while the operations ran.
     cpu: Option<Duration>,
+    /// Resident memory of `Load::pid` as the operations ended, every client
+    /// still connected.
+    rss_kib: Option<u64>,
 }
 
 impl Measured {
@@ -135,6 +139,7 @@ where
     // operation: a close costs little beside seconds of operations).
     if let (Some(pid), Some(before)) = (load.pid, cpu_before) {
         total.cpu = Some(cpu_time(pid)?.saturating_sub(before));
+        total.rss_kib = Some(resident_kib(pid)?);
     }
     for one in measured {
         total.merge(one);
@@ -254,6 +259,7 @@ pub fn summary(system: &str, scenario: &str, load: Load, outcome: Result<(Measur
         "errors": measured.errors,
         "first_error": measured.first_error,
         "cpu_us_per_op": measured.cpu.map(|cpu| cpu.as_secs_f64() * 1e6 / latencies.len().max(1) as f64),
+        "rss_kib": measured.rss_kib,
     })
 }
 
@@ -295,23 +301,25 @@ impl Connection {
     }
 
     pub async fn get(&mut self, what: &str, path: &str) -> Result<Answer, String> {
-        Answer::read(what, self.send(what, Method::GET, path, None, Bytes::new()).await?).await
+        Answer::read(what, self.send(what, Method::GET, path, None, Bytes::new(), false).await?).await
     }
 
     pub async fn post(&mut self, what: &str, path: &str, content_type: &str, body: String) -> Result<Answer, String> {
-        Answer::read(what, self.send(what, Method::POST, path, Some(content_type), body.into()).await?).await
+        Answer::read(what, self.send(what, Method::POST, path, Some(content_type), body.into(), false).await?).await
     }
 
     /// Starts a streaming response (status 200 expected) and returns its
-    /// body to be read as it arrives.
-    pub async fn stream(&mut self, what: &str, method: Method, path: &str) -> Result<Streamed, String> {
-        let response = self.send(what, method, path, None, Bytes::new()).await?;
+    /// body to be read as it arrives; `gzip` asks for it gzipped.
+    pub async fn stream(&mut self, what: &str, method: Method, path: &str, gzip: bool) -> Result<Streamed, String> {
+        let response = self.send(what, method, path, None, Bytes::new(), gzip).await?;
         if response.status() != 200 {
             let status = response.status();
             let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
             return Err(format!("{what} answered {status}: {}", String::from_utf8_lossy(&body)));
         }
-        Ok(Streamed { body: response.into_body(), buffered: Vec::new() })
+        let gzipped = response.headers().get("content-encoding").is_some_and(|v| v == "gzip");
+        let gunzip = gzipped.then(|| flate2::write::GzDecoder::new(Vec::new()));
+        Ok(Streamed { body: response.into_body(), buffered: Vec::new(), gunzip })
     }
 
     async fn send(
@@ -321,10 +329,14 @@ impl Connection {
         path: &str,
         content_type: Option<&str>,
         body: Bytes,
+        accept_gzip: bool,
     ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
         let mut request = Request::builder().method(method).uri(path).header(HOST, &self.host);
         if let Some(content_type) = content_type {
             request = request.header(CONTENT_TYPE, content_type);
+        }
+        if accept_gzip {
+            request = request.header("accept-encoding", "gzip");
         }
         if let Some(client) = &self.forwarded_for {
             request = request.header("x-forwarded-for", client);
@@ -339,6 +351,8 @@ impl Connection {
 pub struct Streamed {
     body: hyper::body::Incoming,
     buffered: Vec<u8>,
+    /// For a gzipped response: decodes each chunk as it comes.
+    gunzip: Option<flate2::write::GzDecoder<Vec<u8>>>,
 }
 
 impl Streamed {
@@ -353,8 +367,14 @@ impl Streamed {
                 None => return Ok(None),
                 Some(Err(e)) => return Err(format!("stream: {e}")),
                 Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        self.buffered.extend_from_slice(&data);
+                    let Ok(data) = frame.into_data() else { continue };
+                    match &mut self.gunzip {
+                        Some(gunzip) => {
+                            let decoded = gunzip.write_all(&data).and_then(|()| gunzip.flush());
+                            decoded.map_err(|e| format!("stream: gzip: {e}"))?;
+                            self.buffered.append(gunzip.get_mut());
+                        }
+                        None => self.buffered.extend_from_slice(&data),
                     }
                 }
             }

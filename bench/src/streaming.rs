@@ -37,9 +37,11 @@ pub struct PolysocketStream {
     acked: u64,
     /// Whether the upstream was told to start pushing.
     pushing: bool,
+    /// Whether streams are asked for gzipped.
+    gzip: bool,
 }
 
-pub async fn polysocket(creating: &Creating, mode: Mode) -> Result<Client, String> {
+pub async fn polysocket(creating: &Creating, mode: Mode, gzip: bool) -> Result<Client, String> {
     let created = creating.create(&mut creating.connect().await?).await?;
     Ok(Box::new(PolysocketStream {
         sends: Connection::open(created.daemon, &created.host).await?,
@@ -50,6 +52,7 @@ pub async fn polysocket(creating: &Creating, mode: Mode) -> Result<Client, Strin
         seq: 0,
         acked: 0,
         pushing: false,
+        gzip,
     }))
 }
 
@@ -61,7 +64,7 @@ impl PolysocketStream {
                 Some(stream) => stream,
                 None => {
                     let path = format!("/j/{}?stream=ndjson&ttl=15000&ack={}", self.id, self.acked);
-                    self.stream.insert(self.receives.stream("stream", Method::GET, &path).await?)
+                    self.stream.insert(self.receives.stream("stream", Method::GET, &path, self.gzip).await?)
                 }
             };
             let Some(line) = stream.next(b"\n").await? else {
@@ -161,7 +164,7 @@ impl SockjsStream {
                         SockjsStreaming::Eventsource => (Method::GET, "eventsource"),
                     };
                     let path = format!("{}/{what}", self.session);
-                    self.stream.insert(self.receives.stream(what, method, &path).await?)
+                    self.stream.insert(self.receives.stream(what, method, &path, false).await?)
                 }
             };
             let separator: &[u8] = match self.transport {
