@@ -2,7 +2,9 @@
 # Runs every test, installing what the tests need when it is missing:
 # redis-server (the fleet tests start their own), kosoku (the Autobahn
 # WebSocket cases), Debian's chromium and the npm packages of the browser
-# tests (playwright-core drives chromium; acorn checks the client is ES3).
+# tests (playwright-core drives chromium; acorn checks the client is ES3) and
+# of the npm package's tests (TypeScript 5 and 7, esbuild, webpack, publint
+# and attw, at the versions of tests/npm/package-lock.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,8 +25,19 @@ if [ ! -d tests/browser/node_modules ]; then
   npm --prefix tests/browser ci --no-audit --no-fund --loglevel=error
 fi
 
+if [ ! -d tests/npm/node_modules ]; then
+  echo "== installing the npm package tests' npm packages"
+  npm --prefix tests/npm ci --no-audit --no-fund --loglevel=error
+fi
+
 # The Rust tests; they also build the binaries the browser tests start.
 cargo test --workspace "$@"
 
 echo "== browser tests (headless chromium)"
 npm --prefix tests/browser test
+
+# client/ as the npm package "polysocket": packed, installed from the
+# tarball, linted (publint, attw), type-checked, and bundled with esbuild
+# and webpack into pages run in chromium against the binaries built above.
+echo "== npm package tests"
+npm --prefix tests/npm test
