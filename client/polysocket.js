@@ -27,17 +27,20 @@
  * Delivery: polls carry `ack` (the last sequence number received), so a poll
  * whose answer is lost is simply repeated and returns the same messages;
  * sends carry `seq`, so a repeated send is not delivered twice. Long messages
- * are split with `more=1` so that no URL exceeds MAX_URL characters.
+ * are split with `more=1` so that no URL exceeds maxUrl characters.
  *
  * Slow links: one send is in flight at a time, and everything sent while it
- * is goes in the next request (as many messages as fit in MAX_URL for
- * JSONP, MAX_BODY for a POST), each with its own seq: a page sends a burst
- * in about one round trip, not one round trip per message.
+ * is goes in the next request (as many messages as fit in maxUrl for
+ * JSONP, MAX_BODY for a POST), each with its own seq; a send waits for the
+ * end of the script that made it, so a burst of sends leaves together. A
+ * page sends a burst in about one round trip, not one round trip per message.
  */
 (function (global) {
   var CONNECTING = 0, OPEN = 1, CLOSING = 2, CLOSED = 3;
-  /* Longest request URL: old IE refuses more than 2083 characters. */
-  var MAX_URL = 2000;
+  /* Longest request URL: Internet Explorer (to 11) refuses more than 2083
+     characters; other browsers take far more, and proxies commonly take
+     8 KiB request lines (nginx's default). */
+  var maxUrl = typeof navigator !== "undefined" && /MSIE |Trident\//.test(navigator.userAgent) ? 2000 : 6000;
   /* Most of a POST body a batch of messages fills (one longer message
      still goes, alone): the daemon's body limit is far above it, and a
      smaller request gets its first messages upstream sooner. */
@@ -54,7 +57,12 @@
   var CLIENT = "polysocket.js-0.1.0";
   var BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-  var callbacks = {}, nextCallback = 0;
+  /* JSONP answers call back through window.PolySocket._callbacks, which
+     the last copy of this file on the page defines: a page with two (a
+     bundle and a script tag) shares one table, each copy naming its
+     callbacks apart. */
+  var callbacks = (global.PolySocket && global.PolySocket._callbacks) || {}, nextCallback = 0;
+  var callbackPrefix = "c" + Math.floor(Math.random() * 2147483647).toString(36) + "_";
   /* Once a stream has not got through, this page's sockets poll: whatever
      held it back will hold back the next one too. */
   var streamsBlocked = false;
@@ -158,7 +166,7 @@
      request failed (network, HTTP error, timeout, or a script that never
      called back), else answer is the JSON the server sent. */
   function jsonp(url, params, timeout, done) {
-    var name = "c" + (nextCallback++), finished = false;
+    var name = callbackPrefix + (nextCallback++), finished = false;
     var head = document.getElementsByTagName("head")[0] || document.documentElement;
     var script = document.createElement("script");
     var timer = setTimeout(function () { finish("timeout"); }, timeout);
@@ -272,6 +280,7 @@
     this._events = [];
     this._outbox = [];
     this._sending = false;
+    this._pumpTimer = null;
     /* Sends refused in a row (a busy upstream, the send rate): after
        RETRIES of them the connection is declared lost. */
     this._sendFailures = 0;
@@ -453,7 +462,12 @@
     /* After close(), data is counted but not sent, as the standard says. */
     if (this.readyState !== OPEN) { return; }
     this._outbox.push(item);
-    this._pump();
+    /* At the end of this task, so that the sends a script makes in a loop
+       go in one request. */
+    var self = this;
+    if (this._pumpTimer === null) {
+      this._pumpTimer = setTimeout(function () { self._pumpTimer = null; self._pump(); }, 0);
+    }
   };
 
   proto.close = function (code, reason) {
@@ -475,12 +489,12 @@
     this._pump();
   };
 
-  /* Splits a message so that each request URL stays under MAX_URL. Base64
+  /* Splits a message so that each request URL stays under maxUrl. Base64
      pieces keep whole 4-character groups; text pieces never split a
      surrogate pair (each piece must be valid UTF-8 on its own). */
   proto._split = function (item) {
     var overhead = (this._base + "/s/" + this._socket).length + 120;
-    var budget = MAX_URL - overhead, parts = [], d = item.d, start = 0, end, cost, c;
+    var budget = maxUrl - overhead, parts = [], d = item.d, start = 0, end, cost, c;
     if (item.t === "b") {
       /* "+", "/" and "=" take three characters each once URL-encoded. */
       var size = Math.max(4, Math.floor(budget / 12) * 4);
@@ -511,7 +525,7 @@
      batch, since the next request must continue it. */
   proto._batch = function () {
     var overhead = (this._base + "/s/" + this._socket).length + 120;
-    var budget = this._streaming ? MAX_BODY : MAX_URL - overhead, used = 0, batch = [], i, item, cost;
+    var budget = this._streaming ? MAX_BODY : maxUrl - overhead, used = 0, batch = [], i, item, cost;
     for (i = 0; i < this._outbox.length; i++) {
       item = this._outbox[i];
       if (item.close || !item.ready) { break; }

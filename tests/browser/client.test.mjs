@@ -325,8 +325,12 @@ ${run.body}
 }
 
 /** A fresh page in `profile` ("native": as the browser is). */
+// What IE8 calls itself: polysocket.js keeps its URLs within IE's 2,083
+// characters there, and takes 6,000 elsewhere.
+const IE8_USER_AGENT = "Mozilla/4.0 (compatible; MSIE 8.0; Windows NT 6.1; Trident/4.0)";
+
 async function open(profile) {
-  const context = await browser.newContext();
+  const context = await browser.newContext(profile === "ie8" ? { userAgent: IE8_USER_AGENT } : {});
   if (profile !== "native") {
     const setup = profiles[profile];
     await (Array.isArray(setup) ? context.addInitScript(setup[0], setup[1]) : context.addInitScript(setup));
@@ -647,16 +651,16 @@ for (const profile of Object.keys(profiles)) {
     assert.ok(events.find((e) => e.type === "queued").bufferedAmount > 0, "the burst waited in the page");
     assert.equal(events.find((e) => e.type === "drained").bufferedAmount, 0);
     const sends = seen.requests.filter((r) => r.url.pathname.startsWith("/s/") && r.params.has("d"));
-    // The first message goes alone; the rest wait for it and go together
-    // (JSONP: as many as fit in a URL old IE takes).
-    assert.ok(sends.length >= 2 && sends.length <= 4, `${sends.length} requests`);
+    // The burst leaves together (JSONP: as many as fit in a URL the browser
+    // takes; IE's are short).
+    assert.ok(sends.length >= 1 && sends.length <= (profile === "ie8" ? 4 : 1), `${sends.length} requests`);
     let next = 1;
     for (const send of sends) {
       const data = send.params.getAll("d");
       const types = send.params.getAll("t");
       assert.equal(Number(send.params.get("seq")), next, "each message has its own seq, in order");
       assert.ok(types.length <= 1 || types.length === data.length, `one t, or one per d: ${send.url}`);
-      assert.ok(send.url.href.length <= 2000, "no URL over old IE's limit");
+      assert.ok(send.url.href.length <= (profile === "ie8" ? 2000 : 6000), `a URL of ${send.url.href.length}`);
       next += data.length;
     }
     assert.equal(next, 201, "200 messages in all");
@@ -833,10 +837,9 @@ test("modern: messages arrive on one stream, and sends are POSTs", async () => {
   assert.ok(streams.length >= 1, "a receive");
   for (const r of streams) assert.equal(r.params.get("stream"), "ndjson", `a stream, not a poll: ${r.url}`);
   const sends = seen.requests.filter((r) => r.url.pathname.startsWith("/s/"));
-  // Text needs no t.
+  // Sent in one script, the two leave in one request; text needs no t.
   assert.deepEqual(sends.map((r) => [r.method, r.params.get("t"), r.params.getAll("d").join(), r.params.get("cb")]), [
-    ["POST", null, "a", null],
-    ["POST", null, "b", null],
+    ["POST", null, "a,b", null],
     ["POST", "c", "", null],
   ]);
 });
