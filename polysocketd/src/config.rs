@@ -88,8 +88,9 @@ pub struct BridgeSettings {
     pub max_stream_time: Duration,
 
     /// Bytes a streaming /j response writes on the wire (compressed, where
-    /// it is) before it ends and its client reconnects. What it wrote stays
-    /// queued until then, so it also ends once it has written half of
+    /// it is) before it ends and its client reconnects; while messages are
+    /// waiting it goes on, up to twice that. What it wrote stays queued
+    /// until then, so it also ends once it has written half of
     /// --max-queue-bytes of messages.
     #[arg(long, env = "POLYSOCKET_MAX_STREAM_BYTES", default_value_t = 128 << 10)]
     pub max_stream_bytes: usize,

@@ -9,6 +9,8 @@
 //! loses nothing and repeats nothing once its client reconnects from the last
 //! `seq` it read. Retained messages are bounded: a stream ends after
 //! `--max-stream-time`, once it has written `--max-stream-bytes` on the wire
+//! (going on past it only while messages wait, up to twice that: a burst is
+//! not cut by a reconnection's round trip, which on a slow link stalls it)
 //! or half the socket's queue in messages (so it never stalls the upstream),
 //! after the close (nothing can
 //! follow it; like any message, it stays until a poll or stream
@@ -48,6 +50,9 @@ const SSE_RETRY_MS: u32 = 500;
 /// Most batches one chunk gathers, so a socket the upstream floods still
 /// yields to the connection's writes.
 const MAX_BATCHES_PER_CHUNK: usize = 64;
+/// Past `--max-stream-bytes`, a stream goes on while messages wait for it,
+/// up to this many times the limit.
+const BUSY_STREAM_FACTOR: usize = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -175,8 +180,9 @@ struct Stream {
     batches: mpsc::UnboundedReceiver<Vec<ClientMessage>>,
     format: Format,
     ends_at: Instant,
-    /// What it may still write on the wire (`--max-stream-bytes`).
-    wire_bytes_left: usize,
+    /// What it has written on the wire, and `--max-stream-bytes`.
+    wire_bytes: usize,
+    max_wire_bytes: usize,
     /// What it may still hand over before its client acknowledges (half
     /// the socket's queue).
     message_bytes_left: usize,
@@ -218,7 +224,8 @@ pub async fn respond(
         batches,
         format,
         ends_at: Instant::now() + limits.lifetime,
-        wire_bytes_left: limits.max_bytes,
+        wire_bytes: 0,
+        max_wire_bytes: limits.max_bytes,
         message_bytes_left: daemon.settings.socket.max_queue_bytes / 2,
         opening: Some(format.opening()),
         finished: false,
@@ -257,15 +264,22 @@ impl Stream {
             Some(gzip) => gzip.stream.write(&plain),
             None => plain,
         };
-        self.wire_bytes_left = self.wire_bytes_left.saturating_sub(chunk.len());
+        self.wire_bytes += chunk.len();
         Some(chunk)
+    }
+
+    /// Whether the stream has written all it may on the wire: its limit,
+    /// unless messages are waiting (up to [`BUSY_STREAM_FACTOR`] times it).
+    fn wire_limit_reached(&self) -> bool {
+        self.wire_bytes >= self.max_wire_bytes * BUSY_STREAM_FACTOR
+            || (self.wire_bytes >= self.max_wire_bytes && self.batches.is_empty())
     }
 
     async fn next_plain_chunk(&mut self) -> Option<Bytes> {
         if let Some(opening) = self.opening.take() {
             return Some(opening);
         }
-        if self.finished || self.wire_bytes_left == 0 || self.message_bytes_left == 0 {
+        if self.finished || self.message_bytes_left == 0 || self.wire_limit_reached() {
             return None;
         }
         let first = tokio::time::timeout_at(self.ends_at, self.batches.recv()).await.ok()??;
@@ -302,6 +316,60 @@ mod tests {
         let opening = Format::Sse.opening();
         assert_eq!(opening.len(), 1 + SSE_PADDING + "\nretry: 500\n\n".len());
         assert!(opening.starts_with(b":   ") && opening.ends_with(b"\nretry: 500\n\n"));
+    }
+
+    /// A plain NDJSON stream of at most `max_wire_bytes`, fed by the returned sink.
+    fn stream(max_wire_bytes: usize) -> (Stream, mpsc::UnboundedSender<Vec<ClientMessage>>) {
+        let (sink, batches) = mpsc::unbounded_channel();
+        let gauge = prometheus::IntGauge::new("g", "g").unwrap();
+        let stream = Stream {
+            batches,
+            format: Format::Ndjson,
+            ends_at: Instant::now() + Duration::from_secs(60),
+            wire_bytes: 0,
+            max_wire_bytes,
+            message_bytes_left: usize::MAX,
+            opening: None,
+            finished: false,
+            gzip: None,
+            _waiting: (Counted::start(&gauge), Counted::start(&gauge), None),
+        };
+        (stream, sink)
+    }
+
+    async fn chunks(mut stream: Stream) -> Vec<usize> {
+        let mut sizes = Vec::new();
+        while let Some(chunk) = stream.next_chunk().await {
+            sizes.push(chunk.len());
+        }
+        sizes
+    }
+
+    #[tokio::test]
+    async fn a_stream_past_its_byte_limit_goes_on_while_messages_wait_up_to_twice_it() {
+        let text = |seq| vec![ClientMessage::Text { seq, data: "x".repeat(100) }];
+        // A line's length, give or take the digits of its seq.
+        let line = written(Format::Ndjson, text(100).remove(0)).len();
+
+        // Nothing waits once the limit is reached: the stream ends there.
+        let (quiet, sink) = stream(1);
+        sink.send(text(1)).unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(5), chunks(quiet)).await;
+        assert_eq!(ended.expect("the stream ended").len(), 1, "ended at its limit");
+        drop(sink);
+
+        // Messages waiting once the limit is passed (three chunks' worth,
+        // of about 64 lines each): on while they wait...
+        let busy = |max_wire_bytes| {
+            let (busy, sink) = stream(max_wire_bytes);
+            for seq in 1..=3 * MAX_BATCHES_PER_CHUNK as u64 {
+                sink.send(text(seq)).unwrap();
+            }
+            chunks(busy)
+        };
+        assert_eq!(busy(100 * line).await.len(), 3, "the limit passed in the second chunk, the third still goes");
+        // ... up to twice the limit.
+        assert_eq!(busy(40 * line).await.len(), 2, "twice the limit passed in the second chunk");
     }
 
     #[test]
