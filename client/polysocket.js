@@ -48,9 +48,12 @@
   /* How long the daemon may hold a poll, and how much longer we wait for it. */
   var POLL_TTL = 25000, POLL_SLACK = 10000;
   var CREATE_TIMEOUT = 30000, SEND_TIMEOUT = 30000;
-  /* A failing request is retried this many times, with growing pauses,
-     before the connection is declared lost (1006). */
-  var RETRIES = 6, FIRST_BACKOFF = 250, MAX_BACKOFF = 4000;
+  /* A failing request is retried with growing pauses, at most MAX_BACKOFF
+     (so a link that comes back is used again within that), until it has
+     failed for LOST_AFTER: then the connection is declared lost (1006). The
+     daemon keeps a socket nobody uses for a minute (--idle-timeout), so a
+     page rides out a link lost for many seconds. */
+  var LOST_AFTER = 20000, FIRST_BACKOFF = 250, MAX_BACKOFF = 2000;
   /* A stream's heartbeat interval; its first line (a heartbeat) must arrive
      within STREAM_PROBE, or a proxy is holding it back. */
   var STREAM_TTL = 15000, STREAM_PROBE = 3000;
@@ -70,6 +73,16 @@
   function canStream() {
     if (streamsBlocked || typeof XMLHttpRequest === "undefined" || typeof JSON === "undefined") { return false; }
     try { return "withCredentials" in new XMLHttpRequest(); } catch (e) { return false; }
+  }
+
+  function now() {
+    return new Date().getTime();
+  }
+
+  /* The pause before retry `attempt` (1, 2, ...) of a request failing
+     since `since`, or -1 once it has failed for LOST_AFTER. */
+  function backoff(attempt, since) {
+    return now() - since >= LOST_AFTER ? -1 : Math.min(FIRST_BACKOFF * Math.pow(2, attempt - 1), MAX_BACKOFF);
   }
 
   function error(name, message) {
@@ -232,7 +245,7 @@
      answer is final. Each JSONP attempt gets a callback of its own, so a
      late answer to one cannot be taken for the answer to the next. */
   function persistent(socket, url, params, timeout, done) {
-    var attempt = 0;
+    var attempt = 0, since = null;
     function run() {
       (socket._streaming ? post : jsonp)(url, params, timeout, function (failure, answer) {
         /* Not retried once the socket has closed, but still ended: a send
@@ -240,8 +253,10 @@
         if (socket._gone) { return done("closed"); }
         if (!failure && answer.ok === false && answer.retryable === true) { failure = "retryable"; }
         if (!failure) { return done(null, answer); }
-        if (++attempt > RETRIES) { return done(failure); }
-        setTimeout(run, Math.min(FIRST_BACKOFF * Math.pow(2, attempt - 1), MAX_BACKOFF));
+        if (since === null) { since = now(); }
+        var pause = backoff(++attempt, since);
+        if (pause < 0) { return done(failure); }
+        setTimeout(run, pause);
       });
     }
     run();
@@ -281,9 +296,13 @@
     this._outbox = [];
     this._sending = false;
     this._pumpTimer = null;
-    /* Sends refused in a row (a busy upstream, the send rate): after
-       RETRIES of them the connection is declared lost. */
+    /* Sends refused in a row (a busy upstream, the send rate), and since
+       when: refused for LOST_AFTER, the connection is declared lost. */
     this._sendFailures = 0;
+    this._sendFailingSince = null;
+    /* A stream has got through on this socket: one that fails later met a
+       failing link, not a proxy that holds streams back. */
+    this._streamWorked = false;
     /* The seq of a close that reached the page, until it is acknowledged. */
     this._closeAck = null;
     this._seq = 0;
@@ -585,13 +604,15 @@
       }
       if (answer.ok) {
         self._sendFailures = 0;
+        self._sendFailingSince = null;
         return self._pump();
       }
       /* Its close is on its way to the receiving side. */
       if (answer.error === "socket is closed") { return; }
-      if (++self._sendFailures > RETRIES) { return self._lost(); }
-      setTimeout(function () { self._pump(); },
-        Math.min(FIRST_BACKOFF * Math.pow(2, self._sendFailures - 1), MAX_BACKOFF));
+      if (self._sendFailingSince === null) { self._sendFailingSince = now(); }
+      var pause = backoff(++self._sendFailures, self._sendFailingSince);
+      if (pause < 0) { return self._lost(); }
+      setTimeout(function () { self._pump(); }, pause);
     });
   };
 
@@ -623,13 +644,24 @@
 
   /* One streaming receive: NDJSON lines on one response, read as they
      arrive, from the last seq received. A stream ends by itself now and
-     then and is simply opened again. One whose first line (a heartbeat)
-     does not arrive within STREAM_PROBE, or that fails before it, did not
-     get through: the socket (and the page) falls back to JSONP polls. A
-     stream that worked and then fails is retried like any request. */
-  proto._stream = function (failures) {
+     then and is simply opened again. Where no stream has got through yet,
+     one whose first line (a heartbeat) does not arrive within
+     STREAM_PROBE, or that fails before it, did not get through: the socket
+     (and the page) falls back to JSONP polls. Once one has, a stream that
+     fails met a failing link, and is retried like any request (`failures`
+     in a row, since `since`). */
+  proto._stream = function (failures, since) {
     var self = this, xhr = new XMLHttpRequest(), read = 0, live = false, finished = false, silence;
-    var probe = setTimeout(function () { if (!live) { finish(); xhr.abort(); self._fallBack(); } }, STREAM_PROBE);
+    function retry() {
+      var started = since === undefined ? now() : since, pause = backoff(failures + 1, started);
+      if (pause < 0) { return self._lost(); }
+      setTimeout(function () { if (!self._gone) { self._stream(failures + 1, started); } }, pause);
+    }
+    function notThrough() {
+      if (self._streamWorked) { return retry(); }
+      self._fallBack();
+    }
+    var probe = setTimeout(function () { if (!live) { finish(); xhr.abort(); notThrough(); } }, STREAM_PROBE);
     function finish() {
       finished = true;
       clearTimeout(probe);
@@ -647,7 +679,9 @@
         var message = JSON.parse(text.substring(read, end));
         read = end + 1;
         live = true;
+        self._streamWorked = true;
         failures = 0;
+        since = undefined;
         watch();
         if (!self._deliver(message)) { finish(); xhr.abort(); }
       }
@@ -657,11 +691,10 @@
       if (xhr.readyState !== 4 || finished) { return; }
       finish();
       if (self._gone) { return; }
-      if (!live) { return self._fallBack(); }
+      if (xhr.status === 403) { return self._lost(); }
+      if (!live) { return notThrough(); }
       if (xhr.status === 200) { return self._stream(0); }
-      if (xhr.status === 403 || ++failures > RETRIES) { return self._lost(); }
-      setTimeout(function () { if (!self._gone) { self._stream(failures); } },
-        Math.min(FIRST_BACKOFF * Math.pow(2, failures - 1), MAX_BACKOFF));
+      retry();
     };
     xhr.open("GET", this._base + "/j/" + this._socket + "?" + query({stream: "ndjson", ttl: STREAM_TTL, ack: this._acked}), true);
     xhr.send(null);

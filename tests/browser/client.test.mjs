@@ -25,40 +25,15 @@
 // public one, which Chromium forbids to reach loopback addresses).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, writeFileSync, readFileSync, existsSync } from "node:fs";
-import { createServer } from "node:net";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as acorn from "acorn";
 import { chromium } from "playwright-core";
+import { binary, freePort, launchChromium, root, start, stopAll, waitFor } from "../js/processes.mjs";
 
-const root = new URL("../../", import.meta.url).pathname;
-const target = process.env.CARGO_TARGET_DIR || join(root, "target");
-const binary = (name) => {
-  const path = join(target, "debug", name);
-  assert.ok(existsSync(path), `${path} is missing: run cargo test --workspace (scripts/test.sh) first`);
-  return path;
-};
-
-const children = [];
 let browser, origin, upstream, screenshots, pages, buffered, proxy;
-
-function freePort() {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-function start(path, args) {
-  const child = spawn(path, args, { stdio: ["ignore", "ignore", process.env.TEST_LOG ? "inherit" : "ignore"] });
-  children.push(child);
-  return child;
-}
 
 /**
  * A proxy that buffers each response whole before passing it on, as some
@@ -90,18 +65,6 @@ async function bufferingProxy(target) {
   return { server, port };
 }
 
-async function waitFor(url) {
-  for (let i = 0; i < 200; i++) {
-    try {
-      if ((await fetch(url)).ok) return;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`${url} never answered`);
-}
-
 before(async () => {
   const scratch = mkdtempSync(join(tmpdir(), "polysocket-browser-"));
   screenshots = process.env.SCREENSHOT_DIR || scratch;
@@ -124,17 +87,14 @@ before(async () => {
   pages = await servePages();
   await waitFor(`http://127.0.0.1:${daemonPort}/readyz`);
   await waitFor(`http://127.0.0.1:${bufferedPort}/readyz`);
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"],
-  });
+  browser = await launchChromium(chromium);
 });
 
 after(async () => {
   await browser?.close();
   pages?.server.close();
   proxy?.server.close();
-  for (const child of children) child.kill();
+  stopAll();
 });
 
 /**
@@ -279,7 +239,7 @@ function harness(url, options, scenario) {
     var types = ["open", "message", "error", "close"], i;
     for (i = 0; i < types.length; i++) { socket.addEventListener(types[i], record); }
   }
-  setTimeout(function () { finish("timed out"); }, 20000);
+  setTimeout(function () { finish("timed out"); }, 28000);
   try {
     ws = options.protocols ? new WebSocket(url, options.protocols) : new WebSocket(url);
     if (options.binaryType) { ws.binaryType = options.binaryType; }
@@ -719,6 +679,7 @@ for (const profile of Object.keys(profiles)) {
     await page.context().close();
   });
 
+  // Retried for 20 s (a link lost for seconds is ridden out), then lost.
   test(`${profile}: a persistent failure closes with 1006 after retrying`, async () => {
     const page = await open(profile);
     let polls = 0;
@@ -842,6 +803,35 @@ test("modern: messages arrive on one stream, and sends are POSTs", async () => {
     ["POST", null, "a,b", null],
     ["POST", "c", "", null],
   ]);
+});
+
+test("modern: a stream that got through, then met a failing link, is retried as a stream", async () => {
+  const page = await open("modern");
+  const seen = watchRequests(page);
+  let streams = 0, refused = 0;
+  await page.route(/\/j\//, (route) => {
+    if (!new URL(route.request().url()).searchParams.get("stream")) return route.continue();
+    streams++;
+    // The first stream gets through (a heartbeat) and ends; the link then
+    // refuses the next three, as a link that is down does.
+    if (streams === 1) return route.fulfill({ status: 200, contentType: "application/x-ndjson", body: '{"type":"heartbeat"}\n' });
+    if (streams <= 4) {
+      refused++;
+      return route.abort("connectionrefused");
+    }
+    return route.continue();
+  });
+  const events = await run(
+    page,
+    `${upstream}/echo`,
+    `ws.onopen = function () { setTimeout(function () { ws.send("after the outage"); }, 2500); };
+     ws.onmessage = function () { ws.close(); };`,
+  );
+  await page.context().close();
+  assert.deepEqual(messages(events), ["after the outage"]);
+  assert.equal(refused, 3);
+  const polls = seen.requests.filter((r) => r.url.pathname.startsWith("/j/") && !r.params.get("stream") && r.params.get("ttl") !== "0");
+  assert.deepEqual(polls.map((r) => r.url.href), [], "no JSONP polls: the socket kept streaming");
 });
 
 test("modern: behind a proxy that buffers responses, a socket falls back to JSONP polls", async () => {

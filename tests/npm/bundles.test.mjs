@@ -8,52 +8,17 @@
 // Debian's chromium, as tests/browser does; scripts/test.sh provides both.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import * as esbuild from "esbuild";
 import webpack from "webpack";
 import { chromium } from "playwright-core";
-import { consumer, root } from "./consumer.mjs";
+import { consumer } from "./consumer.mjs";
+import { binary, freePort, launchChromium, root, start, stopAll, waitFor } from "../js/processes.mjs";
 
-const target = process.env.CARGO_TARGET_DIR || join(root, "target");
-const binary = (name) => {
-  const path = join(target, "debug", name);
-  assert.ok(existsSync(path), `${path} is missing: run cargo test --workspace (scripts/test.sh) first`);
-  return path;
-};
-
-const children = [];
 let project, browser, pages, router, upstream;
-
-function freePort() {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-function start(path, args) {
-  const child = spawn(path, args, { stdio: ["ignore", "ignore", process.env.TEST_LOG ? "inherit" : "ignore"] });
-  children.push(child);
-}
-
-async function waitFor(url) {
-  for (let i = 0; i < 200; i++) {
-    try {
-      if ((await fetch(url)).ok) return;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`${url} never answered`);
-}
 
 /** Bundles: {name: path of the bundle, inputs: the package files it holds}. */
 const bundles = {};
@@ -170,16 +135,13 @@ before(async () => {
   router = `http://localhost:${daemonPort}`;
   pages = { server: await servePages({ port: pagesPort }), origin: pagesOrigin };
   await waitFor(`http://127.0.0.1:${daemonPort}/readyz`);
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"],
-  });
+  browser = await launchChromium(chromium);
 });
 
 after(async () => {
   await browser?.close();
   pages?.server.close();
-  for (const child of children) child.kill();
+  stopAll();
   if (project) rmSync(project.dir, { recursive: true, force: true });
 });
 
