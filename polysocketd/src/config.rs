@@ -96,9 +96,16 @@ pub struct BridgeSettings {
     pub max_stream_bytes: usize,
 
     /// Streams gzipped at once (each holds a compression context of about
-    /// 300 KiB); streams beyond that go uncompressed. 0: none.
+    /// 260 KiB); streams beyond that go uncompressed. 0: none.
     #[arg(long, env = "POLYSOCKET_MAX_COMPRESSED_STREAMS", default_value_t = 1000)]
     pub max_compressed_streams: usize,
+
+    /// Never gzip /j answers or streams. Compression lets someone who puts
+    /// chosen text into a socket's messages and sees the encrypted sizes
+    /// guess other text in the same answer (BREACH): set it where upstreams
+    /// mix secrets with text others control.
+    #[arg(long, env = "POLYSOCKET_NO_GZIP")]
+    pub no_gzip: bool,
 
     /// Undelivered bytes a socket buffers for its client before it stops
     /// reading from the upstream (backpressure instead of loss).

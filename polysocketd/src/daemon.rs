@@ -58,6 +58,8 @@ pub struct DaemonSettings {
     /// Longest a `/j` poll waits (a client's `ttl` is clamped to it).
     pub max_poll_ttl: Duration,
     pub stream: StreamLimits,
+    /// Whether `/j` answers and streams may be gzipped (`--no-gzip`).
+    pub gzip: bool,
     /// Largest `/s` body read (a message, plus room for form and base64 encoding).
     pub body_limit: usize,
     /// How long a `/s` body may take to arrive.
@@ -94,6 +96,7 @@ impl DaemonSettings {
                 max_bytes: bridge.max_stream_bytes,
                 max_compressed: bridge.max_compressed_streams,
             },
+            gzip: !bridge.no_gzip,
             // Forms and base64 inflate a message by a third; leave room for that.
             body_limit: bridge.max_message_bytes / 3 * 4 + 4096,
             body_timeout: bridge.body_timeout,

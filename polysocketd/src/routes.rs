@@ -351,7 +351,7 @@ async fn poll(req: HttpRequest, SocketId(socket): SocketId, daemon: web::Data<Da
         let ip = daemon.client_limits.client_ip(&req);
         let handle = daemon.socket(ip, &socket)?;
         let slot = daemon.client_limits.poll_slot(ip)?;
-        let gzip_accepted = compression::accepts_gzip(req.headers());
+        let gzip_accepted = daemon.settings.gzip && compression::accepts_gzip(req.headers());
         if let Some(format) = streaming {
             let ack = stream::start_ack(&req, ack)?;
             return Ok(Received::Stream(
@@ -369,7 +369,8 @@ async fn poll(req: HttpRequest, SocketId(socket): SocketId, daemon: web::Data<Da
     let (mut response, endpoint) = match outcome {
         Ok(Received::Messages(messages)) => {
             let answer = jsonp::reply(StatusCode::OK, cb.as_ref(), &Messages { ok: true, messages });
-            (compression::compress(req.headers(), answer), Endpoint::Poll)
+            let answer = if daemon.settings.gzip { compression::compress(req.headers(), answer) } else { answer };
+            (answer, Endpoint::Poll)
         }
         Ok(Received::Stream(response)) => (response, Endpoint::Stream),
         Err(e) => (e.reply(cb.as_ref()), Endpoint::Poll),

@@ -130,3 +130,15 @@ async fn polls_are_gzipped_when_long_enough_to_gain() {
     assert_eq!(short.header("content-encoding"), "", "under 1 KiB it is not worth it");
     assert_eq!(texts(&short.jsonp(CB)["messages"].as_array().unwrap()[..]), ["short"]);
 }
+
+#[actix_web::test]
+async fn a_daemon_run_with_no_gzip_compresses_nothing() {
+    let stack = stack(vec!["--no-gzip"]).await;
+    let socket = stack.open("/say?n=20&text=a%20message%20much%20like%20the%20others").await;
+    let gzip = [("Accept-Encoding", "gzip")];
+    let poll = socket.get_with(&format!("/j/{}?cb={CB}&ttl=2000&ack=0", socket.id), &gzip).await;
+    assert_eq!(poll.jsonp(CB)["messages"].as_array().unwrap().len(), 20);
+    assert_eq!(poll.header("content-encoding"), "");
+    let stream = socket.stream(&[("stream", "ndjson"), ("ack", "0")], &gzip).await;
+    assert_eq!(stream.header("content-encoding"), "");
+}
