@@ -69,6 +69,15 @@ impl Default for GzipStream {
 }
 
 impl GzipStream {
+    /// A stream whose gzip header carries `padding` bytes of spaces (a
+    /// header comment, which decoders skip): what a stream opens with to
+    /// get through proxies that hold back a response's first bytes must be
+    /// that long on the wire, not once compressed.
+    pub fn padded(padding: usize) -> Self {
+        let builder = flate2::GzBuilder::new().comment(vec![b' '; padding]);
+        GzipStream { encoder: builder.write(Vec::new(), Compression::default()) }
+    }
+
     /// `data` compressed, ready to send: the receiver can decode all of it
     /// without waiting for anything more.
     pub fn write(&mut self, data: &[u8]) -> Bytes {
@@ -132,6 +141,16 @@ mod tests {
             assert_eq!(plain.headers().get(VARY).unwrap(), "Accept-Encoding");
             assert_eq!(plain.into_body().try_into_bytes().unwrap(), body.as_bytes());
         }
+    }
+
+    #[test]
+    fn a_padded_stream_puts_its_padding_on_the_wire() {
+        let mut stream = GzipStream::padded(2048);
+        let first = stream.write(b"x");
+        assert!(first.len() > 2048, "{} bytes", first.len());
+        let mut wire = first.to_vec();
+        wire.extend_from_slice(&stream.finish());
+        assert_eq!(gunzip(&wire), b"x");
     }
 
     #[test]

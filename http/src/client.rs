@@ -10,7 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{
     CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, ETAG, HeaderValue, IF_NONE_MATCH, VARY, X_CONTENT_TYPE_OPTIONS,
 };
-use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, guard, web};
 use polysocket_common::compression;
 use std::sync::LazyLock;
 
@@ -46,10 +46,12 @@ static GZIPPED: LazyLock<Encoded> =
 
 /// Mounts the client and the demo page, for the router and standalone polysocketd.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/polysocket.js", web::get().to(|req: HttpRequest| async move { client(&req, CACHE_LATEST) }))
+    // HEAD too: `curl -I` and caches that revalidate with it.
+    let get_or_head = || web::route().guard(guard::Any(guard::Get()).or(guard::Head()));
+    cfg.route("/polysocket.js", get_or_head().to(|req: HttpRequest| async move { client(&req, CACHE_LATEST) }))
         .route(
             &format!("/polysocket-{CLIENT_VERSION}.js"),
-            web::get().to(|req: HttpRequest| async move { client(&req, CACHE_PINNED) }),
+            get_or_head().to(|req: HttpRequest| async move { client(&req, CACHE_PINNED) }),
         )
         .route("/demo", web::get().to(demo));
 }
@@ -135,5 +137,12 @@ mod tests {
         let pinned = http::call_service(&app, get(&format!("/polysocket-{CLIENT_VERSION}.js"), &[])).await;
         assert_eq!(pinned.status(), 200);
         assert_eq!(pinned.headers().get(CACHE_CONTROL).unwrap(), CACHE_PINNED);
+
+        let head = http::TestRequest::default().method(actix_web::http::Method::HEAD).uri("/polysocket.js");
+        let head = http::call_service(&app, head.insert_header(("Accept-Encoding", "gzip")).to_request()).await;
+        assert_eq!(
+            (head.status(), head.headers().get(ETAG).unwrap().to_str().unwrap()),
+            (StatusCode::OK, tag.as_str())
+        );
     }
 }

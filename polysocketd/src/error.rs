@@ -26,6 +26,8 @@ pub enum RequestError {
     CloseInBatch,
     #[error("too many messages: at most {0} in one request")]
     TooManyMessages(usize),
+    #[error("request body too big: at most {0} bytes (send fewer messages at a time)")]
+    BodyTooBig(usize),
     #[error("invalid d: not standard base64")]
     InvalidBase64,
     #[error("invalid d: text must be UTF-8")]
@@ -96,7 +98,7 @@ impl RequestError {
             RequestError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             RequestError::UnsupportedContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RequestError::SlowBody => StatusCode::REQUEST_TIMEOUT,
-            RequestError::TooManyMessages(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestError::TooManyMessages(_) | RequestError::BodyTooBig(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::Superseded => StatusCode::CONFLICT,
             RequestError::RateLimited(_) | RequestError::TooManyPolls => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::BAD_REQUEST,

@@ -184,6 +184,8 @@ async fn send(
         if !matches!(*req.method(), Method::GET | Method::POST) {
             return Err(RequestError::MethodNotAllowed(SEND_METHODS));
         }
+        let post = req.method() == Method::POST;
+        let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         // A body that trickles in must not hold the connection for ever.
         let body = match tokio::time::timeout(
             daemon.settings.body_timeout,
@@ -192,12 +194,13 @@ async fn send(
         .await
         {
             Err(_) => return Err(RequestError::SlowBody),
+            // A raw body is one message; a form may be a batch, whose
+            // messages may each be within the limit.
+            Ok(Err(_)) if is_form(content_type) => return Err(RequestError::BodyTooBig(daemon.settings.body_limit)),
             Ok(Err(_)) => return Err(RequestError::Send(SendFailure::TooBig)),
             Ok(Ok(Err(_))) => return Err(RequestError::UnreadableBody),
             Ok(Ok(Ok(body))) => body,
         };
-        let post = req.method() == Method::POST;
-        let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let request = send_request(post, content_type, params, body)?;
         let handle = daemon.socket(daemon.client_limits.client_ip(&req), &socket)?;
         match request {
@@ -224,9 +227,10 @@ async fn send(
 /// Builds the request from parameters; `body` is the message when a raw
 /// POST body carries it.
 fn request_from_params(params: SendParams, body: Option<Outgoing>) -> Result<SendRequest, RequestError> {
-    if let [close] = params.t.as_slice()
-        && close == "c"
-    {
+    if params.t.iter().any(|t| t == "c") {
+        if params.t.len() > 1 || !params.d.is_empty() {
+            return Err(RequestError::CloseInBatch);
+        }
         return close_reason(params.code.as_deref(), params.reason).map(SendRequest::Close);
     }
     let messages = match body {
@@ -264,7 +268,6 @@ fn batch(types: Vec<String>, data: Vec<String>) -> Result<Vec<Outgoing>, Request
         .map(|(i, data)| match type_of(i) {
             None | Some("t") => Ok(Outgoing::Text(data)),
             Some("b") => Ok(Outgoing::Binary(BASE64.decode(data).map_err(|_| RequestError::InvalidBase64)?.into())),
-            Some("c") => Err(RequestError::CloseInBatch),
             Some(_) => Err(RequestError::InvalidType),
         })
         .collect()
@@ -290,6 +293,16 @@ fn close_reason(code: Option<&str>, reason: Option<String>) -> Result<Option<Clo
     Ok(Some(CloseReason { code: CloseCode::from(code), description: reason }))
 }
 
+const FORM: &str = "application/x-www-form-urlencoded";
+
+fn mime_of(content_type: &str) -> String {
+    content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+}
+
+fn is_form(content_type: &str) -> bool {
+    mime_of(content_type) == FORM
+}
+
 /// What a `/s` request asks for, from its query parameters and, for a POST,
 /// its content type and body. A POST body is a form (`d`, `t`, ...), or the
 /// message itself: text/plain is one text message, application/octet-stream
@@ -303,9 +316,8 @@ pub fn send_request(
     if !post {
         return request_from_params(query, None);
     }
-    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    match mime.as_str() {
-        "application/x-www-form-urlencoded" => {
+    match mime_of(content_type).as_str() {
+        FORM => {
             if !jsonp::form_is_utf8(&body) {
                 return Err(RequestError::InvalidUtf8);
             }
@@ -421,7 +433,13 @@ mod tests {
             batch(vec![Outgoing::Binary(Bytes::from_static(&[0, 1])), text("x")], None, true)
         );
         assert!(matches!(message(&[("t", "t"), ("t", "b"), ("d", "a")]), Err(RequestError::TypeCount)));
-        assert!(matches!(message(&[("t", "t"), ("t", "c"), ("d", "a"), ("d", "b")]), Err(RequestError::CloseInBatch)));
+        for close_with_more in [
+            &[("t", "t"), ("t", "c"), ("d", "a"), ("d", "b")][..],
+            &[("t", "c"), ("d", "a")],
+            &[("t", "c"), ("t", "c")],
+        ] {
+            assert!(matches!(message(close_with_more), Err(RequestError::CloseInBatch)), "{close_with_more:?}");
+        }
         // One bad message refuses the whole batch before anything is sent.
         assert!(matches!(
             message(&[("t", "t"), ("t", "b"), ("d", "a"), ("d", "!!")]),

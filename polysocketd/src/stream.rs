@@ -211,7 +211,11 @@ pub async fn respond(
     let gzip =
         gzip_accepted.then(|| daemon.compressed_streams.clone().try_acquire_owned().ok()).flatten().map(|permit| {
             Gzip {
-                stream: GzipStream::default(),
+                // The opening padding must be that long on the wire.
+                stream: match format {
+                    Format::Sse => GzipStream::padded(SSE_PADDING),
+                    Format::Ndjson => GzipStream::default(),
+                },
                 _permit: permit,
                 _counted: Counted::start(&daemon.metrics.streams_compressed),
             }

@@ -50,6 +50,8 @@ pub struct Streamed {
     body: awc::ClientResponse,
     buffered: Vec<u8>,
     gunzip: Option<flate2::write::GzDecoder<Vec<u8>>>,
+    /// What has come over the wire so far.
+    pub wire_bytes: usize,
 }
 
 impl Streamed {
@@ -70,15 +72,18 @@ impl Streamed {
                 .await
                 .expect("the stream went silent for 10 s");
             match chunk {
-                Some(Ok(bytes)) => match &mut self.gunzip {
-                    Some(gunzip) => {
-                        // Only what this chunk completes: nothing may need a later one.
-                        std::io::Write::write_all(gunzip, &bytes).expect("valid gzip");
-                        std::io::Write::flush(gunzip).expect("valid gzip");
-                        self.buffered.append(gunzip.get_mut());
+                Some(Ok(bytes)) => {
+                    self.wire_bytes += bytes.len();
+                    match &mut self.gunzip {
+                        Some(gunzip) => {
+                            // Only what this chunk completes: nothing may need a later one.
+                            std::io::Write::write_all(gunzip, &bytes).expect("valid gzip");
+                            std::io::Write::flush(gunzip).expect("valid gzip");
+                            self.buffered.append(gunzip.get_mut());
+                        }
+                        None => self.buffered.extend_from_slice(&bytes),
                     }
-                    None => self.buffered.extend_from_slice(&bytes),
-                },
+                }
                 Some(Err(_)) | None => {
                     assert!(self.buffered.is_empty(), "the stream ended mid-message: {:?}", self.buffered);
                     return None;
@@ -159,6 +164,7 @@ impl Http {
             body,
             buffered: Vec::new(),
             gunzip: gzipped.then(|| flate2::write::GzDecoder::new(Vec::new())),
+            wire_bytes: 0,
         }
     }
 

@@ -48,12 +48,27 @@ async fn a_malformed_batch_delivers_nothing() {
         (vec![("t", "t"), ("t", "b"), ("d", "a"), ("d", "!!")], "invalid d: not standard base64"),
         (vec![("t", "t"), ("t", "b"), ("d", "a")], "invalid t: give one t for every d, or one for all of them"),
         (vec![("t", "t"), ("t", "c"), ("d", "a"), ("d", "b")], "invalid t: c (close) takes no d and comes alone"),
+        (vec![("t", "c"), ("d", "a")], "invalid t: c (close) takes no d and comes alone"),
     ] {
         let refused = socket.send_get(&params).await;
         assert_eq!((refused.status, refused.jsonp(CB)["error"].clone()), (400, json!(error)));
     }
     socket.send_text("only this").await;
     assert_eq!(texts(&socket.receive(1).await), ["only this"]);
+}
+
+#[actix_web::test]
+async fn a_batch_over_the_body_limit_says_so_though_each_message_fits() {
+    // Bodies hold one largest message (base64 and form encoding included): 5,428 bytes here.
+    let stack = stack(vec!["--max-message-bytes", "1000"]).await;
+    let socket = stack.open("/echo").await;
+    let form = vec!["d=".to_owned() + &"x".repeat(900); 10].join("&");
+    let refused = socket.post("", "application/x-www-form-urlencoded", form.as_bytes()).await;
+    let error = "request body too big: at most 5428 bytes (send fewer messages at a time)";
+    assert_eq!((refused.status, refused.json()["error"].clone()), (413, json!(error)));
+    let half = vec!["d=".to_owned() + &"x".repeat(900); 5].join("&");
+    assert_eq!(socket.post("", "application/x-www-form-urlencoded", half.as_bytes()).await.status, 201);
+    assert_eq!(socket.receive(5).await.len(), 5);
 }
 
 #[actix_web::test]
@@ -107,6 +122,12 @@ async fn a_gzipped_stream_delivers_each_message_as_it_comes() {
         socket.send_text(text).await;
         assert_eq!(stream.next_line().await, Some(json!({"type": "text", "seq": seq, "data": text})));
     }
+    // Server-Sent Events open with 2 KiB of padding that must be 2 KiB on
+    // the wire, to get through proxies that hold back a response's start.
+    let mut sse = socket.stream(&[("stream", "sse"), ("ack", "3")], &[("Accept-Encoding", "gzip")]).await;
+    assert_eq!(sse.header("content-encoding"), "gzip");
+    assert!(sse.next_event().await.unwrap().starts_with(":  "));
+    assert!(sse.wire_bytes > 2048, "{} bytes", sse.wire_bytes);
     // A client that does not take gzip gets the stream as it is.
     let plain = socket.stream(&[("stream", "ndjson"), ("ack", "3")], &[]).await;
     assert_eq!(plain.header("content-encoding"), "");
