@@ -38,11 +38,12 @@ pub fn vary_on_encoding(response: &mut HttpResponse) {
     response.headers_mut().append(VARY, HeaderValue::from_static("Accept-Encoding"));
 }
 
-/// Gzips a response's body when the client takes gzip and the body is
-/// long enough to gain from it; any other response is returned as it was.
-pub fn compress(request: &HeaderMap, mut response: HttpResponse) -> HttpResponse {
+/// Gzips a response's body when the client takes gzip (`accepted`, from
+/// [`accepts_gzip`]) and the body is long enough to gain from it; any other
+/// response is returned as it was.
+pub fn compress(accepted: bool, mut response: HttpResponse) -> HttpResponse {
     vary_on_encoding(&mut response);
-    if !accepts_gzip(request) || response.headers().contains_key(CONTENT_ENCODING) {
+    if !accepted || response.headers().contains_key(CONTENT_ENCODING) {
         return response;
     }
     let (mut head, body) = response.into_parts();
@@ -81,6 +82,9 @@ impl GzipStream {
     /// `data` compressed, ready to send: the receiver can decode all of it
     /// without waiting for anything more.
     pub fn write(&mut self, data: &[u8]) -> Bytes {
+        // Room for the worst case (data that does not compress, and the
+        // flush's few bytes): one allocation a chunk, never regrown.
+        self.encoder.get_mut().reserve(data.len() + 64);
         self.encoder.write_all(data).expect("writing to memory succeeds");
         self.encoder.flush().expect("writing to memory succeeds");
         Bytes::from(std::mem::take(self.encoder.get_mut()))
@@ -128,7 +132,7 @@ mod tests {
         let short = "x".repeat(MIN_BYTES - 1);
         let response = |body: &str| HttpResponse::build(StatusCode::OK).body(body.to_owned());
 
-        let compressed = compress(&headers("gzip"), response(&long));
+        let compressed = compress(accepts_gzip(&headers("gzip")), response(&long));
         assert_eq!(compressed.headers().get(CONTENT_ENCODING).unwrap(), "gzip");
         assert_eq!(compressed.headers().get(VARY).unwrap(), "Accept-Encoding");
         let body = compressed.into_body().try_into_bytes().unwrap();
@@ -136,7 +140,7 @@ mod tests {
         assert_eq!(gunzip(&body), long.as_bytes());
 
         for (accept, body) in [("gzip", &short), ("identity", &long)] {
-            let plain = compress(&headers(accept), response(body));
+            let plain = compress(accepts_gzip(&headers(accept)), response(body));
             assert!(plain.headers().get(CONTENT_ENCODING).is_none());
             assert_eq!(plain.headers().get(VARY).unwrap(), "Accept-Encoding");
             assert_eq!(plain.into_body().try_into_bytes().unwrap(), body.as_bytes());

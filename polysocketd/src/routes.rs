@@ -344,6 +344,7 @@ async fn poll(req: HttpRequest, SocketId(socket): SocketId, daemon: web::Data<Da
     if req.method() == Method::OPTIONS {
         return cors::preflight(&daemon, &socket, &req, POLL_METHODS);
     }
+    let gzip = daemon.settings.gzip.then(|| compression::accepts_gzip(req.headers()));
     let outcome = async {
         if req.method() != Method::GET {
             return Err(RequestError::MethodNotAllowed(POLL_METHODS));
@@ -363,11 +364,10 @@ async fn poll(req: HttpRequest, SocketId(socket): SocketId, daemon: web::Data<Da
         let ip = daemon.client_limits.client_ip(&req);
         let handle = daemon.socket(ip, &socket)?;
         let slot = daemon.client_limits.poll_slot(ip)?;
-        let gzip_accepted = daemon.settings.gzip && compression::accepts_gzip(req.headers());
         if let Some(format) = streaming {
             let ack = stream::start_ack(&req, ack)?;
             return Ok(Received::Stream(
-                stream::respond(format, &daemon, handle, slot, ttl, ack, gzip_accepted).await?,
+                stream::respond(format, &daemon, handle, slot, ttl, ack, gzip == Some(true)).await?,
             ));
         }
         let _waiting = Counted::start(&daemon.metrics.polls_waiting);
@@ -381,7 +381,11 @@ async fn poll(req: HttpRequest, SocketId(socket): SocketId, daemon: web::Data<Da
     let (mut response, endpoint) = match outcome {
         Ok(Received::Messages(messages)) => {
             let answer = jsonp::reply(StatusCode::OK, cb.as_ref(), &Messages { ok: true, messages });
-            let answer = if daemon.settings.gzip { compression::compress(req.headers(), answer) } else { answer };
+            // `None`: the daemon never gzips, so the answer varies with nothing.
+            let answer = match gzip {
+                Some(accepted) => compression::compress(accepted, answer),
+                None => answer,
+            };
             (answer, Endpoint::Poll)
         }
         Ok(Received::Stream(response)) => (response, Endpoint::Stream),

@@ -294,7 +294,8 @@ impl<U: UpstreamSocket> Owner<U> {
         let max = self.limits.max_message_bytes;
         let Some(mut assembly) = self.outgoing.take().or_else(|| more.then(|| Assembly::new(message.is_text(), max)))
         else {
-            return if message.bytes().len() > max { Err(SendFailure::TooBig) } else { Ok(Some(message)) };
+            // Whole messages were checked against the limit in `on_send`.
+            return Ok(Some(message));
         };
         if assembly.is_text() != message.is_text() {
             // Only this piece is refused; the message so far stays.
