@@ -2,7 +2,8 @@
 //!
 //! - [`jsonp`]: callback validation and the one place answers are encoded;
 //! - [`wire`]: JSON types clients see and the router/daemon hand-off;
-//! - [`target`]: upstream URL normalization and glob patterns;
+//! - [`target`]: upstream URL validation and normalization;
+//! - [`pattern`]: token target and origin patterns, matched part by part;
 //! - [`token`]: token records and the origin/target authorization rules;
 //! - [`fleet`]: the [`fleet::Fleet`] both services coordinate through, with
 //!   Redis and in-memory backends;
@@ -21,6 +22,7 @@ pub mod jsonp;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod pattern;
 pub mod shutdown;
 pub mod target;
 pub mod token;

@@ -1,15 +1,15 @@
-//! Upstream target URLs: validation, normalization and pattern matching.
+//! Upstream target URLs: validation and normalization (token patterns are
+//! matched against them in [`crate::pattern`]).
 
-use std::borrow::Cow;
 use std::fmt;
 use url::Url;
 
 /// Longest target URL accepted; real WebSocket endpoints are far shorter, and
-/// the bound keeps token pattern matching cheap.
+/// the bound keeps pattern matching and logging cheap.
 pub const MAX_TARGET_LEN: usize = 2048;
 
-/// A validated upstream URL in the one form token patterns are matched
-/// against: `scheme://host:port/path[?query]`, port always explicit.
+/// A validated upstream URL, normalized once: what the daemon connects to
+/// and what token patterns are matched against, part by part.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     url: Url,
@@ -80,8 +80,14 @@ impl Target {
         self.url.scheme() == "wss"
     }
 
+    /// `scheme://host:port/path[?query]`, the port always explicit.
     pub fn as_str(&self) -> &str {
         &self.normalized
+    }
+
+    /// The parsed URL, for matching its parts.
+    pub(crate) fn url(&self) -> &Url {
+        &self.url
     }
 }
 
@@ -89,55 +95,6 @@ impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.normalized)
     }
-}
-
-/// Matches `text` against a glob where `*` stands for any run of characters
-/// (including none) and every other character matches itself.
-///
-/// Iterative with single backtracking, so it runs in O(len(text) * len(pattern))
-/// at worst and cannot be made to explode by hostile patterns or URLs.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    let (mut pi, mut ti) = (0, 0);
-    let mut resume: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && p[pi] == b'*' {
-            pi += 1;
-            resume = Some((pi, ti));
-        } else if pi < p.len() && p[pi] == t[ti] {
-            pi += 1;
-            ti += 1;
-        } else if let Some((star_pi, star_ti)) = resume {
-            pi = star_pi;
-            ti = star_ti + 1;
-            resume = Some((star_pi, star_ti + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == b'*')
-}
-
-/// Makes a target pattern comparable with normalized targets: a pattern that
-/// names no port means the scheme's default one, as the target URL itself
-/// would (`wss://*.example.com/*` matches `wss://a.example.com:443/x`).
-pub fn normalize_pattern(pattern: &str) -> Cow<'_, str> {
-    let Some((scheme, rest)) = pattern.split_once("://") else {
-        return Cow::Borrowed(pattern);
-    };
-    let default_port = match scheme {
-        "ws" => "80",
-        "wss" => "443",
-        _ => return Cow::Borrowed(pattern),
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    // A colon after the last `]` is a port (IPv6 literals contain colons).
-    let host_part = authority.rsplit(']').next().unwrap_or(authority);
-    if host_part.contains(':') {
-        return Cow::Borrowed(pattern);
-    }
-    Cow::Owned(format!("{scheme}://{authority}:{default_port}{path}"))
 }
 
 /// The origin (`scheme://host[:port]`) of a URL such as a `Referer`.
@@ -180,33 +137,6 @@ mod tests {
         let target = Target::parse("ws://[::1]:1/").unwrap();
         assert_eq!(target.host(), "[::1]");
         assert_eq!(target.host_for_lookup(), "::1");
-    }
-
-    #[test]
-    fn glob_semantics() {
-        assert!(glob_match("ws://127.0.0.1:*/*", "ws://127.0.0.1:9001/echo"));
-        assert!(glob_match("wss://*.example.com:443/*", "wss://a.b.example.com:443/x"));
-        assert!(!glob_match("wss://*.example.com:443/*", "wss://example.com:443/x"));
-        assert!(glob_match("*", ""));
-        assert!(glob_match("a*b*c", "aXXbYYc"));
-        assert!(!glob_match("a*b*c", "aXXbYY"));
-        assert!(glob_match("exact", "exact"));
-        assert!(!glob_match("exact", "exactly"));
-        // `?` is literal: query strings must not act as wildcards.
-        assert!(!glob_match("ws://h:1/a?b", "ws://h:1/aXb"));
-        // Pathological input stays fast.
-        assert!(!glob_match(&"*a".repeat(50), &"a".repeat(49)));
-    }
-
-    #[test]
-    fn patterns_get_default_ports() {
-        assert_eq!(normalize_pattern("wss://*.example.com/*"), "wss://*.example.com:443/*");
-        assert_eq!(normalize_pattern("ws://h/x?y=1"), "ws://h:80/x?y=1");
-        assert_eq!(normalize_pattern("ws://h"), "ws://h:80");
-        assert_eq!(normalize_pattern("ws://127.0.0.1:*/*"), "ws://127.0.0.1:*/*");
-        assert_eq!(normalize_pattern("ws://[::1]/*"), "ws://[::1]:80/*");
-        assert_eq!(normalize_pattern("ws://[::1]:9/*"), "ws://[::1]:9/*");
-        assert_eq!(normalize_pattern("*"), "*");
     }
 
     #[test]

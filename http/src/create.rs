@@ -247,16 +247,20 @@ impl CreateService {
         self.per_ip.check(&client_ip).map_err(CreateError::RateLimited)?;
 
         let token = self.fleet.token(&token_name).await?.ok_or(CreateError::UnknownToken)?;
+        let rule = token.authorize(origin.as_deref(), &target)?;
+        if bearer.is_some() && !token.forward_bearer {
+            return Err(CreateError::BearerNotAllowed);
+        }
+        // Only creates the token admits spend its budget: a stranger who
+        // knows the token but not its pages or targets cannot exhaust it.
         self.per_token.check(&token.token).map_err(CreateError::RateLimited)?;
-        token.authorize(origin.as_deref(), &target)?;
+        // The rule's headers go to the targets its pattern admits, no others.
         let mut upstream_headers: Vec<(String, Secret)> =
-            token.upstream_headers.iter().map(|(name, value)| (name.clone(), value.clone())).collect();
+            rule.upstream_headers().map(|(name, value)| (name.clone(), value.clone())).collect();
         if let Some(bearer) = bearer {
-            if !token.forward_bearer {
-                return Err(CreateError::BearerNotAllowed);
-            }
             upstream_headers.push((AUTHORIZATION.to_string(), Secret(format!("Bearer {bearer}"))));
         }
+        let allow_private = rule.allow_private().to_vec();
         let client_ip = Some(client_ip.to_string());
         let mut attempt = 1;
         let reply = loop {
@@ -279,7 +283,7 @@ impl CreateService {
                 protocols: protocols.clone(),
                 client_ip: client_ip.clone(),
                 token: token.token.clone(),
-                allow_private: token.allow_private.clone(),
+                allow_private: allow_private.clone(),
                 upstream_headers: upstream_headers.clone(),
             };
             match self.fleet.establish(&reservation.daemon_id, request).await {

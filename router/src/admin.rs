@@ -3,8 +3,9 @@
 use crate::config::{TokenCommand, TokenFields};
 use polysocket_common::cli::{EXIT_DATA, EXIT_UNAVAILABLE};
 use polysocket_common::fleet::{Fleet, FleetError};
-use polysocket_common::token::TokenRecord;
+use polysocket_common::token::{TargetRule, TokenRecord};
 use polysocket_common::wire::Secret;
+use std::collections::BTreeMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -62,14 +63,31 @@ pub async fn run(fleet: &dyn Fleet, command: TokenCommand, out: &mut dyn std::io
 }
 
 fn record_of(fields: TokenFields) -> Result<TokenRecord, AdminError> {
+    let granting = !fields.allow_private.is_empty() || !fields.upstream_headers.is_empty();
+    if granting && fields.targets.len() != 1 {
+        return Err(AdminError::Invalid(
+            "--allow-private and --upstream-header grant to one target pattern: give exactly one --targets \
+             (a token whose patterns grant different things is written in the tokens file)"
+                .into(),
+        ));
+    }
+    let headers: BTreeMap<String, Secret> =
+        fields.upstream_headers.into_iter().map(|(name, value)| (name, Secret(value))).collect();
+    let mut grants = Some((fields.allow_private, headers));
+    let targets = fields
+        .targets
+        .into_iter()
+        .map(|pattern| {
+            let (allow_private, headers) = grants.take().unwrap_or_default();
+            TargetRule::new(pattern, allow_private, headers)
+        })
+        .collect();
     let record = TokenRecord {
         token: fields.token,
-        targets: fields.targets,
+        targets,
         origins: fields.origins,
         max_connections: fields.max_connections,
-        allow_private: fields.allow_private,
         label: fields.label,
-        upstream_headers: fields.upstream_headers.into_iter().map(|(name, value)| (name, Secret(value))).collect(),
         forward_bearer: fields.forward_bearer,
     };
     record.validate().map_err(AdminError::Invalid)?;

@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use polysocket_common::cli::ServiceArgs;
+use polysocket_common::pattern::{OriginPattern, TargetPattern};
 use std::net::SocketAddr;
 
 #[derive(Debug, Clone, Parser)]
@@ -50,28 +51,38 @@ pub enum TokenCommand {
 pub struct TokenFields {
     pub token: String,
     /// Comma-separated target patterns, e.g. `wss://*.example.com/*`.
-    #[arg(long, value_delimiter = ',', required = true)]
-    pub targets: Vec<String>,
+    #[arg(long, value_delimiter = ',', required = true, value_parser = parse_target)]
+    pub targets: Vec<TargetPattern>,
     /// Comma-separated page origins, or `*` for any.
-    #[arg(long, value_delimiter = ',', required = true)]
-    pub origins: Vec<String>,
+    #[arg(long, value_delimiter = ',', required = true, value_parser = parse_origin)]
+    pub origins: Vec<OriginPattern>,
     /// Sockets the token may hold open at once, fleet-wide.
     #[arg(long)]
     pub max_connections: u32,
-    /// Comma-separated non-public networks (CIDR) the token may reach on purpose.
+    /// Comma-separated non-public networks (CIDR) the target may reach on
+    /// purpose (with exactly one --targets pattern).
     #[arg(long, value_delimiter = ',')]
     pub allow_private: Vec<ipnet::IpNet>,
     /// How the token is named in metrics (default: a hash of it).
     #[arg(long)]
     pub label: Option<String>,
-    /// A header added to every upstream handshake, as `Name: value`
-    /// (repeatable), e.g. an API key the page must never see.
+    /// A header added to the upstream handshake, as `Name: value`
+    /// (repeatable), e.g. an API key the page must never see; sent only to
+    /// the targets of the one --targets pattern.
     #[arg(long = "upstream-header", value_name = "NAME: VALUE", value_parser = parse_header)]
     pub upstream_headers: Vec<(String, String)>,
     /// Let clients pass a bearer credential to /create (`bearer=` or
     /// `Authorization: Bearer`) for the upstream handshake.
     #[arg(long)]
     pub forward_bearer: bool,
+}
+
+fn parse_target(raw: &str) -> Result<TargetPattern, String> {
+    TargetPattern::parse(raw.trim()).map_err(|e| e.to_string())
+}
+
+fn parse_origin(raw: &str) -> Result<OriginPattern, String> {
+    OriginPattern::parse(raw.trim()).map_err(|e| e.to_string())
 }
 
 fn parse_header(raw: &str) -> Result<(String, String), String> {

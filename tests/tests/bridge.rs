@@ -244,7 +244,7 @@ async fn poll_heartbeat_and_supersede(backend: Backend) {
 
 async fn upstream_close_is_delivered_then_socket_is_gone(backend: Backend) {
     let mut tokens = support::default_tokens();
-    tokens[1].targets.push("ws://127.0.0.1:*/close".into());
+    tokens[1].targets.push(serde_json::from_value(json!("ws://127.0.0.1:*/close")).unwrap());
     let stack = Stack::start(backend, Options { tokens, ..Options::default() }).await;
     let target = stack.upstream.url("/close");
     // The strict token has one slot: using it twice in a row proves the
@@ -439,7 +439,7 @@ async fn wss_upstreams_are_verified_and_a_private_ca_can_be_trusted() {
     let ca_file = std::env::temp_dir().join(format!("polysocket-ca-{}-{}.pem", std::process::id(), upstream.port()));
     std::fs::write(&ca_file, ca_pem).unwrap();
     let mut tokens = support::default_tokens();
-    tokens[0].targets.push("wss://localhost:*/*".into());
+    tokens[0].targets.push(serde_json::from_value(json!("wss://localhost:*/*")).unwrap());
     let target = format!("wss://localhost:{}/echo", upstream.port());
     let params = [("cb", CB), ("from", "t"), ("target", target.as_str()), ("token", "dev")];
 

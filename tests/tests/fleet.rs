@@ -304,7 +304,18 @@ async fn tokens_are_managed_at_runtime_and_revocation_can_close_sockets() {
     let keyed = ["add", "keyed", "--targets", "*", "--origins", "*", "--max-connections", "1"];
     let (code, out, _) = token(&[&keyed[..], &["--upstream-header", "X-Api-Key: k1", "--forward-bearer"]].concat());
     assert_eq!(code, Some(0));
-    assert!(out.contains(r#""upstream_headers":{"X-Api-Key":"k1"},"forward_bearer":true"#), "{out}");
+    assert!(out.contains(r#"{"pattern":"*","upstream_headers":{"X-Api-Key":"k1"}}"#), "{out}");
+    assert!(out.contains(r#""forward_bearer":true"#), "{out}");
+    // Grants go with one pattern; with two, which one is not the CLI's to guess.
+    let two = ["add", "two-patterns", "--targets", "wss://a.test/*,wss://b.test/*", "--origins", "*"];
+    let (code, _, err) = token(&[&two[..], &["--max-connections", "1", "--upstream-header", "X-Api-Key: k"]].concat());
+    assert_eq!(code, Some(65));
+    assert!(err.contains("exactly one --targets"), "{err}");
+    // A pattern whose wildcard would cross a boundary is refused as the flag is read.
+    let (code, _, err) =
+        token(&["add", "bad", "--targets", "ws://a*.test/", "--origins", "*", "--max-connections", "1"]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("first label"), "{err}");
     let (code, _, err) = token(&[&keyed[..], &["--upstream-header", "Sec-WebSocket-Protocol: x"]].concat());
     assert_eq!(code, Some(65));
     assert!(err.contains("\"Sec-WebSocket-Protocol\" is not allowed"), "{err}");
@@ -337,8 +348,8 @@ async fn tokens_never_reach_logs_or_metrics() {
     let tokens = dir.join("tokens.json");
     std::fs::write(
         &tokens,
-        json!({"tokens": [{"token": SECRET, "targets": ["ws://127.0.0.1:*/*"], "origins": ["https://app.test"], "max_connections": 1,
-                           "forward_bearer": true, "upstream_headers": {"X-Api-Key": API_KEY}}]})
+        json!({"tokens": [{"token": SECRET, "origins": ["https://app.test"], "max_connections": 1, "forward_bearer": true,
+                           "targets": [{"pattern": "ws://127.0.0.1:*/*", "upstream_headers": {"X-Api-Key": API_KEY}}]}]})
             .to_string(),
     )
     .unwrap();

@@ -19,8 +19,9 @@ fn tokens() -> Vec<TokenRecord> {
         serde_json::from_value::<Vec<TokenRecord>>(json!([
             {"token": "tachyon", "targets": ["ws://127.0.0.1:*/*"], "origins": ["*"], "max_connections": 10,
              "forward_bearer": true},
-            {"token": "keyed", "targets": ["ws://127.0.0.1:*/*"], "origins": ["*"], "max_connections": 10,
-             "upstream_headers": {"X-Api-Key": "operator-key-42"}},
+            {"token": "keyed", "origins": ["*"], "max_connections": 10, "targets": [
+                {"pattern": "ws://127.0.0.1:*/headers?to=api", "upstream_headers": {"X-Api-Key": "operator-key-42"}},
+                "ws://127.0.0.1:*/*"]},
         ]))
         .unwrap(),
     );
@@ -152,12 +153,23 @@ async fn curl_can_post_create_with_an_authorization_header() {
 async fn operator_headers_reach_the_upstream_and_not_the_client() {
     for backend in [Backend::Memory, Backend::Redis] {
         let stack = stack(backend).await;
-        let target = stack.upstream.url("/headers");
-        let params = [("cb", CB), ("from", "tests"), ("target", target.as_str()), ("token", "keyed")];
-        let created = stack.create(&params, &[]).await.jsonp(CB);
-        assert!(!created.to_string().contains("operator-key-42"));
-        let socket = stack.socket_from(&created);
-        let seen: Value = serde_json::from_str(next(&socket).await["data"].as_str().unwrap()).unwrap();
-        assert_eq!((seen["x-api-key"].as_str(), seen["authorization"].as_str()), (Some("operator-key-42"), Some("")));
+        let headers_seen = |path: &'static str| {
+            let stack = &stack;
+            async move {
+                let target = stack.upstream.url(path);
+                let params = [("cb", CB), ("from", "tests"), ("target", target.as_str()), ("token", "keyed")];
+                let created = stack.create(&params, &[]).await.jsonp(CB);
+                assert!(!created.to_string().contains("operator-key-42"));
+                let socket = stack.socket_from(&created);
+                let seen: Value = serde_json::from_str(next(&socket).await["data"].as_str().unwrap()).unwrap();
+                (seen["x-api-key"].as_str().map(str::to_owned), seen["authorization"].as_str().map(str::to_owned))
+            }
+        };
+        assert_eq!(headers_seen("/headers?to=api").await, (Some("operator-key-42".into()), Some(String::new())));
+        // The same token's other pattern admits these, and grants nothing:
+        // the key goes only where its own pattern admits.
+        for elsewhere in ["/headers", "/headers?to=api&x=1", "/headers?to=other"] {
+            assert_eq!(headers_seen(elsewhere).await, (Some(String::new()), Some(String::new())), "{elsewhere}");
+        }
     }
 }

@@ -52,8 +52,8 @@ pub fn default_tokens() -> Vec<TokenRecord> {
     serde_json::from_value(serde_json::json!([
         {"token": "dev", "targets": ["ws://127.0.0.1:*/*"], "origins": ["*"], "max_connections": 100},
         {"token": "strict", "targets": ["ws://127.0.0.1:*/echo"], "origins": ["https://app.test"], "max_connections": 1},
-        {"token": "lan", "targets": ["ws://127.0.0.1:*/*"], "origins": ["*"], "max_connections": 100,
-         "allow_private": ["127.0.0.0/8"]},
+        {"token": "lan", "targets": [{"pattern": "ws://127.0.0.1:*/*", "allow_private": ["127.0.0.0/8"]}],
+         "origins": ["*"], "max_connections": 100},
     ]))
     .expect("valid token records")
 }
