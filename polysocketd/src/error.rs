@@ -89,6 +89,7 @@ impl RequestError {
                 SendFailure::OutOfOrder { .. } => StatusCode::CONFLICT,
                 SendFailure::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
                 SendFailure::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                SendFailure::Busy => StatusCode::SERVICE_UNAVAILABLE,
                 SendFailure::Upstream => StatusCode::BAD_GATEWAY,
                 SendFailure::MixedFragments => StatusCode::BAD_REQUEST,
             };

@@ -16,10 +16,15 @@
 //! as `tail -f` is: it starts after whatever was handed over before.)
 
 use polysocket_common::wire::ClientMessage;
+use prometheus::IntGauge;
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+
+/// Payload bytes one poll answer carries at most (a larger message goes
+/// alone).
+pub const POLL_BYTES: usize = 256 * 1024;
 
 /// Where a stream's messages go, a batch at a time.
 pub type StreamSink = mpsc::UnboundedSender<Vec<ClientMessage>>;
@@ -63,6 +68,8 @@ pub struct DeliveryQueue {
     queue: VecDeque<QueuedMessage>,
     /// Payload bytes in `queue`.
     queued_bytes: usize,
+    /// Payload bytes in every socket's queue, which this one adds to.
+    daemon_queued: IntGauge,
     next_seq: u64,
     /// Highest `seq` handed to a receiver whose client was still there: no
     /// `ack` can acknowledge more, and a stream without `ack` starts here.
@@ -78,10 +85,11 @@ pub struct DeliveryQueue {
 }
 
 impl DeliveryQueue {
-    pub fn new(now: Instant) -> Self {
+    pub fn new(now: Instant, daemon_queued: IntGauge) -> Self {
         DeliveryQueue {
             queue: VecDeque::new(),
             queued_bytes: 0,
+            daemon_queued,
             next_seq: 1,
             handed_upto: 0,
             polled_upto: 0,
@@ -160,6 +168,7 @@ impl DeliveryQueue {
         while self.queue.front().is_some_and(|m| m.seq <= ack) {
             let released = self.queue.pop_front().expect("checked non-empty");
             self.queued_bytes -= released.size;
+            self.daemon_queued.sub(released.size as i64);
         }
         self.handed_upto = ack;
         self.polled_upto = ack;
@@ -173,6 +182,7 @@ impl DeliveryQueue {
         self.next_seq += 1;
         self.queue.push_back(QueuedMessage { seq, size, message: build(seq) });
         self.queued_bytes += size;
+        self.daemon_queued.add(size as i64);
         self.flush(now);
     }
 
@@ -193,12 +203,28 @@ impl DeliveryQueue {
         else {
             return;
         };
-        let Some(last_seq) = self.queue.back().map(|m| m.seq).filter(|&last| last > after) else { return };
+        if self.queue.back().is_none_or(|m| m.seq <= after) {
+            return;
+        }
         // A stream keeps what it sent queued until its client acknowledges
         // it (up to --max-stream-bytes), so the unsent tail is found by its
         // seq (the queue is in seq order), not by walking what was sent.
         let unsent = self.queue.partition_point(|m| m.seq <= after);
-        let messages = self.queue.range(unsent..).map(|m| m.message.clone()).collect();
+        // A poll takes at most POLL_BYTES (and at least one message): its
+        // client asks again for the rest, so a full queue polled over and
+        // over from the same `ack` costs a bounded copy and encoding each
+        // time, not the whole queue. A stream gets everything: it has one
+        // reader, which acknowledges as it goes.
+        let (mut taken, mut bytes) = (0, 0);
+        for message in self.queue.range(unsent..) {
+            if to_poll && taken > 0 && bytes + message.size > POLL_BYTES {
+                break;
+            }
+            bytes += message.size;
+            taken += 1;
+        }
+        let last_seq = self.queue[unsent + taken - 1].seq;
+        let messages = self.queue.range(unsent..unsent + taken).map(|m| m.message.clone()).collect();
         if self.deliver(PollOutcome::Messages(messages), now) {
             self.handed_upto = last_seq;
             if to_poll {
@@ -235,11 +261,21 @@ impl DeliveryQueue {
     }
 }
 
+impl Drop for DeliveryQueue {
+    fn drop(&mut self) {
+        self.daemon_queued.sub(self.queued_bytes as i64);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const TTL: Duration = Duration::from_secs(25);
+
+    fn gauge() -> IntGauge {
+        IntGauge::new("queued", "queued").unwrap()
+    }
 
     fn text(seq: u64, data: &str) -> ClientMessage {
         ClientMessage::Text { seq, data: data.into() }
@@ -267,7 +303,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn messages_are_numbered_and_kept_until_acknowledged() {
-        let mut queue = DeliveryQueue::new(Instant::now());
+        let mut queue = DeliveryQueue::new(Instant::now(), gauge());
         push_text(&mut queue, "a");
         push_text(&mut queue, "bc");
         assert_eq!(queue.queued_bytes(), 3);
@@ -283,8 +319,35 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_poll_answers_at_most_its_byte_budget_and_the_next_one_the_rest() {
+        let mut queue = DeliveryQueue::new(Instant::now(), gauge());
+        let big = "x".repeat(POLL_BYTES / 2);
+        for _ in 0..3 {
+            push_text(&mut queue, &big);
+        }
+        let huge = "y".repeat(POLL_BYTES * 2);
+        push_text(&mut queue, &huge);
+        let seqs = |answer: Option<PollOutcome>| match answer {
+            Some(PollOutcome::Messages(messages)) => messages
+                .iter()
+                .map(|m| match m {
+                    ClientMessage::Text { seq, .. } => *seq,
+                    other => panic!("expected text, got {other:?}"),
+                })
+                .collect::<Vec<_>>(),
+            other => panic!("expected messages, got {other:?}"),
+        };
+        // Polled again and again from the same ack: the same bounded answer.
+        for _ in 0..3 {
+            assert_eq!(seqs(poll(&mut queue, Some(0)).1), vec![1, 2]);
+        }
+        assert_eq!(seqs(poll(&mut queue, Some(2)).1), vec![3]);
+        assert_eq!(seqs(poll(&mut queue, Some(3)).1), vec![4], "a message over the budget goes alone");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_lost_answer_is_returned_again_by_ack() {
-        let mut queue = DeliveryQueue::new(Instant::now());
+        let mut queue = DeliveryQueue::new(Instant::now(), gauge());
         push_text(&mut queue, "a");
         let (_, first) = poll(&mut queue, Some(0));
         assert_eq!(first, Some(PollOutcome::Messages(vec![text(1, "a")])));
@@ -300,7 +363,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_answer_nobody_received_is_not_counted_as_returned() {
-        let mut queue = DeliveryQueue::new(Instant::now());
+        let mut queue = DeliveryQueue::new(Instant::now(), gauge());
         let (answer, _) = poll(&mut queue, None);
         drop(answer);
         push_text(&mut queue, "a");
@@ -311,7 +374,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_stream_gets_each_message_once_and_keeps_them_until_its_client_acknowledges() {
-        let mut queue = DeliveryQueue::new(Instant::now());
+        let mut queue = DeliveryQueue::new(Instant::now(), gauge());
         push_text(&mut queue, "a");
         push_text(&mut queue, "b");
         let mut batches = stream(&mut queue, Some(0));
@@ -335,7 +398,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_stream_whose_client_left_is_let_go_and_a_poll_takes_over() {
-        let mut queue = DeliveryQueue::new(Instant::now());
+        let mut queue = DeliveryQueue::new(Instant::now(), gauge());
         let batches = stream(&mut queue, None);
         drop(batches);
         push_text(&mut queue, "a");
@@ -351,7 +414,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn what_a_stream_wrote_is_not_acknowledged_by_a_poll_without_ack() {
-        let mut queue = DeliveryQueue::new(Instant::now());
+        let mut queue = DeliveryQueue::new(Instant::now(), gauge());
         let (_, answer) = poll(&mut queue, None);
         assert_eq!(answer, None);
         push_text(&mut queue, "a");
@@ -376,7 +439,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_stream_without_ack_starts_after_what_was_handed_over() {
-        let mut queue = DeliveryQueue::new(Instant::now());
+        let mut queue = DeliveryQueue::new(Instant::now(), gauge());
         push_text(&mut queue, "a");
         let mut first = stream(&mut queue, None);
         assert_eq!(first.try_recv(), Ok(vec![text(1, "a")]));
@@ -395,7 +458,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_newer_poll_supersedes_the_waiting_one() {
-        let mut queue = DeliveryQueue::new(Instant::now());
+        let mut queue = DeliveryQueue::new(Instant::now(), gauge());
         let (mut older, _) = poll(&mut queue, None);
         let (_newer, _) = poll(&mut queue, None);
         assert_eq!(older.try_recv(), Ok(PollOutcome::Superseded));
@@ -404,7 +467,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn heartbeats_and_idleness() {
         let start = Instant::now();
-        let mut queue = DeliveryQueue::new(start);
+        let mut queue = DeliveryQueue::new(start, gauge());
         assert_eq!(queue.idle_since(), Some(start));
         let (mut waiting, _) = poll(&mut queue, None);
         assert_eq!(queue.poll_deadline(), Some(start + TTL));
@@ -418,7 +481,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_close_is_last_and_finishes_the_socket_once_acknowledged() {
-        let mut queue = DeliveryQueue::new(Instant::now());
+        let mut queue = DeliveryQueue::new(Instant::now(), gauge());
         push_text(&mut queue, "a");
         queue.push_close(1000, "bye".into(), Instant::now());
         assert!(queue.is_closed());

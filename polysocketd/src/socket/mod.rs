@@ -5,11 +5,14 @@
 //! All state of a socket lives in its task, so requests on different sockets
 //! never contend, and the order of messages is simply the order of the queue.
 //!
-//! - [`owner`]: the task, and what RFC 6455 asks of a client that awc leaves
-//!   to its user (pings, fragments, UTF-8, the closing handshake);
+//! - [`core`]: the socket's state without I/O, and what RFC 6455 asks of a
+//!   client that awc leaves to its user (pings, fragments, UTF-8, the
+//!   closing handshake), with a bounded queue of frames for the upstream;
+//! - [`owner`]: the task that drives the core, never waiting on the upstream;
 //! - [`delivery`]: numbered messages, acknowledgements and the waiting poll;
 //! - [`fragments`]: messages that arrive in pieces, in either direction.
 
+mod core;
 pub mod delivery;
 pub mod fragments;
 mod owner;
@@ -77,6 +80,8 @@ pub enum SendFailure {
     Closed,
     #[error("upstream did not take the message in time")]
     Timeout,
+    #[error("too many sends waiting on this socket")]
+    Busy,
     #[error("upstream write failed")]
     Upstream,
     #[error("out of order: expected seq {expected}")]
@@ -95,6 +100,9 @@ pub struct SocketLimits {
     pub idle_timeout: Duration,
     pub max_message_bytes: usize,
     pub max_queue_bytes: usize,
+    /// What all sockets of the daemon queue together (beyond each socket's
+    /// first [`core::QUEUE_FLOOR`] bytes).
+    pub max_daemon_queue_bytes: usize,
     pub send_timeout: Duration,
     /// Longest time between pings to the upstream.
     pub ping_interval: Duration,

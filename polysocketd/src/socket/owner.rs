@@ -1,36 +1,35 @@
-//! The owner task of one socket. It alone touches the upstream and the
-//! client's queue, and does what awc leaves to its user under RFC 6455:
-//! answering pings, reassembling fragments, validating UTF-8, and running
-//! the closing handshake.
+//! The owner task of one socket: a thin driver around [`SocketCore`]. It
+//! alone touches the upstream connection, and it never waits on it: one
+//! poll of the task takes commands, writes what the core has queued (as far
+//! as the connection takes it), reads frames while the client's queue has
+//! room, and fires the core's one timer. A connection that stops taking
+//! frames stops nothing else; the core decides when it has waited too long.
 //!
 //! It is generic over the upstream connection ([`UpstreamSocket`]), so tests
 //! drive it with a scripted peer on tokio's paused clock.
 
-use super::delivery::DeliveryQueue;
-use super::fragments::{Assembly, AssemblyError};
-use super::{ClientSend, Command, Outgoing, Rejected, SendFailure, SocketHandle, SocketLimits};
+pub use super::core::End;
+use super::core::SocketCore;
+use super::{Command, SocketHandle, SocketLimits};
 use crate::metrics::DaemonMetrics;
-use actix_http::ws::{Item, ProtocolError};
-use awc::ws::{CloseCode, CloseReason, Frame, Message};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use bytes::Bytes;
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use polysocket_common::limits::Limit;
-use polysocket_common::wire::ClientMessage;
-use rand::Rng;
-use std::future::poll_fn;
+use actix_http::ws::ProtocolError;
+use awc::ws::{Frame, Message};
+use futures_util::{Sink, Stream};
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::{Instant, sleep_until};
+use tokio::time::{Duration, Instant, Sleep, sleep_until};
 
 /// Requests a socket may have waiting for its owner; senders beyond that
-/// wait their turn, which is the backpressure a slow upstream needs.
+/// wait their turn.
 const COMMAND_QUEUE: usize = 32;
-/// How long to wait for the upstream's Close after sending ours.
-const CLOSE_WAIT: Duration = Duration::from_secs(3);
+/// Events one wake of the task handles before it yields to other sockets'
+/// tasks on its thread (an upstream that floods, or a flood of commands).
+const EVENTS_PER_WAKE: usize = 64;
+/// When nothing is due: the timer still needs a deadline.
+const NOTHING_DUE: Duration = Duration::from_secs(86_400);
 
 /// A WebSocket connection to the upstream, as the owner uses it: awc's
 /// framed connection in production, a scripted peer in tests.
@@ -44,25 +43,14 @@ impl<T> UpstreamSocket for T where
 {
 }
 
-/// How a socket ended, for logs and metrics.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum End {
-    /// The close was delivered to the client.
-    Delivered {
-        code: u16,
-    },
-    Idle,
-    /// Every handle was dropped (daemon shutting down, or the create was abandoned).
-    Abandoned,
-}
-
 /// A new socket: the handle for handlers, the owner task to spawn, and a
 /// signal for when the upstream connection is over.
 pub struct NewSocket<O> {
     pub handle: SocketHandle,
     /// The owner task. Spawn it on the thread the upstream was opened on (awc
     /// is `!Send`). It finishes when the socket has ended and its close was
-    /// acknowledged, when it has gone idle, or when every handle is gone.
+    /// acknowledged, when it has gone idle, or when every handle is gone;
+    /// each within a bounded time of the upstream going quiet.
     pub owner: O,
     /// Resolves (`Ok` or `Err`) once the upstream connection is over, which
     /// may be well before the client has read the close: the moment the
@@ -77,399 +65,126 @@ pub fn new_socket<U: UpstreamSocket>(
 ) -> NewSocket<impl Future<Output = End>> {
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let (ended_tx, upstream_ended) = oneshot::channel();
-    let now = Instant::now();
-    let owner = Owner {
-        sends: Limit::per_second(limits.max_sends_per_second),
-        ping_at: now + random_ping_interval(limits.ping_interval),
-        upstream,
-        commands,
-        limits,
-        metrics,
-        delivery: DeliveryQueue::new(now),
-        incoming: None,
-        outgoing: None,
-        client_seq: 0,
-        closing_deadline: None,
-        upstream_ended: Some(ended_tx),
-        last_send: now,
-        awaiting_pong: false,
-    };
-    NewSocket { handle: SocketHandle { commands: commands_tx }, owner: owner.run(), upstream_ended }
+    let core = SocketCore::new(limits, metrics, ended_tx, Instant::now());
+    let driver = Driver { core, upstream: Some(upstream), commands, commands_open: true, unflushed: false };
+    NewSocket { handle: SocketHandle { commands: commands_tx }, owner: driver.run(), upstream_ended }
 }
 
-/// What the owner's timer fires for.
-#[derive(Clone, Copy)]
-enum Due {
-    /// The waiting poll's ttl ran out: it gets a heartbeat.
-    Poll,
-    Ping,
-    /// The upstream did not answer our Close in time.
-    Closing,
-    Idle,
-}
-
-struct Owner<U> {
-    upstream: U,
+struct Driver<U> {
+    core: SocketCore,
+    /// `None` once released: dropping it closes the TCP connection.
+    upstream: Option<U>,
     commands: mpsc::Receiver<Command>,
-    limits: SocketLimits,
-    metrics: Arc<DaemonMetrics>,
-    /// This socket's send rate.
-    sends: Limit,
-    delivery: DeliveryQueue,
-    /// An upstream message arriving in continuation frames.
-    incoming: Option<Assembly>,
-    /// A client message arriving in `more=1` requests.
-    outgoing: Option<Assembly>,
-    /// The last client `seq` accepted.
-    client_seq: u64,
-    /// Set while our Close awaits the upstream's answer.
-    closing_deadline: Option<Instant>,
-    /// Told when the upstream connection is over; dropped with the owner otherwise.
-    upstream_ended: Option<oneshot::Sender<()>>,
-    /// When the client last sent (or closed); polls count through `delivery`.
-    last_send: Instant,
-    ping_at: Instant,
-    /// A ping is outstanding; reaching the next ping time without a pong
-    /// means the upstream is gone.
-    awaiting_pong: bool,
+    commands_open: bool,
+    /// Frames were handed to the connection since its last flush.
+    unflushed: bool,
 }
 
-impl<U: UpstreamSocket> Owner<U> {
+impl<U: UpstreamSocket> Driver<U> {
     async fn run(mut self) -> End {
-        // One timer for whichever deadline comes first: re-creating a timer
-        // per deadline on every turn of the loop cost a timer-wheel insert
-        // and removal each, several times per round trip.
-        let timer = sleep_until(Instant::now());
+        // One timer for whichever deadline comes first, moved rather than
+        // re-created: a timer-wheel insert and removal per turn add up.
+        let timer = sleep_until(Instant::now() + NOTHING_DUE);
         tokio::pin!(timer);
-        loop {
-            let can_read = !self.delivery.is_closed() && self.delivery.queued_bytes() < self.limits.max_queue_bytes;
-            let (due_at, due) = self.next_due();
-            if timer.deadline() != due_at {
-                timer.as_mut().reset(due_at);
-            }
-            // The handlers' futures are boxed: inline, the largest of them
-            // would size this loop's future, held by every idle socket.
-            tokio::select! {
-                frame = self.upstream.next(), if can_read => Box::pin(self.on_frame(frame)).await,
-                command = self.commands.recv() => match command {
-                    Some(Command::Send { send, reply }) => {
-                        self.last_send = Instant::now();
-                        let _ = reply.send(Box::pin(self.on_send(*send)).await);
+        poll_fn(|cx| self.poll_turn(cx, timer.as_mut())).await
+    }
+
+    fn poll_turn(&mut self, cx: &mut Context<'_>, mut timer: Pin<&mut Sleep>) -> Poll<End> {
+        for _ in 0..EVENTS_PER_WAKE {
+            let mut busy = false;
+            if self.commands_open {
+                match self.commands.poll_recv(cx) {
+                    Poll::Ready(Some(command)) => {
+                        self.core.on_command(command, Instant::now());
+                        busy = true;
                     }
-                    Some(Command::Close { reason, reply }) => {
-                        self.last_send = Instant::now();
-                        let _ = reply.send(Box::pin(self.start_close(reason.map(|reason| *reason))).await);
+                    Poll::Ready(None) => {
+                        self.commands_open = false;
+                        self.core.on_abandoned(Instant::now());
+                        busy = true;
                     }
-                    Some(Command::Poll { ttl_ms, ack, reply }) => {
-                        let now = Instant::now();
-                        self.delivery.poll(reply, ack, now + Duration::from_millis(ttl_ms.into()), now);
-                    }
-                    Some(Command::Stream { heartbeat_ms, ack, sink }) => {
-                        self.delivery.stream(sink, ack, Duration::from_millis(heartbeat_ms.into()), Instant::now());
-                    }
-                    None => {
-                        Box::pin(self.close_and_wait(CloseCode::Away, "going away")).await;
-                        return End::Abandoned;
-                    }
-                },
-                () = &mut timer => match due {
-                    Due::Poll => self.delivery.heartbeat(Instant::now()),
-                    Due::Ping => Box::pin(self.keepalive()).await,
-                    Due::Closing => {
-                        let _ = Box::pin(self.upstream.close()).await;
-                        self.end_with(1006, "upstream did not answer the close".into());
-                    }
-                    Due::Idle => {
-                        Box::pin(self.close_and_wait(CloseCode::Away, "idle")).await;
-                        return End::Idle;
-                    }
-                },
-            }
-            if let Some(code) = self.delivery.finished() {
-                return End::Delivered { code };
-            }
-        }
-    }
-
-    /// The earliest of the deadlines that currently apply, and what it is for.
-    fn next_due(&self) -> (Instant, Due) {
-        let open = !self.delivery.is_closed() && self.closing_deadline.is_none();
-        let waiting_poll = self.delivery.poll_deadline().map(|at| (at, Due::Poll));
-        let idle =
-            self.delivery.idle_since().map(|since| (since.max(self.last_send) + self.limits.idle_timeout, Due::Idle));
-        let ping = open.then_some((self.ping_at, Due::Ping));
-        let closing = self.closing_deadline.map(|at| (at, Due::Closing));
-        [waiting_poll, idle, ping, closing]
-            .into_iter()
-            .flatten()
-            .min_by_key(|(at, _)| *at)
-            .expect("an owner without a waiting poll always has an idle deadline")
-    }
-
-    async fn on_send(&mut self, send: ClientSend) -> Result<(), Rejected> {
-        let ClientSend { mut messages, seq, more } = send;
-        if self.delivery.is_closed() || self.closing_deadline.is_some() {
-            return Err(SendFailure::Closed.into());
-        }
-        // What a retried request carries again was accepted the first time:
-        // accepted again, not repeated, and not counted against the rate a
-        // second time.
-        let repeated = match seq {
-            Some(seq) if seq > self.client_seq + 1 => {
-                return Err(SendFailure::OutOfOrder { expected: self.client_seq + 1 }.into());
-            }
-            Some(seq) => usize::try_from(self.client_seq + 1 - seq).unwrap_or(usize::MAX).min(messages.len()),
-            None => 0,
-        };
-        messages.drain(..repeated);
-        let mut accepted = repeated;
-        // Checked before anything goes, so that only the first message can
-        // fail on its content (continuing a message in pieces).
-        if messages.iter().any(|message| message.bytes().len() > self.limits.max_message_bytes) {
-            return Err(Rejected { failure: SendFailure::TooBig, accepted });
-        }
-        let next_seq = seq.map(|seq| seq + repeated as u64);
-        let written = tokio::time::timeout(
-            self.limits.send_timeout,
-            self.write_upstream(messages, more, next_seq, &mut accepted),
-        )
-        .await;
-        match written {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(failure)) => Err(Rejected { failure, accepted }),
-            Err(_) => Err(Rejected { failure: SendFailure::Timeout, accepted }),
-        }
-    }
-
-    /// Writes the messages upstream in order, counting in `accepted` each
-    /// one taken (its `seq` recorded): cut short by a failure or a timeout,
-    /// what was taken stays taken and goes out in order, and the client
-    /// resends only the rest.
-    async fn write_upstream(
-        &mut self,
-        messages: Vec<Outgoing>,
-        more: bool,
-        mut seq: Option<u64>,
-        accepted: &mut usize,
-    ) -> Result<(), SendFailure> {
-        let last = messages.len().saturating_sub(1);
-        for (i, message) in messages.into_iter().enumerate() {
-            self.sends.check().map_err(SendFailure::RateLimited)?;
-            // Room first, then the message: a timeout while waiting for room
-            // leaves the message (and any pieces before it) untouched.
-            if poll_fn(|cx| Pin::new(&mut self.upstream).poll_ready(cx)).await.is_err() {
-                return Err(self.write_failed());
-            }
-            if let Some(complete) = self.assemble(message, more && i == last)? {
-                let size = complete.bytes().len();
-                let frame = match complete {
-                    Outgoing::Text(text) => Message::Text(text.into()),
-                    Outgoing::Binary(bytes) => Message::Binary(bytes),
-                };
-                if Pin::new(&mut self.upstream).start_send(frame).is_err() {
-                    return Err(self.write_failed());
-                }
-                self.metrics.to_upstream.count(size);
-            }
-            if let Some(next) = seq.as_mut() {
-                self.client_seq = *next;
-                *next += 1;
-            }
-            *accepted += 1;
-        }
-        // One flush for the batch: one write to the upstream, not one per message.
-        if self.upstream.flush().await.is_err() {
-            return Err(self.write_failed());
-        }
-        Ok(())
-    }
-
-    fn write_failed(&mut self) -> SendFailure {
-        self.end_with(1006, "upstream write failed".into());
-        SendFailure::Upstream
-    }
-
-    /// Appends a `more=1` fragment, or returns the message that is complete.
-    fn assemble(&mut self, message: Outgoing, more: bool) -> Result<Option<Outgoing>, SendFailure> {
-        let max = self.limits.max_message_bytes;
-        let Some(mut assembly) = self.outgoing.take().or_else(|| more.then(|| Assembly::new(message.is_text(), max)))
-        else {
-            // Whole messages were checked against the limit in `on_send`.
-            return Ok(Some(message));
-        };
-        if assembly.is_text() != message.is_text() {
-            // Only this piece is refused; the message so far stays.
-            self.outgoing = Some(assembly);
-            return Err(SendFailure::MixedFragments);
-        }
-        // Over the limit, the pieces so far are dropped with the assembly.
-        assembly.push(message.bytes(), !more).map_err(|_| SendFailure::TooBig)?;
-        if more {
-            self.outgoing = Some(assembly);
-            return Ok(None);
-        }
-        let text = assembly.is_text();
-        let data = assembly.finish();
-        Ok(Some(if text {
-            Outgoing::Text(String::from_utf8(data.into()).expect("pieces are each UTF-8 strings"))
-        } else {
-            Outgoing::Binary(data)
-        }))
-    }
-
-    /// Client-initiated close: our Close goes out now, the upstream's answer
-    /// (or a timeout) ends the connection.
-    async fn start_close(&mut self, reason: Option<CloseReason>) -> Result<(), SendFailure> {
-        if self.delivery.is_closed() {
-            return Err(SendFailure::Closed);
-        }
-        if self.closing_deadline.is_some() {
-            return Ok(());
-        }
-        if self.upstream.send(Message::Close(reason)).await.is_err() {
-            return Err(self.write_failed());
-        }
-        self.closing_deadline = Some(Instant::now() + CLOSE_WAIT);
-        Ok(())
-    }
-
-    async fn deliver(&mut self, text: bool, data: Bytes) {
-        let size = data.len();
-        self.metrics.to_client.count(size);
-        if !text {
-            let encoded = BASE64.encode(&data);
-            return self.delivery.push(size, |seq| ClientMessage::Binary { seq, data: encoded }, Instant::now());
-        }
-        match String::from_utf8(data.into()) {
-            Ok(text) => self.delivery.push(size, |seq| ClientMessage::Text { seq, data: text }, Instant::now()),
-            Err(_) => self.fail(CloseCode::Invalid, "invalid UTF-8 in text message").await,
-        }
-    }
-
-    async fn on_frame(&mut self, frame: Option<Result<Frame, ProtocolError>>) {
-        match frame {
-            Some(Ok(Frame::Text(data))) => self.deliver(true, data).await,
-            Some(Ok(Frame::Binary(data))) => self.deliver(false, data).await,
-            Some(Ok(Frame::Continuation(item))) => self.on_fragment(item).await,
-            Some(Ok(Frame::Ping(payload))) => {
-                if self.upstream.send(Message::Pong(payload)).await.is_err() {
-                    self.end_with(1006, "upstream write failed".into());
+                    Poll::Pending => {}
                 }
             }
-            Some(Ok(Frame::Pong(_))) => self.awaiting_pong = false,
-            Some(Ok(Frame::Close(reason))) => self.on_close(reason).await,
-            Some(Err(ProtocolError::Overflow)) => self.fail(CloseCode::Size, "message too big").await,
-            Some(Err(ProtocolError::Io(_))) | None => self.end_with(1006, "connection lost".into()),
-            Some(Err(e)) => self.fail(CloseCode::Protocol, &format!("protocol error: {e}")).await,
-        }
-    }
-
-    async fn on_close(&mut self, reason: Option<CloseReason>) {
-        let (code, text) = match &reason {
-            Some(r) => (u16::from(r.code), r.description.clone().unwrap_or_default()),
-            None => (1005, String::new()),
-        };
-        if self.closing_deadline.is_none() {
-            // The upstream started the closing handshake: echo its code
-            // (RFC 6455 §5.5.1). Without a code, answer with none: 1005 is
-            // never sent on the wire.
-            let echo = reason.map(|r| CloseReason::from(r.code));
-            let _ = self.upstream.send(Message::Close(echo)).await;
-        }
-        let _ = self.upstream.close().await;
-        self.end_with(code, text);
-    }
-
-    async fn on_fragment(&mut self, item: Item) {
-        let max = self.limits.max_message_bytes;
-        let (data, last) = match item {
-            Item::FirstText(data) => {
-                self.incoming = Some(Assembly::new(true, max));
-                (data, false)
+            busy |= self.poll_upstream(cx);
+            let due = self.core.next_deadline().unwrap_or_else(|| Instant::now() + NOTHING_DUE);
+            if timer.deadline() != due {
+                timer.as_mut().reset(due);
             }
-            Item::FirstBinary(data) => {
-                self.incoming = Some(Assembly::new(false, max));
-                (data, false)
+            if timer.as_mut().poll(cx).is_ready() {
+                self.core.on_timer(Instant::now());
+                busy = true;
             }
-            Item::Continue(data) => (data, false),
-            Item::Last(data) => (data, true),
-        };
-        // The codec rejects continuations without a start; this cannot be None.
-        let Some(assembly) = self.incoming.as_mut() else { return };
-        match assembly.push(&data, last) {
-            Err(AssemblyError::TooBig) => return self.fail(CloseCode::Size, "message too big").await,
-            Err(AssemblyError::NotUtf8) => return self.fail(CloseCode::Invalid, "invalid UTF-8 in text message").await,
-            Ok(()) => {}
+            if let Some(end) = self.core.finished() {
+                return Poll::Ready(end);
+            }
+            if !busy {
+                return Poll::Pending;
+            }
         }
-        if last {
-            let assembly = self.incoming.take().expect("checked above");
-            self.deliver(assembly.is_text(), assembly.finish()).await;
-        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
-    async fn keepalive(&mut self) {
-        self.ping_at = Instant::now() + random_ping_interval(self.limits.ping_interval);
-        if self.awaiting_pong {
-            let _ = self.upstream.close().await;
-            return self.end_with(1006, "upstream stopped answering pings".into());
+    /// Writes, flushes, reads one frame, and lets go of a connection that is
+    /// over; whether anything happened.
+    fn poll_upstream(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(upstream) = self.upstream.as_mut() else { return false };
+        let mut busy = false;
+        while self.core.has_frame() {
+            match Pin::new(&mut *upstream).poll_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return self.write_failed(),
+                Poll::Pending => break,
+            }
+            let frame = self.core.next_frame(Instant::now()).expect("has_frame");
+            if Pin::new(&mut *upstream).start_send(frame).is_err() {
+                return self.write_failed();
+            }
+            self.unflushed = true;
+            busy = true;
         }
-        self.awaiting_pong = true;
-        if self.upstream.send(Message::Ping(Bytes::from_static(b"polysocket"))).await.is_err() {
-            self.end_with(1006, "upstream write failed".into());
-        }
-    }
-
-    /// Fails the connection with `code` (RFC 6455 §7.1.7): the upstream gets
-    /// a Close and the client is told why.
-    async fn fail(&mut self, code: CloseCode, reason: &str) {
-        self.incoming = None;
-        let close = Message::Close(Some(CloseReason { code, description: Some(reason.to_owned()) }));
-        let _ = self.upstream.send(close).await;
-        let _ = self.upstream.close().await;
-        self.end_with(u16::from(code), reason.to_owned());
-    }
-
-    /// Records the end of the upstream connection; the client gets it as the
-    /// final message. 1006 ("lost") is reported here but never sent on the wire.
-    fn end_with(&mut self, code: u16, reason: String) {
-        if self.delivery.is_closed() {
-            return;
-        }
-        log::debug!("upstream connection ended: {code} {reason}");
-        self.closing_deadline = None;
-        if let Some(ended) = self.upstream_ended.take() {
-            let _ = ended.send(());
-        }
-        self.delivery.push_close(code, reason, Instant::now());
-    }
-
-    /// Closes an upstream nobody will read from any more, giving the peer a
-    /// bounded moment to answer.
-    async fn close_and_wait(&mut self, code: CloseCode, reason: &str) {
-        if self.delivery.is_closed() {
-            return;
-        }
-        let close = Message::Close(Some(CloseReason { code, description: Some(reason.to_owned()) }));
-        if self.closing_deadline.is_some() || self.upstream.send(close).await.is_ok() {
-            let _ = tokio::time::timeout(CLOSE_WAIT, async {
-                while let Some(Ok(frame)) = self.upstream.next().await {
-                    if matches!(frame, Frame::Close(_)) {
-                        break;
-                    }
+        if self.unflushed {
+            match Pin::new(&mut *upstream).poll_flush(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.unflushed = false;
+                    self.core.on_flushed(Instant::now());
+                    busy = true;
                 }
-            })
-            .await;
+                Poll::Ready(Err(_)) => return self.write_failed(),
+                Poll::Pending => {}
+            }
         }
-        let _ = self.upstream.close().await;
+        if self.core.can_read()
+            && let Poll::Ready(frame) = Pin::new(&mut *upstream).poll_next(cx)
+        {
+            self.core.on_frame(frame, Instant::now());
+            busy = true;
+        }
+        if let Some(release_by) = self.core.release_by() {
+            // The Close (if any) first, then the TCP shutdown; the core's
+            // deadline bounds both, and the timer wakes us for it.
+            let flushed = !self.core.has_frame() && !self.unflushed;
+            let closed = flushed && Pin::new(&mut *upstream).poll_close(cx).is_ready();
+            if closed || release_by <= Instant::now() {
+                self.release();
+                busy = true;
+            }
+        }
+        busy
     }
-}
 
-/// A random time in the last 30% before `max`: pings come at least every
-/// `max` as upstream protocols expect, and sockets opened together do not
-/// ping in lockstep.
-fn random_ping_interval(max: Duration) -> Duration {
-    let max_ms = max.as_millis().max(1) as u64;
-    Duration::from_millis(rand::rng().random_range(max_ms * 7 / 10..=max_ms))
+    fn write_failed(&mut self) -> bool {
+        self.core.on_write_failed(Instant::now());
+        self.release();
+        true
+    }
+
+    fn release(&mut self) {
+        self.upstream = None;
+        self.unflushed = false;
+        self.core.on_released();
+    }
 }
 
 #[cfg(test)]
@@ -479,10 +194,13 @@ mod tests {
     //! these tests check timings exactly and never sleep.
 
     use super::*;
-    use crate::socket::{PollOutcome, SocketHandle};
+    use crate::socket::core::CLOSE_WAIT;
+    use crate::socket::{ClientSend, Outgoing, PollOutcome, Rejected, SendFailure};
+    use actix_http::ws::Item;
+    use awc::ws::{CloseCode, CloseReason};
+    use bytes::Bytes;
+    use polysocket_common::wire::ClientMessage;
     use prometheus::Registry;
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
     use tokio::task::JoinHandle;
 
     const HOUR: Duration = Duration::from_secs(3600);
@@ -554,6 +272,7 @@ mod tests {
             idle_timeout: HOUR,
             max_message_bytes: 1 << 20,
             max_queue_bytes: 1 << 20,
+            max_daemon_queue_bytes: 1 << 30,
             send_timeout: Duration::from_secs(10),
             ping_interval: HOUR,
             max_sends_per_second: 0,
@@ -561,11 +280,16 @@ mod tests {
     }
 
     fn start(limits: SocketLimits) -> Harness {
+        start_sharing(limits, Arc::new(DaemonMetrics::new(&Registry::new(), 1)))
+    }
+
+    /// A socket of a daemon whose other sockets share `metrics`.
+    fn start_sharing(limits: SocketLimits, metrics: Arc<DaemonMetrics>) -> Harness {
         let (upstream, frames) = mpsc::unbounded_channel();
         let (sent, received) = mpsc::unbounded_channel();
         let room = Arc::new(std::sync::Mutex::new(Room::Unlimited));
         let peer = Peer { frames, sent, room: room.clone() };
-        let new = new_socket(peer, limits, Arc::new(DaemonMetrics::new(&Registry::new(), 1)));
+        let new = new_socket(peer, limits, metrics);
         Harness { handle: new.handle, owner: tokio::spawn(new.owner), upstream, received, room }
     }
 
@@ -702,29 +426,31 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_batch_the_upstream_stops_taking_says_how_much_went_and_the_retry_sends_the_rest() {
+    async fn a_batch_the_upstream_stops_taking_says_how_much_was_taken_and_the_retry_sends_the_rest() {
         let mut socket = start(limits());
+        // Two go out, a third waits in the socket's queue, the fourth does not fit beside it.
         *socket.room.lock().unwrap() = Room::Full(2);
+        let big: Vec<String> = ["a", "b", "c", "d"].iter().map(|c| c.repeat(40 * 1024)).collect();
+        let big: Vec<&str> = big.iter().map(String::as_str).collect();
         let started = Instant::now();
-        let answer = socket.handle.send(batch(&["a", "b", "c", "d"], Some(1), false)).await;
-        assert_eq!(answer, rejected(SendFailure::Timeout, 2));
+        let answer = socket.handle.send(batch(&big, Some(1), false)).await;
+        assert_eq!(answer, rejected(SendFailure::Timeout, 3));
         assert_eq!(started.elapsed(), limits().send_timeout);
         *socket.room.lock().unwrap() = Room::Unlimited;
         // A client that lost that answer retries the whole batch; one that read it, the rest.
-        assert_eq!(socket.handle.send(batch(&["a", "b", "c", "d"], Some(1), false)).await, Ok(()));
-        socket.sent_texts(&["a", "b", "c", "d"]).await;
+        assert_eq!(socket.handle.send(batch(&big, Some(1), false)).await, Ok(()));
+        socket.sent_texts(&big).await;
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_batch_cut_by_a_broken_upstream_says_how_much_went() {
+    async fn a_batch_cut_by_a_broken_upstream_is_refused_and_the_client_told_why() {
         let mut socket = start(limits());
         *socket.room.lock().unwrap() = Room::Broken(1);
-        assert_eq!(
-            socket.handle.send(batch(&["a", "b", "c"], Some(1), false)).await,
-            rejected(SendFailure::Upstream, 1)
-        );
+        let answer = socket.handle.send(batch(&["a", "b", "c"], Some(1), false)).await;
+        assert!(matches!(answer, Err(Rejected { failure: SendFailure::Upstream, .. })), "{answer:?}");
         socket.sent_texts(&["a"]).await;
         assert_eq!(socket.messages(None).await, vec![close(1, 1006, "upstream write failed")]);
+        assert_eq!(socket.handle.send(send("late", None)).await, rejected(SendFailure::Closed, 0));
     }
 
     #[tokio::test(start_paused = true)]
@@ -786,5 +512,138 @@ mod tests {
         assert_eq!(received.recv().await, Some(close_frame(1001, "going away")));
         upstream.send(Ok(Frame::Close(None))).unwrap();
         assert_eq!(owner.await.unwrap(), End::Abandoned);
+    }
+
+    /// An upstream that completes the handshake and never reads again.
+    fn wedged() -> (Harness, SocketLimits) {
+        let limits = SocketLimits {
+            ping_interval: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(3),
+            ..limits()
+        };
+        let socket = start(limits.clone());
+        *socket.room.lock().unwrap() = Room::Full(0);
+        (socket, limits)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wedged_upstream_is_declared_lost_and_its_slot_freed_in_bounded_time() {
+        let (socket, limits) = wedged();
+        let Harness { handle, owner, upstream: _upstream, received: _received, .. } = socket;
+        let started = Instant::now();
+        let answer = handle.send(send("into the void", Some(1))).await;
+        assert_eq!(answer, rejected(SendFailure::Timeout, 1), "taken, never flushed");
+        match handle.poll(HOUR, None).await {
+            PollOutcome::Messages(messages) => assert_eq!(messages, vec![close(1, 1006, "upstream stopped reading")]),
+            other => panic!("expected the close, got {other:?}"),
+        }
+        let lost_after = started.elapsed();
+        assert!(lost_after <= limits.ping_interval + limits.send_timeout, "lost after {lost_after:?}");
+        assert_eq!(handle.poll(HOUR, None).await, PollOutcome::Gone);
+        assert_eq!(owner.await.unwrap(), End::Delivered { code: 1006 });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_send_the_upstream_is_slow_to_take_does_not_hold_up_polls() {
+        let (socket, limits) = wedged();
+        let sender = socket.handle.clone();
+        let send = tokio::spawn(async move { sender.send(send("slow", Some(1))).await });
+        tokio::task::yield_now().await;
+        socket.frame(Frame::Text(Bytes::from_static(b"news")));
+        let started = Instant::now();
+        assert_eq!(socket.messages(None).await, vec![text(1, "news")]);
+        assert_eq!(started.elapsed(), Duration::ZERO, "answered while the send waits");
+        assert_eq!(send.await.unwrap(), rejected(SendFailure::Timeout, 1));
+        assert!(started.elapsed() <= limits.send_timeout);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_with_a_healthy_upstream_is_not_mistaken_for_a_dead_one() {
+        let mut socket = start(SocketLimits { max_queue_bytes: 4, ping_interval: Duration::from_secs(10), ..limits() });
+        socket.frame(Frame::Text(Bytes::from_static(b"abcd")));
+        // The upstream answers every ping at once, but its pongs wait
+        // unread behind the full queue for a minute.
+        let pongs = socket.upstream.clone();
+        let mut pings = std::mem::replace(&mut socket.received, mpsc::unbounded_channel().1);
+        let answering = tokio::spawn(async move {
+            while let Some(message) = pings.recv().await {
+                if let Message::Ping(payload) = message {
+                    let _ = pongs.send(Ok(Frame::Pong(payload)));
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(socket.messages(Some(0)).await, vec![text(1, "abcd")]);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(socket.handle.send(send("still here", None)).await, Ok(()));
+        match socket.handle.poll(Duration::from_secs(1), Some(1)).await {
+            PollOutcome::Messages(messages) => assert_eq!(messages, vec![ClientMessage::Heartbeat]),
+            other => panic!("expected a heartbeat, got {other:?}"),
+        }
+        answering.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_socket_on_a_wedged_upstream_ends_in_bounded_time() {
+        let (socket, limits) = wedged();
+        let Harness { handle, owner, upstream: _upstream, received: _received, .. } = socket;
+        let started = Instant::now();
+        drop(handle);
+        assert_eq!(owner.await.unwrap(), End::Abandoned);
+        assert!(started.elapsed() <= limits.send_timeout, "ended after {:?}", started.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sends_beyond_those_a_socket_holds_are_refused_at_once() {
+        let (socket, _) = wedged();
+        let mut waiting = Vec::new();
+        for seq in 1..=16 {
+            let sender = socket.handle.clone();
+            waiting.push(tokio::spawn(async move { sender.send(send("x", Some(seq))).await }));
+        }
+        tokio::task::yield_now().await;
+        let started = Instant::now();
+        assert_eq!(socket.handle.send(send("one too many", Some(17))).await, rejected(SendFailure::Busy, 0));
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        for send in waiting {
+            assert!(matches!(send.await.unwrap(), Err(Rejected { failure: SendFailure::Timeout, .. })));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_pings_holds_one_pong() {
+        let mut socket = start(limits());
+        *socket.room.lock().unwrap() = Room::Full(0);
+        for i in 0..1000u32 {
+            socket.frame(Frame::Ping(Bytes::from(i.to_string())));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        *socket.room.lock().unwrap() = Room::Unlimited;
+        // The send wakes the owner to write again: the one pong first.
+        assert_eq!(socket.handle.send(send("x", None)).await, Ok(()));
+        assert_eq!(socket.next_sent().await, Message::Pong(Bytes::from_static(b"999")));
+        socket.sent_texts(&["x"]).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_daemon_wide_budget_only_sockets_over_their_floor_stop_reading() {
+        let metrics = Arc::new(DaemonMetrics::new(&Registry::new(), 1));
+        let limits = SocketLimits { max_daemon_queue_bytes: 100 * 1024, ..limits() };
+        let hoarder = start_sharing(limits.clone(), metrics.clone());
+        let light = start_sharing(limits, metrics.clone());
+        let big = Bytes::from(vec![b'x'; 100 * 1024]);
+        hoarder.frame(Frame::Binary(big.clone()));
+        hoarder.frame(Frame::Binary(big));
+        light.frame(Frame::Text(Bytes::from_static(b"a")));
+        light.frame(Frame::Text(Bytes::from_static(b"b")));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(light.messages(Some(0)).await, vec![text(1, "a"), text(2, "b")], "under its floor: reads on");
+        assert_eq!(hoarder.messages(Some(0)).await.len(), 1, "over its floor and the budget: stopped");
+        assert_eq!(metrics.queued_bytes.get(), 100 * 1024 + 2);
+        assert_eq!(hoarder.messages(Some(1)).await.len(), 1, "its client caught up: the next is read");
+        drop(light);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(metrics.queued_bytes.get(), 100 * 1024, "an ended socket gives its bytes back");
     }
 }
