@@ -17,7 +17,9 @@
  * Upstreams that authenticate the handshake with a bearer (a browser's own
  * WebSocket cannot send one): install({..., bearer: "..."}), or a function
  * of the target URL returning the current credential; the token must allow
- * it (forward_bearer). It travels in the /create URL only.
+ * it (forward_bearer). It travels in the body of a POST /create where the
+ * browser has cross-origin XMLHttpRequest (URLs end up in proxies' logs),
+ * and in the /create URL only where JSONP is all there is.
  *
  * Where ArrayBuffer is missing, binary messages arrive as "binary strings"
  * (one character per byte, 0-255, as old XHR code read binary data), with
@@ -238,16 +240,17 @@
   }
 
   /* Repeats a request while it fails, with exponential backoff, by POST
-     where the socket streams and by JSONP otherwise (chosen again at each
-     attempt: a socket may fall back to JSONP meanwhile). An answer
+     where the socket streams (or `secret` asks for it and the browser can)
+     and by JSONP otherwise (chosen again at each attempt: a socket may fall
+     back to JSONP meanwhile). An answer
      {"ok": false, "retryable": true} (the fleet briefly unable to serve: no
      capacity, unavailable, a daemon timeout) fails the same way; any other
      answer is final. Each JSONP attempt gets a callback of its own, so a
      late answer to one cannot be taken for the answer to the next. */
-  function persistent(socket, url, params, timeout, done) {
+  function persistent(socket, url, params, timeout, done, secret) {
     var attempt = 0, since = null;
     function run() {
-      (socket._streaming ? post : jsonp)(url, params, timeout, function (failure, answer) {
+      (socket._streaming || (secret && canStream()) ? post : jsonp)(url, params, timeout, function (failure, answer) {
         /* Not retried once the socket has closed, but still ended: a send
            that ends lets the close be acknowledged. */
         if (socket._gone) { return done("closed"); }
@@ -328,7 +331,7 @@
         }
         if (self._streaming) { self._stream(0); } else { self._poll(); }
         self._pump();
-      });
+      }, !!bearer);
   }
 
   PolySocket.CONNECTING = CONNECTING;

@@ -308,6 +308,10 @@ pub struct CreateArgs {
     #[arg(long, env = "POLYSOCKET_CREATE_RATE_PER_TOKEN", default_value_t = 200)]
     pub create_rate_per_token: u32,
 
+    /// How long a `POST /create` body may take to arrive (slow bodies get 408).
+    #[arg(long, env = "POLYSOCKET_CREATE_BODY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub create_body_timeout: Duration,
+
     /// Daemons tried per create when they do not answer.
     #[arg(long = "create-attempts", env = "POLYSOCKET_CREATE_ATTEMPTS", default_value_t = 3,
           value_parser = clap::value_parser!(u32).range(1..=10))]

@@ -135,6 +135,14 @@ pub enum QueryError {
     Malformed,
     #[error("malformed query string: not UTF-8")]
     NotUtf8,
+    /// A form body (`POST /create`) over the query bound.
+    #[error("request body too big: at most 16 KiB")]
+    BodyTooBig,
+    /// A form body not all there within the body timeout.
+    #[error("request body too slow")]
+    SlowBody,
+    #[error("request body could not be read")]
+    UnreadableBody,
     #[error(transparent)]
     Callback(#[from] CallbackError),
 }
@@ -144,6 +152,8 @@ impl QueryError {
     pub fn response(&self) -> HttpResponse {
         let status = match self {
             QueryError::TooLong => StatusCode::URI_TOO_LONG,
+            QueryError::BodyTooBig => StatusCode::PAYLOAD_TOO_LARGE,
+            QueryError::SlowBody => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::BAD_REQUEST,
         };
         HttpResponseBuilder::new(status)

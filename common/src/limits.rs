@@ -12,7 +12,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
 use std::hash::Hash;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -44,8 +44,12 @@ impl ClientArgs {
     pub fn client_ip_of(&self, req: &HttpRequest) -> IpAddr {
         // Only test requests have no peer.
         let peer = req.peer_addr().map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-        let forwarded_for = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        self.client_ip(peer, forwarded_for)
+        // Several header lines are one list, in order (RFC 9110 §5.3); a
+        // line that is not text ends the walk as a malformed hop would.
+        let lines: Vec<&str> =
+            req.headers().get_all("x-forwarded-for").map(|line| line.to_str().unwrap_or("?")).collect();
+        let forwarded_for = (!lines.is_empty()).then(|| lines.join(","));
+        self.client_ip(peer, forwarded_for.as_deref())
     }
 
     /// The client's address: the peer, or, when the peer is a trusted
@@ -71,6 +75,19 @@ impl ClientArgs {
             }
         }
         client
+    }
+}
+
+/// The key per-address limits count under: an IPv6 client gets its /64
+/// (one subscriber's network, where picking a new address is free), an
+/// IPv4 client (also written as v4-mapped IPv6) its address.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 64))),
+        },
+        v4 => v4,
     }
 }
 
@@ -164,6 +181,29 @@ mod tests {
         assert_eq!(proxies.client_ip(peer, None), peer);
         assert_eq!(proxies.client_ip(peer, Some("garbage")), peer);
         assert_eq!(args(&["192.168.1.1"]).client_ip(peer, Some("1.2.3.4")), peer);
+    }
+
+    #[test]
+    fn every_forwarded_for_line_counts() {
+        use actix_web::test::TestRequest;
+        let req = TestRequest::default()
+            .insert_header(("x-forwarded-for", "6.6.6.6"))
+            .append_header(("x-forwarded-for", "1.2.3.4, 5.6.7.8"))
+            .to_http_request();
+        // Test requests have no peer (0.0.0.0, trusted here); the last
+        // line holds the nearest hops, and a forged first line is skipped.
+        let proxies = args(&["0.0.0.0/32", "5.6.7.8"]);
+        assert_eq!(proxies.client_ip_of(&req), "1.2.3.4".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn an_ipv6_client_is_limited_by_its_64() {
+        let key = |ip: &str| address_key(ip.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:ffff::2"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
+        assert_eq!(key("::ffff:1.2.3.4"), key("1.2.3.4"));
+        assert_ne!(key("1.2.3.4"), key("1.2.3.5"));
     }
 
     #[test]

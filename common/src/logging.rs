@@ -31,6 +31,22 @@ pub struct LogArgs {
     pub log_format: LogFormat,
 }
 
+/// A socket as log lines name it: `#` and eight hex digits. The socket id
+/// is the socket's only capability, so no log line holds it; the tag
+/// follows one socket through the router's and the daemons' logs and tells
+/// nothing about the id (122 random bits, of which the tag keeps 32 bits of
+/// a one-way hash).
+pub fn socket_tag(socket: &str) -> String {
+    format!("#{}", one_way_hex(socket, 4))
+}
+
+/// The first `bytes` bytes of the SHA-1 of a secret, in hex: a stable name
+/// for it that cannot be turned back into it.
+pub fn one_way_hex(secret: &str, bytes: usize) -> String {
+    use sha1::Digest;
+    sha1::Sha1::digest(secret.as_bytes()).iter().take(bytes).map(|b| format!("{b:02x}")).collect()
+}
+
 /// Requests the HTTP server gave up on because of the client.
 pub static HTTP_CLIENT_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
     IntCounter::new("polysocket_http_client_errors_total", "Requests that could not be parsed or broke off")
@@ -141,5 +157,15 @@ mod tests {
         assert!(is_client_fault(&record("actix_http::h1::dispatcher", Level::Error)));
         assert!(!is_client_fault(&record("actix_http::h1::dispatcher", Level::Debug)));
         assert!(!is_client_fault(&record("polysocketd::daemon", Level::Error)));
+    }
+
+    #[test]
+    fn a_socket_tag_is_short_stable_and_not_the_id() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let tag = socket_tag(id);
+        assert_eq!(tag.len(), 9);
+        assert_eq!(tag, socket_tag(id));
+        assert_ne!(tag, socket_tag("0123456789abcdef0123456789abcdee"));
+        assert!(!id.contains(&tag[1..]), "{tag}");
     }
 }

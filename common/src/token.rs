@@ -246,11 +246,7 @@ impl TokenRecord {
 }
 
 fn label_of(token: &str, label: Option<&str>) -> String {
-    use sha1::Digest;
-    label.map(str::to_owned).unwrap_or_else(|| {
-        let digest = sha1::Sha1::digest(token.as_bytes());
-        format!("t-{}", digest.iter().take(6).map(|b| format!("{b:02x}")).collect::<String>())
-    })
+    label.map(str::to_owned).unwrap_or_else(|| format!("t-{}", crate::logging::one_way_hex(token, 6)))
 }
 
 /// The tokens file: `{"tokens":[...]}`.

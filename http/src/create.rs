@@ -2,12 +2,13 @@
 
 use crate::metrics::CreateMetrics;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{ALLOW, AUTHORIZATION, ORIGIN, REFERER};
+use actix_web::http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, ALLOW, AUTHORIZATION, HeaderValue, ORIGIN, REFERER, VARY};
 use actix_web::{HttpRequest, HttpResponse, web};
 use polysocket_common::cli::CreateArgs;
 use polysocket_common::fleet::{Fleet, FleetError};
 use polysocket_common::jsonp::{self, MAX_QUERY_BYTES};
-use polysocket_common::limits::{ClientArgs, KeyedLimit, insert_retry_after, retry_after_secs};
+use polysocket_common::limits::{ClientArgs, KeyedLimit, address_key, insert_retry_after, retry_after_secs};
+use polysocket_common::logging::socket_tag;
 use polysocket_common::target::{Target, TargetError, origin_of};
 use polysocket_common::token::Refusal;
 use polysocket_common::wire::{Created, EstablishReply, EstablishRequest, Failure, OpenFailure, Secret, unix_millis};
@@ -62,7 +63,6 @@ impl CreateService {
 pub fn configure(service: Arc<CreateService>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::from(service))
-            .app_data(web::PayloadConfig::new(MAX_QUERY_BYTES))
             .route("/create", web::get().to(create))
             .route("/create", web::post().to(create_posted))
             .route("/create", web::route().to(other_method));
@@ -189,7 +189,15 @@ async fn create(req: HttpRequest, service: web::Data<CreateService>) -> HttpResp
 
 /// `POST /create`, for curl and servers: the parameters may also come as a
 /// form body, which keeps a bearer out of URLs (and so out of proxies' logs).
-async fn create_posted(req: HttpRequest, body: web::Bytes, service: web::Data<CreateService>) -> HttpResponse {
+async fn create_posted(req: HttpRequest, payload: web::Payload, service: web::Data<CreateService>) -> HttpResponse {
+    // A body that trickles in must not hold the connection for ever.
+    let read = payload.to_bytes_limited(MAX_QUERY_BYTES);
+    let body = match tokio::time::timeout(service.settings.create_body_timeout, read).await {
+        Err(_) => return jsonp::QueryError::SlowBody.response(),
+        Ok(Err(_)) => return jsonp::QueryError::BodyTooBig.response(),
+        Ok(Ok(Err(_))) => return jsonp::QueryError::UnreadableBody.response(),
+        Ok(Ok(Ok(body))) => body,
+    };
     let Ok(form) = std::str::from_utf8(&body) else {
         return jsonp::QueryError::NotUtf8.response();
     };
@@ -198,7 +206,16 @@ async fn create_posted(req: HttpRequest, body: web::Bytes, service: web::Data<Cr
         ("", form) => form.to_owned(),
         (query, form) => format!("{query}&{form}"),
     };
-    answer(&req, &service, &params).await
+    let mut response = answer(&req, &service, &params).await;
+    // polysocket.js posts creates that carry a bearer from the page, across
+    // origins. The page may read the answer: any page can read the same
+    // answer as JSONP, and the token's origins decided whether it is a
+    // socket or a refusal. No credentials are allowed, so no cookie rides along.
+    if let Some(origin) = req.headers().get(ORIGIN) {
+        response.headers_mut().insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        response.headers_mut().insert(VARY, HeaderValue::from_static("Origin"));
+    }
+    response
 }
 
 async fn answer(req: &HttpRequest, service: &CreateService, params: &str) -> HttpResponse {
@@ -244,7 +261,7 @@ impl CreateService {
         let bearer = bearer_of(req, query.bearer)?;
         let origin = page_origin(req);
         let client_ip = self.clients.client_ip_of(req);
-        self.per_ip.check(&client_ip).map_err(CreateError::RateLimited)?;
+        self.per_ip.check(&address_key(client_ip)).map_err(CreateError::RateLimited)?;
 
         let token = self.fleet.token(&token_name).await?.ok_or(CreateError::UnknownToken)?;
         let rule = token.authorize(origin.as_deref(), &target)?;
@@ -319,7 +336,7 @@ impl CreateService {
         };
         match reply {
             EstablishReply::Open { fqdn, socket, protocol, .. } => {
-                log::info!("created socket {socket} on {fqdn} for {from}");
+                log::info!("created socket {} on {fqdn} for {from:?}", socket_tag(&socket));
                 Ok(Created { ok: true, fqdn, socket, protocol })
             }
             EstablishReply::Failed { kind, status, error, .. } => Err(CreateError::Open { kind, status, error }),

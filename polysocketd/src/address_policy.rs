@@ -121,7 +121,10 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || first & 0xff00 == 0xff00 // multicast
         || (first == 0x2001 && segments[1] == 0) // Teredo 2001::/32 tunnels to anywhere
         || (first == 0x2001 && segments[1] == 0x0db8) // documentation
-        || (first == 0x2001 && segments[1] & 0xfff0 == 0x0010) // ORCHIDv1/v2
+        || (first == 0x2001 && segments[1] & 0xfff0 == 0x0010) // ORCHID (deprecated) 2001:10::/28
+        || (first == 0x2001 && segments[1] & 0xfff0 == 0x0020) // ORCHIDv2 2001:20::/28
+        || (first == 0x2001 && segments[1] == 0x0002 && segments[2] == 0) // benchmarking 2001:2::/48
+        || (first == 0x3fff && segments[1] & 0xf000 == 0) // documentation 3fff::/20
         || first == 0x0100 && segments[1..4] == [0; 3] // discard-only 100::/64
         || (first == 0x64 && segments[1] == 0xff9b && segments[2] == 1); // local-use NAT64
     !not_public
@@ -177,10 +180,25 @@ mod tests {
             "ff02::1",
             "2001:db8::1",
             "::127.0.0.1",
+            "2001:10::1",
+            "2001:20::1",
+            "2001:2f:ffff::1",
+            "2001:2::1",
+            "2001:2:0:ffff::1",
+            "3fff::1",
+            "3fff:fff:ffff::1",
         ] {
             assert!(!public(ip), "{ip} must not be public");
         }
-        for ip in ["2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::"] {
+        for ip in [
+            "2606:4700:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::",
+            "2001:30::1",
+            "2001:2:1::1",
+            "3fff:1000::1",
+        ] {
             assert!(public(ip), "{ip} must be public");
         }
     }

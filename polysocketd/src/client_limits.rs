@@ -9,15 +9,16 @@
 use crate::error::RequestError;
 use actix_web::HttpRequest;
 use dashmap::DashMap;
-use polysocket_common::limits::{ClientArgs, KeyedLimit};
+use polysocket_common::limits::{ClientArgs, KeyedLimit, address_key};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 pub struct ClientLimits {
     clients: ClientArgs,
-    /// Lookups of unknown sockets per address: past it, they get 429, not 403.
+    /// Lookups of unknown sockets per address (an IPv6 client's /64, see
+    /// [`address_key`]): past it, they get 429, not 403.
     unknown: KeyedLimit<IpAddr>,
-    /// Polls waiting per address (tracked only when `max_polls` is set).
+    /// Polls waiting per address key (tracked only when `max_polls` is set).
     polls: DashMap<IpAddr, usize>,
     /// 0: no limit (a socket never has more than one poll waiting anyway).
     max_polls: usize,
@@ -36,7 +37,7 @@ impl ClientLimits {
     /// Counts a lookup of a socket that does not exist: `403 unknown
     /// socket`, or 429 once the address has made too many.
     pub fn unknown_socket(&self, ip: IpAddr) -> RequestError {
-        match self.unknown.check(&ip) {
+        match self.unknown.check(&address_key(ip)) {
             Ok(()) => RequestError::UnknownSocket,
             Err(wait) => RequestError::RateLimited(wait),
         }
@@ -47,12 +48,13 @@ impl ClientLimits {
         if self.max_polls == 0 {
             return Ok(None);
         }
-        let mut count = self.polls.entry(ip).or_default();
+        let key = address_key(ip);
+        let mut count = self.polls.entry(key).or_default();
         if *count >= self.max_polls {
             return Err(RequestError::TooManyPolls);
         }
         *count += 1;
-        Ok(Some(PollSlot { limits: self.clone(), ip }))
+        Ok(Some(PollSlot { limits: self.clone(), key }))
     }
 
     /// Drops state of addresses that have gone quiet.
@@ -64,12 +66,12 @@ impl ClientLimits {
 
 pub struct PollSlot {
     limits: Arc<ClientLimits>,
-    ip: IpAddr,
+    key: IpAddr,
 }
 
 impl Drop for PollSlot {
     fn drop(&mut self) {
-        if let Some(mut count) = self.limits.polls.get_mut(&self.ip) {
+        if let Some(mut count) = self.limits.polls.get_mut(&self.key) {
             *count = count.saturating_sub(1);
         }
     }

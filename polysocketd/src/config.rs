@@ -112,6 +112,12 @@ pub struct BridgeSettings {
     #[arg(long, env = "POLYSOCKET_MAX_QUEUE_BYTES", default_value_t = 4 << 20)]
     pub max_queue_bytes: usize,
 
+    /// Undelivered bytes all sockets of the daemon buffer together. Past it,
+    /// sockets holding more than 64 KiB stop reading their upstreams until
+    /// their clients catch up, and creates are refused (daemon full).
+    #[arg(long, env = "POLYSOCKET_MAX_DAEMON_QUEUE_BYTES", default_value_t = 1 << 30)]
+    pub max_daemon_queue_bytes: usize,
+
     /// Longest an upstream connect plus WebSocket handshake may take.
     #[arg(long, env = "POLYSOCKET_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,

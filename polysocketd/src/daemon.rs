@@ -11,7 +11,7 @@ use awc::ws::{CloseCode, CloseReason};
 use dashmap::DashMap;
 use polysocket_common::cli::StartError;
 use polysocket_common::fleet::{DaemonInfo, Fleet, Heartbeat, Registration};
-use polysocket_common::logging::Outage;
+use polysocket_common::logging::{Outage, socket_tag};
 use polysocket_common::wire::{EstablishReply, EstablishRequest, OpenFailure, unix_millis};
 use prometheus::Registry;
 use std::rc::Rc;
@@ -76,6 +76,7 @@ impl DaemonSettings {
                 idle_timeout: bridge.idle_timeout,
                 max_message_bytes: bridge.max_message_bytes,
                 max_queue_bytes: bridge.max_queue_bytes,
+                max_daemon_queue_bytes: bridge.max_daemon_queue_bytes,
                 send_timeout: bridge.send_timeout,
                 ping_interval: bridge.ping_interval,
                 max_sends_per_second: bridge.max_sends_per_second,
@@ -295,8 +296,13 @@ impl Daemon {
         }
         // The fleet's count of this daemon's sockets can be behind (a Redis
         // that restarted empty): the daemon itself has the last word.
-        if self.sockets.len() >= self.info.capacity as usize {
-            log::warn!("create {} refused: daemon is full", request.id);
+        let queued = usize::try_from(self.metrics.queued_bytes.get()).unwrap_or(0);
+        if self.sockets.len() >= self.info.capacity as usize || queued >= self.settings.socket.max_daemon_queue_bytes {
+            log::warn!(
+                "create {} refused: daemon is full ({} sockets, {queued} bytes queued)",
+                request.id,
+                self.sockets.len()
+            );
             self.release(&request.token).await;
             let failed = EstablishReply::Failed {
                 request_id: request.id.clone(),
@@ -325,7 +331,7 @@ impl Daemon {
         let late = unix_millis() > request.expires_at_ms;
         if let (EstablishReply::Open { socket, .. }, false) = (&reply, matches!(heard, Ok(true)) && !late) {
             // Nobody will ever learn this socket's id: close it at once.
-            log::warn!("socket {socket}: the router gave up waiting; closing");
+            log::warn!("socket {}: the router gave up waiting; closing", socket_tag(socket));
             self.sockets.remove(socket);
         }
     }
@@ -377,7 +383,7 @@ impl Daemon {
         });
         let daemon = self.clone();
         actix_web::rt::spawn(async move {
-            log::info!("socket {socket}: open");
+            log::info!("socket {}: open", socket_tag(&socket));
             let end = new.owner.await;
             daemon.sockets.remove(&socket);
             daemon.metrics.sockets_open.dec();
@@ -387,7 +393,7 @@ impl Daemon {
                 End::Idle => "idle",
                 End::Abandoned => "abandoned",
             });
-            log::info!("socket {socket}: ended ({end:?})");
+            log::info!("socket {}: ended ({end:?})", socket_tag(&socket));
         });
     }
 
@@ -402,7 +408,7 @@ impl Daemon {
     pub fn close_sockets_of(&self, token: &str) {
         let revoked = CloseReason { code: CloseCode::Policy, description: Some("token revoked".into()) };
         for entry in self.sockets.iter().filter(|entry| entry.token == token) {
-            log::info!("socket {}: closing, its token was revoked", entry.key());
+            log::info!("socket {}: closing, its token was revoked", socket_tag(entry.key()));
             let (handle, reason) = (entry.handle.clone(), revoked.clone());
             tokio::spawn(async move { handle.close(Some(reason)).await });
         }
@@ -419,10 +425,13 @@ impl Daemon {
         if let Err(e) = self.fleet.deregister(&self.info.id).await {
             log::warn!("could not deregister: {e}");
         }
+        let deadline = tokio::time::Instant::now() + grace;
         let handles: Vec<SocketHandle> = self.sockets.iter().map(|entry| entry.handle.clone()).collect();
         let going_away = CloseReason { code: CloseCode::Away, description: Some("going away".into()) };
-        futures_util::future::join_all(handles.iter().map(|h| h.close(Some(going_away.clone())))).await;
-        let deadline = tokio::time::Instant::now() + grace;
+        let closes = futures_util::future::join_all(handles.iter().map(|h| h.close(Some(going_away.clone()))));
+        // Owners take commands whatever their upstream does, but the grace
+        // is the operator's promise: nothing here may outlast it.
+        let _ = tokio::time::timeout_at(deadline, closes).await;
         let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + DRAIN_PROGRESS, DRAIN_PROGRESS);
         while !self.sockets.is_empty() && tokio::time::Instant::now() < deadline {
             tokio::select! {

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 pub struct DaemonMetrics {
     pub sockets_open: IntGauge,
+    /// Every socket's delivery queue adds to it and takes from it.
+    pub queued_bytes: IntGauge,
     /// `--capacity`, so dashboards and alerts can show how full a daemon is.
     pub socket_capacity: IntGauge,
     /// 1 while heartbeats reach the fleet (routers can pick this daemon).
@@ -132,6 +134,10 @@ impl DaemonMetrics {
         socket_capacity.set(i64::from(capacity));
         DaemonMetrics {
             sockets_open: gauge("polysocket_sockets_open", "Bridged sockets this daemon holds"),
+            queued_bytes: gauge(
+                "polysocket_queued_bytes",
+                "Bytes of upstream messages waiting for clients, all sockets",
+            ),
             socket_capacity,
             fleet_registered: gauge("polysocket_fleet_registered", "1 while this daemon's heartbeats reach the fleet"),
             draining: gauge("polysocket_draining", "1 while this daemon drains on shutdown"),

@@ -186,6 +186,8 @@ async fn send(
         }
         let post = req.method() == Method::POST;
         let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        // Before the body: a stranger guessing ids gets nothing read for it.
+        let handle = daemon.socket(daemon.client_limits.client_ip(&req), &socket)?;
         // A body that trickles in must not hold the connection for ever.
         let body = match tokio::time::timeout(
             daemon.settings.body_timeout,
@@ -202,7 +204,6 @@ async fn send(
             Ok(Ok(Ok(body))) => body,
         };
         let request = send_request(post, content_type, params, body)?;
-        let handle = daemon.socket(daemon.client_limits.client_ip(&req), &socket)?;
         match request {
             SendRequest::Message(send) => {
                 let batch = send.messages.len() > 1;

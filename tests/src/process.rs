@@ -38,8 +38,23 @@ impl Process {
 
     /// Starts `binary` logging everything (`RUST_LOG=debug`) to `log`.
     pub fn start_logging_to(name: &str, port: u16, args: &[&str], log: &std::path::Path) -> Process {
+        Self::start_logging_at(name, port, args, log, "debug")
+    }
+
+    /// Starts `binary` logging at `level` (as `RUST_LOG`) to `log`.
+    pub fn start_logging_at(name: &str, port: u16, args: &[&str], log: &std::path::Path, level: &str) -> Process {
         let file = std::fs::File::create(log).expect("log file");
-        Self::spawn(name, port, args, "debug", Stdio::from(file))
+        Self::spawn(name, port, args, level, Stdio::from(file))
+    }
+
+    /// The process's resident memory, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc status")
     }
 
     fn spawn(name: &str, port: u16, args: &[&str], level: &str, stderr: Stdio) -> Process {
