@@ -31,7 +31,12 @@ if [ ! -d tests/npm/node_modules ]; then
 fi
 
 # The Rust tests; they also build the binaries the browser tests start.
-cargo test --workspace "$@"
+# The hostile-input suite measures what other sockets see while it
+# attacks: it runs on its own afterwards, one test at a time, figures shown.
+cargo test --workspace "$@" -- --skip hostile_
+
+echo "== hostile inputs (tests/tests/hostile.rs)"
+cargo test -p polysocket-tests --test hostile -- --nocapture --test-threads 1 2>&1 | grep -vE "^\s+(Compiling|Finished|Running)"
 
 echo "== browser tests (headless chromium)"
 npm --prefix tests/browser test

@@ -1,6 +1,7 @@
 //! The daemon's shared state and its background duties: registering in the
 //! fleet, opening the sockets routers hand over, and draining on shutdown.
 
+use crate::answers::AnswerCache;
 use crate::client_limits::ClientLimits;
 use crate::config::{DaemonConfig, SocketHosts};
 use crate::error::RequestError;
@@ -129,6 +130,8 @@ pub struct Daemon {
     /// Permits for gzipped streams (`--max-compressed-streams`): bounds the
     /// memory their compression contexts hold.
     pub compressed_streams: Arc<Semaphore>,
+    /// Large poll answers, kept encoded for polls that repeat them.
+    pub answers: AnswerCache,
     pub metrics: Arc<DaemonMetrics>,
     pub client_limits: Arc<ClientLimits>,
 }
@@ -154,6 +157,7 @@ impl Daemon {
             registered_once: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             compressed_streams,
+            answers: AnswerCache::default(),
             metrics: Arc::new(DaemonMetrics::new(registry, capacity)),
             client_limits: Arc::new(client_limits),
         }

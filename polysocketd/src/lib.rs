@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod address_policy;
+pub mod answers;
 pub mod app;
 pub mod client_limits;
 pub mod config;

@@ -1,6 +1,7 @@
 //! `/s/<socket>` (send) and `/j/<socket>` (long-poll or streaming receive),
 //! with CORS preflights on both.
 
+use crate::answers::AnswerKey;
 use crate::cors;
 use crate::daemon::Daemon;
 use crate::error::RequestError;
@@ -381,11 +382,21 @@ async fn poll(req: HttpRequest, SocketId(socket): SocketId, daemon: web::Data<Da
     .await;
     let (mut response, endpoint) = match outcome {
         Ok(Received::Messages(messages)) => {
-            let answer = jsonp::reply(StatusCode::OK, cb.as_ref(), &Messages { ok: true, messages });
-            // `None`: the daemon never gzips, so the answer varies with nothing.
-            let answer = match gzip {
-                Some(accepted) => compression::compress(accepted, answer),
-                None => answer,
+            let key = AnswerKey::of(&socket, &messages, cb.as_ref(), gzip);
+            let answer = match key.as_ref().and_then(|key| daemon.answers.get(key)) {
+                Some(kept) => kept,
+                None => {
+                    let answer = jsonp::reply(StatusCode::OK, cb.as_ref(), &Messages { ok: true, messages });
+                    // `None`: the daemon never gzips, so the answer varies with nothing.
+                    let answer = match gzip {
+                        Some(accepted) => compression::compress(accepted, answer),
+                        None => answer,
+                    };
+                    match key {
+                        Some(key) => daemon.answers.keep(key, answer),
+                        None => answer,
+                    }
+                }
             };
             (answer, Endpoint::Poll)
         }
