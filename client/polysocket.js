@@ -19,7 +19,8 @@
  * of the target URL returning the current credential; the token must allow
  * it (forward_bearer). It travels in the body of a POST /create where the
  * browser has cross-origin XMLHttpRequest (URLs end up in proxies' logs),
- * and in the /create URL only where JSONP is all there is.
+ * and in the /create URL only where JSONP is all there is (or chosen, with
+ * transport: "jsonp").
  *
  * Where ArrayBuffer is missing, binary messages arrive as "binary strings"
  * (one character per byte, 0-255, as old XHR code read binary data), with
@@ -331,7 +332,7 @@
         }
         if (self._streaming) { self._stream(0); } else { self._poll(); }
         self._pump();
-      }, !!bearer);
+      }, !!bearer && this._wantsStream);
   }
 
   PolySocket.CONNECTING = CONNECTING;

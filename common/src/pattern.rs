@@ -475,7 +475,7 @@ mod tests {
     }
 
     #[test]
-    fn hostile_patterns_stay_fast() {
+    fn many_stars_do_not_backtrack_exponentially() {
         let pattern = format!("ws://h/{}", "*a".repeat(500));
         let target = Target::parse(&format!("ws://h/{}", "a".repeat(1500))).unwrap();
         let started = std::time::Instant::now();

@@ -40,8 +40,9 @@ const DATA_QUEUE_BYTES: usize = 64 * 1024;
 /// total: a socket whose client keeps up always reads its upstream.
 pub const QUEUE_FLOOR: usize = 64 * 1024;
 /// Sends one socket may have waiting; more are refused at once rather than
-/// held (each holds its request's messages).
-const WAITING_SENDS: usize = 16;
+/// held (each holds its request's messages, up to a body each). A client
+/// sends one request at a time; a few more cover retries racing answers.
+pub const WAITING_SENDS: usize = 4;
 
 /// How a socket ended, for logs and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]

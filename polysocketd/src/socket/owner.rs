@@ -194,7 +194,7 @@ mod tests {
     //! these tests check timings exactly and never sleep.
 
     use super::*;
-    use crate::socket::core::CLOSE_WAIT;
+    use crate::socket::core::{CLOSE_WAIT, WAITING_SENDS};
     use crate::socket::{ClientSend, Outgoing, PollOutcome, Rejected, SendFailure};
     use actix_http::ws::Item;
     use awc::ws::{CloseCode, CloseReason};
@@ -598,13 +598,14 @@ mod tests {
     async fn sends_beyond_those_a_socket_holds_are_refused_at_once() {
         let (socket, _) = wedged();
         let mut waiting = Vec::new();
-        for seq in 1..=16 {
+        for seq in 1..=WAITING_SENDS as u64 {
             let sender = socket.handle.clone();
             waiting.push(tokio::spawn(async move { sender.send(send("x", Some(seq))).await }));
         }
         tokio::task::yield_now().await;
         let started = Instant::now();
-        assert_eq!(socket.handle.send(send("one too many", Some(17))).await, rejected(SendFailure::Busy, 0));
+        let one_too_many = send("one too many", Some(WAITING_SENDS as u64 + 1));
+        assert_eq!(socket.handle.send(one_too_many).await, rejected(SendFailure::Busy, 0));
         assert_eq!(started.elapsed(), Duration::ZERO);
         for send in waiting {
             assert!(matches!(send.await.unwrap(), Err(Rejected { failure: SendFailure::Timeout, .. })));
