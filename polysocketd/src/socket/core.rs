@@ -633,7 +633,7 @@ impl SocketCore {
     }
 
     fn queue_full(&self) -> bool {
-        let queued = self.delivery.queued_bytes();
+        let queued = self.delivery.held_bytes();
         let daemon_full =
             || usize::try_from(self.metrics.queued_bytes.get()).unwrap_or(0) >= self.limits.max_daemon_queue_bytes;
         queued >= self.limits.max_queue_bytes || (queued >= QUEUE_FLOOR && daemon_full())

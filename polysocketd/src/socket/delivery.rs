@@ -22,8 +22,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-/// Payload bytes one poll answer carries at most (a larger message goes
-/// alone).
+/// What a queued message costs beyond its payload (its entry, its JSON
+/// framing), as the queue's bounds count it.
+pub const MESSAGE_COST: usize = 64;
+
+/// Bytes (as [`DeliveryQueue::held_bytes`] counts them) one poll answer
+/// carries at most (a larger message goes alone).
 pub const POLL_BYTES: usize = 256 * 1024;
 
 /// Where a stream's messages go, a batch at a time.
@@ -101,6 +105,12 @@ impl DeliveryQueue {
 
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
+    }
+
+    /// What the queue holds for its bounds: payload, and [`MESSAGE_COST`]
+    /// per message, so that a flood of empty messages fills it too.
+    pub fn held_bytes(&self) -> usize {
+        self.queued_bytes + self.queue.len() * MESSAGE_COST
     }
 
     /// Whether the close has been queued: nothing may follow it.
@@ -217,10 +227,11 @@ impl DeliveryQueue {
         // reader, which acknowledges as it goes.
         let (mut taken, mut bytes) = (0, 0);
         for message in self.queue.range(unsent..) {
-            if to_poll && taken > 0 && bytes + message.size > POLL_BYTES {
+            let cost = message.size + MESSAGE_COST;
+            if to_poll && taken > 0 && bytes + cost > POLL_BYTES {
                 break;
             }
-            bytes += message.size;
+            bytes += cost;
             taken += 1;
         }
         let last_seq = self.queue[unsent + taken - 1].seq;
@@ -321,7 +332,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_poll_answers_at_most_its_byte_budget_and_the_next_one_the_rest() {
         let mut queue = DeliveryQueue::new(Instant::now(), gauge());
-        let big = "x".repeat(POLL_BYTES / 2);
+        let big = "x".repeat(POLL_BYTES / 2 - MESSAGE_COST);
         for _ in 0..3 {
             push_text(&mut queue, &big);
         }

@@ -647,4 +647,15 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(metrics.queued_bytes.get(), 100 * 1024, "an ended socket gives its bytes back");
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_empty_messages_fills_the_queue_too() {
+        let socket = start(SocketLimits { max_queue_bytes: 64 * 1024, ..limits() });
+        for _ in 0..10_000 {
+            socket.frame(Frame::Text(Bytes::new()));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let read = socket.messages(Some(0)).await.len();
+        assert_eq!(read, 64 * 1024 / crate::socket::delivery::MESSAGE_COST, "reading stopped at the bound");
+    }
 }
