@@ -11,7 +11,7 @@ use polysocket_common::limits::{ClientArgs, KeyedLimit, address_key, insert_retr
 use polysocket_common::logging::socket_tag;
 use polysocket_common::target::{Target, TargetError, origin_of};
 use polysocket_common::token::Refusal;
-use polysocket_common::wire::{Created, EstablishReply, EstablishRequest, Failure, OpenFailure, Secret, unix_millis};
+use polysocket_common::wire::{Created, EstablishReply, EstablishRequest, Failure, OpenFailure, Secret};
 use prometheus::Registry;
 use serde::Deserialize;
 use std::net::IpAddr;
@@ -289,7 +289,8 @@ impl CreateService {
                 reserved => reserved?,
             };
             self.metrics.token_usage(&token.metric_label(), reservation.used, token.max_connections);
-            let now = unix_millis();
+            // On the fleet's clock, which the daemon reads them against.
+            let now = self.fleet.now_ms();
             let request = EstablishRequest {
                 id: uuid::Uuid::new_v4().simple().to_string(),
                 reply_to: String::new(),

@@ -13,7 +13,7 @@ use dashmap::DashMap;
 use polysocket_common::cli::StartError;
 use polysocket_common::fleet::{DaemonInfo, Fleet, Heartbeat, Registration};
 use polysocket_common::logging::{Outage, socket_tag};
-use polysocket_common::wire::{EstablishReply, EstablishRequest, OpenFailure, unix_millis};
+use polysocket_common::wire::{EstablishReply, EstablishRequest, OpenFailure};
 use prometheus::Registry;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -293,7 +293,7 @@ impl Daemon {
     }
 
     async fn create(self: Arc<Self>, opener: Rc<Opener>, request: EstablishRequest) {
-        if unix_millis() > request.accept_by_ms || self.is_draining() {
+        if self.fleet.now_ms() > request.accept_by_ms || self.is_draining() {
             log::warn!("dropping create request {}: taken too late", request.id);
             self.release(&request.token).await;
             return;
@@ -321,7 +321,7 @@ impl Daemon {
         // A slow one is accepted first, well within the router's deadline
         // for that, so the router knows this daemon took it and waits on.
         let mut opening = std::pin::pin!(self.open(&opener, &request));
-        let reply = match tokio::time::timeout(accept_within(&request), &mut opening).await {
+        let reply = match tokio::time::timeout(accept_within(&request, self.fleet.now_ms()), &mut opening).await {
             Ok(reply) => reply,
             Err(_) => {
                 let accepted = EstablishReply::Accepted { request_id: request.id.clone() };
@@ -331,9 +331,10 @@ impl Daemon {
                 opening.await
             }
         };
+        // A reply past the request's deadline is refused by the fleet
+        // itself, on its clock: `heard` is the whole answer.
         let heard = self.fleet.reply(&request, reply.clone()).await;
-        let late = unix_millis() > request.expires_at_ms;
-        if let (EstablishReply::Open { socket, .. }, false) = (&reply, matches!(heard, Ok(true)) && !late) {
+        if let (EstablishReply::Open { socket, .. }, false) = (&reply, matches!(heard, Ok(true))) {
             // Nobody will ever learn this socket's id: close it at once.
             log::warn!("socket {}: the router gave up waiting; closing", socket_tag(socket));
             self.sockets.remove(socket);
@@ -456,8 +457,8 @@ const ANSWER_QUICK_OPENS_WITHIN: Duration = Duration::from_millis(250);
 
 /// How long to wait for the open before accepting `request`: at most half
 /// the time the router leaves for the acceptance.
-fn accept_within(request: &EstablishRequest) -> Duration {
-    let left = Duration::from_millis(request.accept_by_ms.saturating_sub(unix_millis()));
+fn accept_within(request: &EstablishRequest, fleet_now: u64) -> Duration {
+    let left = Duration::from_millis(request.accept_by_ms.saturating_sub(fleet_now));
     ANSWER_QUICK_OPENS_WITHIN.min(left / 2)
 }
 

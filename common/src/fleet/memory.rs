@@ -191,7 +191,7 @@ impl Fleet for MemoryFleet {
             inbox.try_send(request.clone()).map_err(|_| FleetError::NoAnswer)?;
             state.waiting.insert(request_id.clone(), reply_tx);
         }
-        let outcome = super::await_outcome(&mut replies, &request).await;
+        let outcome = super::await_outcome(&mut replies, &request, self.now_ms()).await;
         self.state().waiting.remove(&request_id);
         outcome
     }
@@ -208,8 +208,16 @@ impl Fleet for MemoryFleet {
     }
 
     async fn reply(&self, request: &EstablishRequest, reply: EstablishReply) -> Result<bool, FleetError> {
+        if self.now_ms() > request.expires_at_ms {
+            return Ok(false);
+        }
         let waiter = self.state().waiting.get(&request.id).cloned();
         Ok(waiter.is_some_and(|tx| tx.try_send(reply).is_ok()))
+    }
+
+    /// One process, one clock.
+    fn now_ms(&self) -> u64 {
+        crate::wire::unix_millis()
     }
 
     /// Nothing announces revocations in a single process.

@@ -161,13 +161,20 @@ pub trait Fleet: Send + Sync + 'static {
     fn inbox(&self, daemon_id: &str) -> Box<dyn Inbox>;
 
     /// Answers a request (first `Accepted`, then the outcome). `Ok(false)`
-    /// means nobody was waiting any more, so the daemon must undo whatever
+    /// means nobody was waiting any more, or the request's `expires_at_ms`
+    /// has passed on the fleet's clock (a router waits a little past it, so
+    /// a reply accepted is a reply heard), so the daemon must undo whatever
     /// it opened.
     async fn reply(&self, request: &EstablishRequest, reply: EstablishReply) -> Result<bool, FleetError>;
 
     /// Calls `revoked` with every token revoked with `close_sockets` from now
     /// on (daemons, to close that token's sockets).
     fn watch_revocations(&self, revoked: Box<dyn Fn(String) + Send + Sync>);
+
+    /// The fleet's clock, in Unix ms: what a hand-off's `accept_by_ms` and
+    /// `expires_at_ms` are set and read against, on routers and daemons
+    /// alike (Redis's `TIME`, as last seen; one process's clock in memory).
+    fn now_ms(&self) -> u64;
 
     /// Whether the backend is reachable, for readiness probes.
     async fn ping(&self) -> Result<(), FleetError>;
@@ -184,20 +191,24 @@ pub trait Inbox: Send {
 /// Replies a router keeps for one create: the acceptance and the outcome.
 const REPLIES_PER_CREATE: usize = 2;
 
+/// How long past `expires_at_ms` a router still waits: a reply the fleet
+/// took just before it is on its way.
+const REPLY_GRACE: Duration = Duration::from_millis(500);
+
 /// Waits for a daemon's replies to `request`: the acceptance by
-/// `accept_by_ms`, then the outcome by `expires_at_ms`.
+/// `accept_by_ms`, then the outcome by `expires_at_ms` and a grace, both on
+/// the fleet's clock, which reads `fleet_now` now.
 async fn await_outcome(
     replies: &mut tokio::sync::mpsc::Receiver<EstablishReply>,
     request: &EstablishRequest,
+    fleet_now: u64,
 ) -> Result<EstablishReply, FleetError> {
-    let until = |unix_ms: u64| {
-        let left = unix_ms.saturating_sub(crate::wire::unix_millis());
-        tokio::time::Instant::now() + Duration::from_millis(left)
-    };
+    let started = tokio::time::Instant::now();
+    let until = |fleet_ms: u64| started + Duration::from_millis(fleet_ms.saturating_sub(fleet_now));
     let first = tokio::time::timeout_at(until(request.accept_by_ms), replies.recv()).await;
     match first.ok().flatten().ok_or(FleetError::NoAnswer)? {
         EstablishReply::Accepted { .. } => {
-            let outcome = tokio::time::timeout_at(until(request.expires_at_ms), replies.recv()).await;
+            let outcome = tokio::time::timeout_at(until(request.expires_at_ms) + REPLY_GRACE, replies.recv()).await;
             outcome.ok().flatten().ok_or(FleetError::Timeout)
         }
         outcome => Ok(outcome),

@@ -39,7 +39,7 @@ use backend::{Backend, Fanout, Link, Patient};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -120,7 +120,7 @@ for _ = 1, 16 do
     local load = redis.call('HINCRBY', daemon, 'load', 1)
     redis.call('ZADD', '{ps}:pick', load / tonumber(redis.call('HGET', daemon, 'capacity')), id)
     redis.call('HINCRBY', '{ps}:held:' .. id, token, 1)
-    return {'ok', id, tostring(redis.call('HINCRBY', '{ps}:used', token, 1))}
+    return {'ok', id, tostring(redis.call('HINCRBY', '{ps}:used', token, 1)), tostring(now)}
   end
 end
 return {'nodaemon'}
@@ -205,7 +205,7 @@ if redis.call('EXISTS', '{ps}:suspect:' .. id) == 0 then
 end
 local outcome = 'renewed'
 if created then outcome = 'created' elseif expired then outcome = 'revived' end
-return {outcome, tostring(interval)}
+return {outcome, tostring(interval), tostring(now)}
 "#;
 
 /// Keeps a daemon out of selection until its suspicion expires (its next
@@ -236,6 +236,10 @@ pub struct RedisFleet {
     /// Whether the reply subscription is live; without it a reply would be
     /// published to nobody, so creates fail fast instead of timing out.
     subscribed: Arc<AtomicBool>,
+    /// Redis's clock minus this machine's, in ms, as last seen by a script
+    /// that read `TIME`: deadlines of a hand-off are read on Redis's clock,
+    /// so routers and daemons whose clocks disagree still agree on them.
+    clock_offset_ms: AtomicI64,
     /// The heartbeats' connection, their own: a daemon beats from its main
     /// thread, which stays responsive while its workers are busy, and a
     /// pooled connection made there would carry the workers' commands
@@ -274,6 +278,7 @@ impl RedisFleet {
             reply_channel: format!("ps:replies:{}", uuid::Uuid::new_v4().simple()),
             waiting: Arc::default(),
             subscribed: Arc::default(),
+            clock_offset_ms: AtomicI64::new(0),
             beats: tokio::sync::Mutex::new(None),
             tokens_lost: tokio::sync::Notify::new(),
         })
@@ -362,10 +367,12 @@ impl RedisFleet {
             }
             invocation
         };
+        let sent_at = unix_millis();
         let mut outcome: Vec<String> = call(beat.reconcile).invoke_async(conn).await?;
         if outcome.first().is_some_and(|o| o == "missing") {
             outcome = call(true).invoke_async(conn).await?;
         }
+        self.saw_redis_time(outcome.get(2), sent_at);
         let registration = match outcome.first().map(String::as_str) {
             Some("created") => Registration::Created,
             Some("revived") => Registration::Revived,
@@ -377,6 +384,14 @@ impl RedisFleet {
 
     async fn conn(&self) -> Result<Link, FleetError> {
         self.backend.pooled().await
+    }
+
+    /// Takes the time a script read from Redis, for a call that left at
+    /// `sent_at` and is back now: Redis read it about halfway through.
+    fn saw_redis_time(&self, redis_now: Option<&String>, sent_at: u64) {
+        let Some(redis_now) = redis_now.and_then(|ms| ms.parse::<i64>().ok()) else { return };
+        let midway = (sent_at + unix_millis()) / 2;
+        self.clock_offset_ms.store(redis_now - midway as i64, Ordering::Relaxed);
     }
 }
 
@@ -498,10 +513,12 @@ impl Fleet for RedisFleet {
 
     async fn reserve(&self, token: &str, max_connections: u32) -> Result<Reservation, FleetError> {
         let mut conn = self.conn().await?;
+        let sent_at = unix_millis();
         let outcome: Vec<String> =
             self.reserve.key(SCRIPT_KEY).arg(token).arg(max_connections).invoke_async(&mut conn).await?;
         match outcome.as_slice() {
-            [status, daemon_id, used] if status == "ok" => {
+            [status, daemon_id, used, redis_now] if status == "ok" => {
+                self.saw_redis_time(Some(redis_now), sent_at);
                 Ok(Reservation { daemon_id: daemon_id.clone(), used: used.parse().unwrap_or(0) })
             }
             [status] if status == "limit" => Err(FleetError::LimitReached),
@@ -532,12 +549,12 @@ impl Fleet for RedisFleet {
             let inbox = inbox_key(daemon_id);
             // The inbox expires with the request, so a dead daemon's inbox
             // does not keep stale requests around.
-            let ttl_ms = request.expires_at_ms.saturating_sub(unix_millis()).max(1);
+            let ttl_ms = request.expires_at_ms.saturating_sub(self.now_ms()).max(1);
             let mut conn = self.conn().await?;
             let _: () =
                 redis::pipe().rpush(&inbox, payload).pexpire(&inbox, ttl_ms as i64).query_async(&mut conn).await?;
             drop(conn);
-            super::await_outcome(&mut replies, &request).await
+            super::await_outcome(&mut replies, &request, self.now_ms()).await
         }
         .await;
         self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&request_id);
@@ -556,10 +573,17 @@ impl Fleet for RedisFleet {
     }
 
     async fn reply(&self, request: &EstablishRequest, reply: EstablishReply) -> Result<bool, FleetError> {
+        if self.now_ms() > request.expires_at_ms {
+            return Ok(false);
+        }
         let payload = serde_json::to_string(&reply).expect("replies serialize");
         let publish = self.backend.publish(&request.reply_to, payload, Fanout::ToOne);
         let receivers: u64 = publish.query_async(&mut self.conn().await?).await?;
         Ok(receivers > 0)
+    }
+
+    fn now_ms(&self) -> u64 {
+        unix_millis().saturating_add_signed(self.clock_offset_ms.load(Ordering::Relaxed))
     }
 
     fn watch_revocations(&self, revoked: Box<dyn Fn(String) + Send + Sync>) {
