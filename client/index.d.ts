@@ -33,11 +33,22 @@ declare class PolySocket {
 
     /**
      * Sets PolySocket.defaults and puts PolySocket in place of
-     * window.WebSocket where the browser has none (or with `force`), so that
+     * window.WebSocket where the browser has none (or with `force`), and
+     * PolySocket.Auto where it has one (unless `fallback: false`), so that
      * code written for WebSocket runs unchanged; returns window.WebSocket as
      * it is then.
      */
     static install(options: PolySocket.PolySocketInstallOptions): typeof WebSocket | typeof PolySocket;
+
+    /**
+     * Native first: the browser's own WebSocket, and the bridge in its place
+     * when a proxy refuses, hangs or strips the upgrade (the failure is
+     * remembered for an hour per page origin and target host). The same API
+     * as WebSocket.
+     */
+    static Auto: {
+        new (url: string | URL, protocols?: string | string[], options?: PolySocket.PolySocketOptions): WebSocket;
+    };
 
     readonly url: string;
     /** A number, as lib.dom has it: a union of the constants would stay narrowed after a check. */
@@ -117,6 +128,12 @@ declare namespace PolySocket {
     export interface PolySocketInstallOptions extends PolySocketOptions {
         /** Replace window.WebSocket even where the browser has one. */
         force?: boolean;
+        /**
+         * Where the browser has a WebSocket, keep it, but fall back to the
+         * bridge when it cannot connect (the default, `true`); `false`
+         * leaves window.WebSocket alone.
+         */
+        fallback?: boolean;
     }
 
     export type PolySocketBinaryType = "blob" | "arraybuffer" | "binarystring";

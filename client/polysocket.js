@@ -350,6 +350,9 @@
     PolySocket.defaults = options;
     if (options.force || !global.WebSocket) {
       global.WebSocket = PolySocket;
+    } else if (options.fallback !== false && global.WebSocket !== Auto) {
+      Auto.Native = global.WebSocket;
+      global.WebSocket = Auto;
     }
     return global.WebSocket;
   };
@@ -493,7 +496,8 @@
     }
   };
 
-  proto.close = function (code, reason) {
+  /* close()'s arguments as the standard checks them: the reason, as a string. */
+  function closeReason(code, reason) {
     if (code !== undefined && code !== 1000 && !(code >= 3000 && code <= 4999)) {
       throw error("InvalidAccessError", "close code must be 1000 or 3000-4999");
     }
@@ -501,6 +505,11 @@
     if (utf8Length(reason) > 123) {
       throw error("SyntaxError", "close reason longer than 123 bytes");
     }
+    return reason;
+  }
+
+  proto.close = function (code, reason) {
+    reason = closeReason(code, reason);
     if (this.readyState === CLOSING || this.readyState === CLOSED) { return; }
     this.readyState = CLOSING;
     /* The close goes out after everything already sent; before the socket
@@ -757,6 +766,235 @@
   proto._lost = function () {
     this._closed(1006, "", false);
   };
+
+
+  /* ---- Native first: a browser that has WebSocket, behind a proxy that
+     refuses, hangs or strips the upgrade, falls back to the bridge.
+
+     new PolySocket.Auto(url, protocols, options) (what install() puts in
+     place of a native WebSocket) opens the native socket and hands the page
+     its events, unless it fails first: an error or close before it opens,
+     no open within the hang timeout, or a close (1006) within STABLE_AFTER
+     of opening before any message came. Then a bridged PolySocket takes
+     over without a trace of the native attempt, and the messages the page
+     sent in that moment go through it, in order. The failure is remembered
+     for FALLBACK_FOR per page origin and target host (localStorage), so the
+     next page load goes straight to the bridge. The hang timeout follows
+     the link: twice the time the router took to serve this script
+     (Resource Timing), at least MIN_HANG, at most MAX_HANG, HANG_UNKNOWN
+     where that is not known; a slow link that does open is kept. */
+  var MIN_HANG = 400, MAX_HANG = 8000, HANG_UNKNOWN = 2000, STABLE_AFTER = 1000, FALLBACK_FOR = 3600000;
+  var FALLBACK_KEY = "polysocket.fallback ";
+
+  function fallbackKey(url) {
+    var host = /^wss?:\/\/([^\/?#]+)/i.exec(url);
+    var origin = global.location ? global.location.protocol + "//" + global.location.host : "";
+    return FALLBACK_KEY + origin + " " + (host ? host[1].toLowerCase() : url);
+  }
+
+  /* Storage may be missing, disabled or full: then nothing is remembered. */
+  function remembered(key) {
+    try {
+      var until = Number(global.localStorage.getItem(key));
+      if (until > now()) { return true; }
+      if (until) { global.localStorage.removeItem(key); }
+    } catch (e) { /* no storage */ }
+    return false;
+  }
+
+  function remember(key, failed) {
+    try {
+      if (failed) { global.localStorage.setItem(key, String(now() + FALLBACK_FOR)); }
+      else { global.localStorage.removeItem(key); }
+    } catch (e) { /* no storage */ }
+  }
+
+  function hangTimeout(router) {
+    var entries, i, took = -1;
+    try { entries = global.performance.getEntriesByType("resource"); } catch (e) { entries = []; }
+    router = String(router || "").replace(/^https?:/i, "").replace(/\/+$/, "");
+    for (i = 0; i < entries.length; i++) {
+      if (/\/polysocket\.js(\?|$)/.test(entries[i].name) && entries[i].name.replace(/^https?:/i, "").indexOf(router) === 0) {
+        took = entries[i].duration;
+      }
+    }
+    return took < 0 ? HANG_UNKNOWN : Math.max(MIN_HANG, Math.min(MAX_HANG, 2 * took));
+  }
+
+  function Auto(url, protocols, options) {
+    var self = this;
+    this._config = options || PolySocket.defaults;
+    this.url = String(url);
+    this._protocols = protocols;
+    this.readyState = CONNECTING;
+    this.protocol = "";
+    this.extensions = "";
+    this.bufferedAmount = 0;
+    this.binaryType = "blob";
+    this.onopen = this.onmessage = this.onerror = this.onclose = null;
+    this._listeners = {};
+    this._events = [];
+    this._key = fallbackKey(this.url);
+    /* Sent since the native socket opened, until it proves stable. */
+    this._unconfirmed = [];
+    this._inner = null;
+    this._decided = false;
+    this._closeAsked = false;
+    /* Sent while the bridge that takes over is still opening. */
+    this._pending = null;
+    if (!Auto.Native || remembered(this._key)) {
+      setTimeout(function () { self._bridge(); }, 0);
+      return;
+    }
+    this._native();
+  }
+
+  /* The browser's own WebSocket, as it was before install() replaced it. */
+  Auto.Native = global.WebSocket;
+
+  var auto = Auto.prototype;
+  auto.addEventListener = proto.addEventListener;
+  auto.removeEventListener = proto.removeEventListener;
+  auto._targets = proto._targets;
+  auto.dispatchEvent = proto.dispatchEvent;
+  /* Events reach the page as the bridge's do: in tasks of their own, a
+     throwing listener reported as the page's own error. */
+  auto._fire = proto._fire;
+  auto._nextEvent = proto._nextEvent;
+  auto.CONNECTING = CONNECTING;
+  auto.OPEN = OPEN;
+  auto.CLOSING = CLOSING;
+  auto.CLOSED = CLOSED;
+
+  auto._native = function () {
+    var self = this, socket, opened = null, heard = false, hang;
+    /* A bad URL or subprotocol throws from here, as natively. */
+    socket = this._protocols === undefined ? new Auto.Native(this.url) : new Auto.Native(this.url, this._protocols);
+    this._inner = socket;
+    function fail() {
+      if (self._decided || self._closeAsked || socket !== self._inner) { return false; }
+      clearTimeout(hang);
+      socket.onopen = socket.onmessage = socket.onerror = socket.onclose = null;
+      try { socket.close(); } catch (e) { /* already closed */ }
+      remember(self._key, true);
+      self._bridge();
+      return true;
+    }
+    hang = setTimeout(fail, hangTimeout(this._config.router));
+    socket.onopen = function () {
+      clearTimeout(hang);
+      opened = now();
+      socket.binaryType = self.binaryType;
+      self.readyState = OPEN;
+      self.protocol = socket.protocol;
+      self.extensions = socket.extensions;
+      setTimeout(function () {
+        if (self._inner !== socket || socket.readyState !== OPEN) { return; }
+        self._decided = true;
+        self._unconfirmed = [];
+        remember(self._key, false);
+      }, STABLE_AFTER);
+      self._forward({type: "open"});
+    };
+    socket.onmessage = function (event) {
+      heard = true;
+      self._decided = true;
+      self._unconfirmed = [];
+      self._forward({type: "message", data: event.data});
+      socket.binaryType = self.binaryType;
+    };
+    socket.onerror = function () {
+      if (opened === null && fail()) { return; }
+      if (self._decided || self._closeAsked || opened !== null) { self._forward({type: "error"}); }
+    };
+    socket.onclose = function (event) {
+      var early = opened !== null && !heard && now() - opened < STABLE_AFTER && event.code === 1006;
+      if ((opened === null || early) && fail()) { return; }
+      self.readyState = CLOSED;
+      self._forward({type: "close", code: event.code, reason: event.reason, wasClean: event.wasClean});
+    };
+  };
+
+  /* The bridge takes over: the page's handlers see its events as this
+     socket's, and what it sent while the native socket was on trial goes
+     again, in order. */
+  auto._bridge = function () {
+    var self = this, socket, opened = this.readyState === OPEN;
+    this._decided = true;
+    this._pending = this._unconfirmed;
+    this._unconfirmed = [];
+    try {
+      socket = new PolySocket(this.url, this._protocols, this._config);
+    } catch (e) {
+      this.readyState = CLOSED;
+      this._forward({type: "error"});
+      this._forward({type: "close", code: 1006, reason: "", wasClean: false});
+      return;
+    }
+    this._inner = socket;
+    socket.binaryType = this.binaryType;
+    socket.onopen = function () {
+      self.protocol = socket.protocol;
+      self.readyState = socket.readyState;
+      var pending = self._pending, i;
+      self._pending = null;
+      for (i = 0; i < pending.length; i++) { socket.send(pending[i]); }
+      if (self._closeAsked) { socket.close(self._closeCode, self._closeReason); }
+      if (!opened) { self._forward({type: "open"}); }
+    };
+    socket.onmessage = function (event) {
+      self._forward({type: "message", data: event.data, binary: event.binary});
+    };
+    socket.onerror = function () { self._forward({type: "error"}); };
+    socket.onclose = function (event) {
+      self.readyState = CLOSED;
+      self._forward({type: "close", code: event.code, reason: event.reason, wasClean: event.wasClean});
+    };
+  };
+
+  auto._forward = function (event) {
+    if (this._inner) { this.bufferedAmount = this._inner.bufferedAmount || 0; }
+    this._fire(event);
+  };
+
+  auto.send = function (data) {
+    if (this.readyState === CONNECTING) {
+      throw error("InvalidStateError", "still connecting");
+    }
+    if (this._pending) {
+      this._pending.push(data);
+      return;
+    }
+    this._inner.binaryType = this.binaryType;
+    if (!this._decided) { this._unconfirmed.push(data); }
+    this._inner.send(data);
+    this._watchBuffered();
+  };
+
+  /* A page may wait for bufferedAmount to reach 0: it follows the inner
+     socket's while anything is buffered. */
+  auto._watchBuffered = function () {
+    var self = this;
+    this.bufferedAmount = this._inner.bufferedAmount || 0;
+    if (this.bufferedAmount > 0 && !this._watching) {
+      this._watching = true;
+      setTimeout(function () { self._watching = false; self._watchBuffered(); }, 20);
+    }
+  };
+
+  auto.close = function (code, reason) {
+    closeReason(code, reason);
+    this._closeAsked = true;
+    this._closeCode = code;
+    this._closeReason = reason;
+    if (this.readyState === CLOSING || this.readyState === CLOSED) { return; }
+    this.readyState = CLOSING;
+    if (this._inner && !this._pending && this._inner.readyState <= OPEN) {
+      if (code === undefined) { this._inner.close(); } else { this._inner.close(code, reason); }
+    }
+  };
+
+  PolySocket.Auto = Auto;
 
   PolySocket.prototype.constructor = PolySocket;
   /* A global in every case, bundled or not: JSONP answers call back through

@@ -19,10 +19,10 @@
 //
 // Needs the binaries `cargo test --workspace` builds (target/debug) and
 // Debian's chromium; scripts/test.sh provides both. The daemon serves the
-// polysocket.js compiled into it: POLYSOCKET_CLIENT_FROM_DISK=1 serves
-// client/polysocket.js from this checkout instead, to try a change without a
-// build (not client/demo.html: a page answered by Playwright counts as a
-// public one, which Chromium forbids to reach loopback addresses).
+// polysocket.js compiled into it: after a change to client/polysocket.js,
+// `cargo build --bins` before running these. (Pages come from a server of
+// the test's own: a page answered by Playwright counts as a public one,
+// which Chromium forbids to reach loopback addresses.)
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, writeFileSync, readFileSync, existsSync } from "node:fs";
