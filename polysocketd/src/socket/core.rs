@@ -233,6 +233,21 @@ impl SocketCore {
         }
     }
 
+    /// Gives back the capacity of queues that have emptied: an idle socket
+    /// (most of them, at any time) holds none, and one send or ping would
+    /// otherwise leave each queue's first allocation behind for good.
+    pub fn shed_idle_buffers(&mut self) {
+        fn shed<T>(queue: &mut VecDeque<T>) {
+            if queue.is_empty() && queue.capacity() > 0 {
+                *queue = VecDeque::new();
+            }
+        }
+        shed(&mut self.control);
+        shed(&mut self.data);
+        shed(&mut self.waiting);
+        shed(&mut self.flushing);
+    }
+
     /// The driver has dropped the connection.
     pub fn on_released(&mut self) {
         self.released = true;
@@ -351,37 +366,51 @@ impl SocketCore {
             let _ = reply.send(Err(SendFailure::Busy.into()));
             return;
         }
-        let deadline = now + self.limits.send_timeout;
-        self.waiting.push_back(WaitingSend { send, admitted: false, accepted: 0, deadline, reply });
-        self.take_sends();
+        let send = WaitingSend { send, admitted: false, accepted: 0, deadline: now + self.limits.send_timeout, reply };
+        // The usual send fits at once: it never touches the queue of those
+        // waiting (whose allocation would outlive it).
+        if !self.waiting.is_empty() {
+            self.waiting.push_back(send);
+        } else if let Some(blocked) = self.advance(send) {
+            self.waiting.push_back(blocked);
+        }
     }
 
     /// Moves the messages of waiting sends, in order, into the data queue
     /// while it has room.
     fn take_sends(&mut self) {
-        while let Some(mut front) = self.waiting.pop_front() {
-            if !front.admitted
-                && let Err(rejected) = self.admit(&mut front)
-            {
-                let _ = front.reply.send(Err(rejected));
-                continue;
+        while let Some(front) = self.waiting.pop_front() {
+            if let Some(blocked) = self.advance(front) {
+                self.waiting.push_front(blocked);
+                return;
             }
-            match self.take(&mut front) {
-                Ok(true) => {
-                    let WaitingSend { accepted, deadline, reply, .. } = front;
-                    if self.data_flushed >= self.data_queued {
-                        let _ = reply.send(Ok(()));
-                    } else {
-                        self.flushing.push_back(FlushingSend { frames: self.data_queued, accepted, deadline, reply });
-                    }
+        }
+    }
+
+    /// Takes what fits of one send, and answers it once it is all taken
+    /// (flushed, or to be answered when it is) or refused; gives it back if
+    /// it must wait for room.
+    fn advance(&mut self, mut send: WaitingSend) -> Option<WaitingSend> {
+        if !send.admitted
+            && let Err(rejected) = self.admit(&mut send)
+        {
+            let _ = send.reply.send(Err(rejected));
+            return None;
+        }
+        match self.take(&mut send) {
+            Ok(true) => {
+                let WaitingSend { accepted, deadline, reply, .. } = send;
+                if self.data_flushed >= self.data_queued {
+                    let _ = reply.send(Ok(()));
+                } else {
+                    self.flushing.push_back(FlushingSend { frames: self.data_queued, accepted, deadline, reply });
                 }
-                Ok(false) => {
-                    self.waiting.push_front(front);
-                    return;
-                }
-                Err(failure) => {
-                    let _ = front.reply.send(Err(Rejected { failure, accepted: front.accepted }));
-                }
+                None
+            }
+            Ok(false) => Some(send),
+            Err(failure) => {
+                let _ = send.reply.send(Err(Rejected { failure, accepted: send.accepted }));
+                None
             }
         }
     }

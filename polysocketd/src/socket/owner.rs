@@ -119,6 +119,7 @@ impl<U: UpstreamSocket> Driver<U> {
                 return Poll::Ready(end);
             }
             if !busy {
+                self.core.shed_idle_buffers();
                 return Poll::Pending;
             }
         }
