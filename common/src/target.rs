@@ -1,5 +1,5 @@
-//! Upstream target URLs: validation and normalization (token patterns are
-//! matched against them in [`crate::pattern`]).
+//! Upstream target URLs: validation and normalization (the `pattern`
+//! module matches token patterns against them).
 
 use std::fmt;
 use url::Url;

@@ -119,31 +119,26 @@ impl<'de> Deserialize<'de> for TargetRule {
     }
 }
 
-impl Serialize for TargetPattern {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
+/// Patterns travel as the text they were written as, and are parsed (so
+/// checked) wherever they are read: the tokens file, Redis, the admin CLI.
+macro_rules! serde_as_written {
+    ($($pattern:ident),*) => {$(
+        impl Serialize for $pattern {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $pattern {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let written = String::deserialize(deserializer)?;
+                $pattern::parse(&written).map_err(serde::de::Error::custom)
+            }
+        }
+    )*};
 }
 
-impl<'de> Deserialize<'de> for TargetPattern {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let written = String::deserialize(deserializer)?;
-        TargetPattern::parse(&written).map_err(serde::de::Error::custom)
-    }
-}
-
-impl Serialize for OriginPattern {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for OriginPattern {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let written = String::deserialize(deserializer)?;
-        OriginPattern::parse(&written).map_err(serde::de::Error::custom)
-    }
-}
+serde_as_written!(TargetPattern, OriginPattern);
 
 /// A record as written, before [`TokenRecord::validate`]; it still knows
 /// the token-wide grants of earlier versions, to say where they went.
