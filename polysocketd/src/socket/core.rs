@@ -521,6 +521,8 @@ impl SocketCore {
         }
         self.data.clear();
         self.data_bytes = 0;
+        // What was dropped will never be written: nothing waits for it.
+        self.data_queued = self.data_written;
         self.outgoing = None;
         for send in self.waiting.drain(..) {
             let _ = send.reply.send(Err(Rejected { failure: failure.clone(), accepted: send.accepted }));
