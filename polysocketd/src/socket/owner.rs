@@ -515,6 +515,13 @@ mod tests {
         assert_eq!(owner.await.unwrap(), End::Abandoned);
     }
 
+    /// A send to a wedged upstream: taken, never flushed, and refused either
+    /// at its --send-timeout or, when the random ping time comes first, as
+    /// the socket is declared lost.
+    fn taken_never_flushed(answer: &Result<(), Rejected>) -> bool {
+        matches!(answer, Err(Rejected { failure: SendFailure::Timeout | SendFailure::Closed, accepted: 1 }))
+    }
+
     /// An upstream that completes the handshake and never reads again.
     fn wedged() -> (Harness, SocketLimits) {
         let limits = SocketLimits {
@@ -534,7 +541,7 @@ mod tests {
         let Harness { handle, owner, upstream: _upstream, received: _received, .. } = socket;
         let started = Instant::now();
         let answer = handle.send(send("into the void", Some(1))).await;
-        assert_eq!(answer, rejected(SendFailure::Timeout, 1), "taken, never flushed");
+        assert!(taken_never_flushed(&answer), "{answer:?}");
         match handle.poll(HOUR, None).await {
             PollOutcome::Messages(messages) => assert_eq!(messages, vec![close(1, 1006, "upstream stopped reading")]),
             other => panic!("expected the close, got {other:?}"),
@@ -555,7 +562,8 @@ mod tests {
         let started = Instant::now();
         assert_eq!(socket.messages(None).await, vec![text(1, "news")]);
         assert_eq!(started.elapsed(), Duration::ZERO, "answered while the send waits");
-        assert_eq!(send.await.unwrap(), rejected(SendFailure::Timeout, 1));
+        let answer = send.await.unwrap();
+        assert!(taken_never_flushed(&answer), "{answer:?}");
         assert!(started.elapsed() <= limits.send_timeout);
     }
 
@@ -609,7 +617,8 @@ mod tests {
         assert_eq!(socket.handle.send(one_too_many).await, rejected(SendFailure::Busy, 0));
         assert_eq!(started.elapsed(), Duration::ZERO);
         for send in waiting {
-            assert!(matches!(send.await.unwrap(), Err(Rejected { failure: SendFailure::Timeout, .. })));
+            let answer = send.await.unwrap();
+            assert!(taken_never_flushed(&answer), "{answer:?}");
         }
     }
 
