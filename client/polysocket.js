@@ -780,45 +780,77 @@
      sent in that moment go through it, in order. The failure is remembered
      for FALLBACK_FOR per page origin and target host (localStorage), so the
      next page load goes straight to the bridge. The hang timeout follows
-     the link: twice the time the router took to serve this script
-     (Resource Timing), at least MIN_HANG, at most MAX_HANG, HANG_UNKNOWN
-     where that is not known; a slow link that does open is kept. */
-  var MIN_HANG = 400, MAX_HANG = 8000, HANG_UNKNOWN = 2000, STABLE_AFTER = 1000, FALLBACK_FOR = 3600000;
-  var FALLBACK_KEY = "polysocket.fallback ";
+     the link, so that a slow link that does open is kept: HANG_RTTS round
+     trips (a native open through a proxy may take five: TCP, CONNECT, two
+     of TLS, the upgrade) of the longest round trip this page has seen (its
+     own request, the router's answer with this script), and no less than
+     twice the time the last native open to this host took; at least
+     MIN_HANG, at most MAX_HANG, HANG_UNKNOWN where nothing is known. */
+  var MIN_HANG = 400, MAX_HANG = 8000, HANG_UNKNOWN = 2000, HANG_RTTS = 6, STABLE_AFTER = 1000, FALLBACK_FOR = 3600000;
+  var FALLBACK_KEY = "polysocket.fallback ", NATIVE_KEY = "polysocket.native ";
 
-  function fallbackKey(url) {
+  /* What is stored is per page origin and target host. */
+  function storageName(url) {
     var host = /^wss?:\/\/([^\/?#]+)/i.exec(url);
     var origin = global.location ? global.location.protocol + "//" + global.location.host : "";
-    return FALLBACK_KEY + origin + " " + (host ? host[1].toLowerCase() : url);
+    return origin + " " + (host ? host[1].toLowerCase() : url);
   }
 
   /* Storage may be missing, disabled or full: then nothing is remembered. */
-  function remembered(key) {
+  function stored(key) {
+    try { return Number(global.localStorage.getItem(key)) || 0; } catch (e) { return 0; }
+  }
+
+  function store(key, value) {
     try {
-      var until = Number(global.localStorage.getItem(key));
-      if (until > now()) { return true; }
-      if (until) { global.localStorage.removeItem(key); }
+      if (value) { global.localStorage.setItem(key, String(value)); } else { global.localStorage.removeItem(key); }
     } catch (e) { /* no storage */ }
+  }
+
+  function remembered(name) {
+    var until = stored(FALLBACK_KEY + name);
+    if (until > now()) { return true; }
+    if (until) { store(FALLBACK_KEY + name, 0); }
     return false;
   }
 
-  function remember(key, failed) {
-    try {
-      if (failed) { global.localStorage.setItem(key, String(now() + FALLBACK_FOR)); }
-      else { global.localStorage.removeItem(key); }
-    } catch (e) { /* no storage */ }
+  /* A failure, or (openMs) how long a native open that worked took. */
+  function remember(name, failed, openMs) {
+    store(FALLBACK_KEY + name, failed ? now() + FALLBACK_FOR : 0);
+    if (!failed) { store(NATIVE_KEY + name, Math.max(1, Math.round(openMs))); }
   }
 
-  function hangTimeout(router) {
-    var entries, i, took = -1;
-    try { entries = global.performance.getEntriesByType("resource"); } catch (e) { entries = []; }
-    router = String(router || "").replace(/^https?:/i, "").replace(/\/+$/, "");
-    for (i = 0; i < entries.length; i++) {
-      if (/\/polysocket\.js(\?|$)/.test(entries[i].name) && entries[i].name.replace(/^https?:/i, "").indexOf(router) === 0) {
-        took = entries[i].duration;
+  /* The longest round trip seen, in ms, or -1: the page's own request and
+     the router's answer with this script (its Timing-Allow-Origin shows the
+     request's own timings, or else the whole fetch counts), either one
+     near nothing when it came from a cache. Not navigator.connection.rtt:
+     with nothing observed yet it is a guess from the connection type. */
+  function roundTrip(router) {
+    var rtt = -1, entries, entry, i, timing;
+    function seen(ms) { if (ms > rtt) { rtt = ms; } }
+    function request(e) { return e.requestStart > 0 && e.responseStart >= e.requestStart ? e.responseStart - e.requestStart : -1; }
+    try {
+      entries = global.performance.getEntriesByType("navigation");
+      if (entries.length) { seen(request(entries[0])); } else {
+        timing = global.performance.timing;
+        seen(timing.requestStart > 0 ? timing.responseStart - timing.requestStart : -1);
       }
-    }
-    return took < 0 ? HANG_UNKNOWN : Math.max(MIN_HANG, Math.min(MAX_HANG, 2 * took));
+      router = String(router || "").replace(/^https?:/i, "").replace(/\/+$/, "");
+      entries = global.performance.getEntriesByType("resource");
+      for (i = 0; i < entries.length; i++) {
+        entry = entries[i];
+        if (/\/polysocket\.js(\?|$)/.test(entry.name) && entry.name.replace(/^https?:/i, "").indexOf(router) === 0) {
+          seen(entry.requestStart > 0 ? request(entry) : entry.duration);
+        }
+      }
+    } catch (e) { /* no Resource Timing */ }
+    return rtt;
+  }
+
+  function hangTimeout(router, name) {
+    var rtt = roundTrip(router), lastOpen = stored(NATIVE_KEY + name);
+    if (rtt < 0 && !lastOpen) { return HANG_UNKNOWN; }
+    return Math.max(MIN_HANG, Math.min(MAX_HANG, Math.max(HANG_RTTS * rtt, 2 * lastOpen)));
   }
 
   function Auto(url, protocols, options) {
@@ -834,7 +866,7 @@
     this.onopen = this.onmessage = this.onerror = this.onclose = null;
     this._listeners = {};
     this._events = [];
-    this._key = fallbackKey(this.url);
+    this._name = storageName(this.url);
     /* Sent since the native socket opened, until it proves stable. */
     this._unconfirmed = [];
     this._inner = null;
@@ -842,7 +874,7 @@
     this._closeAsked = false;
     /* Sent while the bridge that takes over is still opening. */
     this._pending = null;
-    if (!Auto.Native || remembered(this._key)) {
+    if (!Auto.Native || remembered(this._name)) {
       setTimeout(function () { self._bridge(); }, 0);
       return;
     }
@@ -867,7 +899,7 @@
   auto.CLOSED = CLOSED;
 
   auto._native = function () {
-    var self = this, socket, opened = null, heard = false, hang;
+    var self = this, socket, started = now(), opened = null, heard = false, hang;
     /* A bad URL or subprotocol throws from here, as natively. */
     socket = this._protocols === undefined ? new Auto.Native(this.url) : new Auto.Native(this.url, this._protocols);
     this._inner = socket;
@@ -876,11 +908,18 @@
       clearTimeout(hang);
       socket.onopen = socket.onmessage = socket.onerror = socket.onclose = null;
       try { socket.close(); } catch (e) { /* already closed */ }
-      remember(self._key, true);
+      remember(self._name, true);
       self._bridge();
       return true;
     }
-    hang = setTimeout(fail, hangTimeout(this._config.router));
+    /* The native socket works: a message came, or it stayed up. */
+    function confirmed() {
+      if (self._decided) { return; }
+      self._decided = true;
+      self._unconfirmed = [];
+      remember(self._name, false, opened - started);
+    }
+    hang = setTimeout(fail, hangTimeout(this._config.router, this._name));
     socket.onopen = function () {
       clearTimeout(hang);
       opened = now();
@@ -889,17 +928,13 @@
       self.protocol = socket.protocol;
       self.extensions = socket.extensions;
       setTimeout(function () {
-        if (self._inner !== socket || socket.readyState !== OPEN) { return; }
-        self._decided = true;
-        self._unconfirmed = [];
-        remember(self._key, false);
+        if (self._inner === socket && socket.readyState === OPEN) { confirmed(); }
       }, STABLE_AFTER);
       self._forward({type: "open"});
     };
     socket.onmessage = function (event) {
       heard = true;
-      self._decided = true;
-      self._unconfirmed = [];
+      confirmed();
       self._forward({type: "message", data: event.data});
       socket.binaryType = self.binaryType;
     };

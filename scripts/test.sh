@@ -2,7 +2,8 @@
 # Runs every test, installing what the tests need when it is missing:
 # redis-server (the fleet tests start their own), kosoku (the Autobahn
 # WebSocket cases), Debian's chromium and the npm packages of the browser
-# tests (playwright-core drives chromium; acorn checks the client is ES3) and
+# tests (playwright-core drives chromium; acorn checks the client is ES3;
+# sockjs, engine.io and their clients are the fallback test's peers) and
 # of the npm package's tests (TypeScript 5 and 7, esbuild, webpack, publint
 # and attw, at the versions of tests/npm/package-lock.json).
 set -euo pipefail

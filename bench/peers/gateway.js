@@ -4,14 +4,16 @@
 // that arrive before the upstream is open wait in order.
 //
 //   node gateway.js sockjs PORT UPSTREAM_URL     (prefix /sockjs)
-//   node gateway.js engine.io PORT UPSTREAM_URL  (path /engine.io/, polling only)
+//   node gateway.js engine.io PORT UPSTREAM_URL [TRANSPORTS]
+//     (path /engine.io/; TRANSPORTS is "polling" unless given, e.g.
+//     "polling,websocket" for Engine.IO's upgrade)
 "use strict";
 const http = require("http");
 const WebSocket = require("ws");
 
-const [kind, port, upstreamUrl] = process.argv.slice(2);
+const [kind, port, upstreamUrl, transports = "polling"] = process.argv.slice(2);
 if (!["sockjs", "engine.io"].includes(kind) || !port || !upstreamUrl) {
-  console.error("usage: node gateway.js sockjs|engine.io PORT UPSTREAM_URL");
+  console.error("usage: node gateway.js sockjs|engine.io PORT UPSTREAM_URL [TRANSPORTS]");
   process.exit(64);
 }
 
@@ -42,7 +44,7 @@ if (kind === "sockjs") {
   service.installHandlers(server);
 } else {
   const engine = require("engine.io");
-  const service = new engine.Server({ transports: ["polling"] });
+  const service = new engine.Server({ transports: transports.split(",") });
   service.on("connection", (socket) => {
     const upstream = relay((m) => socket.send(m), () => socket.close());
     socket.on("message", (m) => upstream.send(m.toString()));

@@ -24,6 +24,8 @@ pub const CLIENT_VERSION: &str = "0.1.0";
 const CACHE_LATEST: &str = "public, max-age=300";
 /// `/polysocket-<version>.js` never changes.
 const CACHE_PINNED: &str = "public, max-age=31536000, immutable";
+/// Resource Timing's header (not among the http crate's names).
+const TIMING_ALLOW_ORIGIN: &str = "timing-allow-origin";
 
 /// The client as sent, in each encoding, with its entity tag.
 struct Encoded {
@@ -70,7 +72,11 @@ fn client(req: &HttpRequest, cache_control: &'static str) -> HttpResponse {
         .insert_header((ETAG, encoded.etag.clone()))
         .insert_header((CACHE_CONTROL, cache_control))
         .insert_header((VARY, "Accept-Encoding"))
-        .insert_header((X_CONTENT_TYPE_OPTIONS, "nosniff"));
+        .insert_header((X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        // The page's copy reads this fetch's round trip from Resource
+        // Timing, to wait as long as a far link needs before it gives up on
+        // a native WebSocket.
+        .insert_header((TIMING_ALLOW_ORIGIN, "*"));
     if cached {
         return response.finish();
     }
@@ -114,6 +120,7 @@ mod tests {
         assert_eq!(gzipped.status(), 200);
         assert_eq!(gzipped.headers().get(CONTENT_ENCODING).unwrap(), "gzip");
         assert_eq!(gzipped.headers().get(CACHE_CONTROL).unwrap(), CACHE_LATEST);
+        assert_eq!(gzipped.headers().get(TIMING_ALLOW_ORIGIN).unwrap(), "*", "the page may time this fetch");
         let tag = gzipped.headers().get(ETAG).unwrap().to_str().unwrap().to_owned();
         let body = http::read_body(gzipped).await;
         let mut unzipped = String::new();
