@@ -6,7 +6,7 @@
 # polysocket.js streaming and JSONP against polysocketd --standalone;
 # sockjs-client (xhr-streaming; jsonp-polling) and engine.io-client
 # (polling) against the gateways of bench/peers/gateway.js. Scenarios: open,
-# round-trip, burst, feed, outage (bench/slowlink/README.md). Prints a
+# round-trip, burst, feed, trickle, outage (bench/slowlink/README.md). Prints a
 # table per link and writes bench/slowlink-results.json. Exits non-zero if a
 # system failed a scenario (each failure is listed; the others still run).
 #
@@ -17,7 +17,7 @@
 #   LINKS       link profiles, RTTms[/RATE(k|m)bit]   default "100ms 300ms/1mbit"
 #   SYSTEMS     polysocket-stream polysocket-jsonp sockjs-xhr-streaming
 #               sockjs-jsonp-polling engine.io-polling (default: all)
-#   SCENARIOS   open round-trip burst feed outage (default: all)
+#   SCENARIOS   open round-trip burst feed trickle outage (default: all)
 #   SCENARIO_TIMEOUT  seconds a scenario may take before it is reported as
 #               timed out (default 60)
 #   POLYSOCKETD the daemon binary (default: the release build, built first

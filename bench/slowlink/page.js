@@ -137,6 +137,25 @@
       return { ms, count: messages.length, characters };
     },
 
+    /**
+     * Asks the upstream for `count` records of about `size` characters, one
+     * every `everyMs`; each record's delay is its arrival less its "at".
+     */
+    async trickle(count, everyMs, size, timeoutMs) {
+      const base = received.length;
+      socket.send(JSON.stringify({ trickle: count, every: everyMs, size }));
+      const outcome = await until(() => received.length >= base + count, timeoutMs);
+      const messages = received.slice(base);
+      if (outcome !== "ok") return { error: failure(outcome, `with ${messages.length} of ${count} messages`), received: messages.length };
+      const delays = [];
+      for (let i = 0; i < messages.length; i++) {
+        const record = JSON.parse(messages[i].data);
+        if (record.n !== i) return { error: `message ${i} of the trickle is out of order` };
+        delays.push(messages[i].at - record.at);
+      }
+      return { delays };
+    },
+
     /** Sends one message every `intervalMs` until stopTicking(). */
     startTicking(intervalMs) {
       this.ticks = [];

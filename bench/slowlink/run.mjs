@@ -23,6 +23,9 @@ const OPEN_SAMPLES = 3;
 const ROUND_TRIPS = 20;
 const BURST = 200;
 const FEED = { count: 500, size: 2000 };
+// Small pushes spread over seconds (ticks of a live feed): what each costs
+// on the wire, and how late it arrives.
+const TRICKLE = { count: 400, everyMs: 25, size: 120 };
 const OUTAGE = { tickMs: 500, beforeMs: 2000, downMs: 8000, afterMs: 4000 };
 const TOKEN = "bench";
 
@@ -34,7 +37,7 @@ const SYSTEMS = {
   "engine.io-polling": { server: "engine.io", client: "engine.io", transport: "polling" },
 };
 const isPeer = (system) => SYSTEMS[system].client !== "polysocket";
-const SCENARIOS = ["open", "round-trip", "burst", "feed", "outage"];
+const SCENARIOS = ["open", "round-trip", "burst", "feed", "trickle", "outage"];
 
 function list(name, fallback, known) {
   const values = (process.env[name] || fallback.join(" ")).split(/[\s,]+/).filter(Boolean);
@@ -315,6 +318,14 @@ const scenarios = {
     return { ms: round(result.ms), characters: result.characters };
   },
 
+  async trickle({ page, measure }) {
+    const timeoutMs = settings.timeoutMs + TRICKLE.count * TRICKLE.everyMs;
+    const result = await measure(() => evaluate(page, timeoutMs + 10000, "trickle", TRICKLE.count, TRICKLE.everyMs, TRICKLE.size, timeoutMs));
+    if (result.error) return result;
+    const sorted = [...result.delays].sort((a, b) => a - b);
+    return { medianDelayMs: round(median(sorted)), p90DelayMs: round(sorted[Math.floor(sorted.length * 0.9)]), delaysMs: result.delays };
+  },
+
   async outage({ page, link, measure }) {
     let restored;
     const result = await measure(async () => {
@@ -453,6 +464,10 @@ const ROWS = [
   ["feed", "feed ~1 MB, ms", (r) => r.ms],
   ["feed", "feed, KB on the wire", (r) => r.wire && Math.round((r.wire.up + r.wire.down) / 1000)],
   ["feed", "feed, HTTP requests", (r) => r.requests?.total],
+  ["trickle", `trickle ${TRICKLE.count} x ${TRICKLE.size} B / ${TRICKLE.everyMs} ms: median delay ms`, (r) => r.medianDelayMs],
+  ["trickle", "trickle, p90 delay ms", (r) => r.p90DelayMs],
+  ["trickle", "trickle, KB on the wire", (r) => r.wire && Math.round((r.wire.up + r.wire.down) / 1000)],
+  ["trickle", "trickle, HTTP requests", (r) => r.requests?.total],
   ["outage", "outage: survived", (r) => (r.survived ? "yes" : "no"), false],
   ["outage", "outage: echoed/sent", (r) => `${r.delivered}/${r.sent}${r.error ? " (!)" : ""}`, false],
   ["outage", "outage: recovery ms", (r) => r.recoveryMs],
@@ -504,7 +519,7 @@ async function main() {
   });
   const results = { machine: machine(browser.version()), software: clientUsed(), settings: {
     links: settings.links, systems: settings.systems, scenarios: settings.scenarios, timeoutMs: settings.timeoutMs,
-    openSamples: OPEN_SAMPLES, roundTrips: ROUND_TRIPS, burst: BURST, feed: FEED, outage: OUTAGE,
+    openSamples: OPEN_SAMPLES, roundTrips: ROUND_TRIPS, burst: BURST, feed: FEED, trickle: TRICKLE, outage: OUTAGE,
   }, runs: [] };
   const report = (link, system, scenario, result, seconds) => {
     results.runs.push({ link: link.name, system, scenario, ...result });
