@@ -54,7 +54,8 @@ pub struct StreamLimits {
 #[derive(Debug, Clone)]
 pub struct DaemonSettings {
     pub hosts: SocketHosts,
-    pub socket: SocketLimits,
+    /// Shared by every socket's owner: one copy, not one per socket.
+    pub socket: Arc<SocketLimits>,
     pub open: OpenSettings,
     /// Longest a `/j` poll waits (a client's `ttl` is clamped to it).
     pub max_poll_ttl: Duration,
@@ -73,7 +74,7 @@ impl DaemonSettings {
         let bridge = &config.bridge;
         Ok(DaemonSettings {
             hosts: config.socket_hosts(bound_port),
-            socket: SocketLimits {
+            socket: Arc::new(SocketLimits {
                 idle_timeout: bridge.idle_timeout,
                 max_message_bytes: bridge.max_message_bytes,
                 max_queue_bytes: bridge.max_queue_bytes,
@@ -81,7 +82,7 @@ impl DaemonSettings {
                 send_timeout: bridge.send_timeout,
                 ping_interval: bridge.ping_interval,
                 max_sends_per_second: bridge.max_sends_per_second,
-            },
+            }),
             open: OpenSettings {
                 allow_private: config.allow_private_targets,
                 handshake_timeout: bridge.handshake_timeout,

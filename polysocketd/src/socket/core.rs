@@ -93,7 +93,7 @@ struct FlushingSend {
 }
 
 pub struct SocketCore {
-    limits: SocketLimits,
+    limits: Arc<SocketLimits>,
     metrics: Arc<DaemonMetrics>,
     upstream: Upstream,
     /// The driver has dropped the connection.
@@ -120,10 +120,12 @@ pub struct SocketCore {
     flushing: VecDeque<FlushingSend>,
     /// This socket's send rate.
     sends: Limit,
-    /// An upstream message arriving in continuation frames.
-    incoming: Option<Assembly>,
+    /// An upstream message arriving in continuation frames. Boxed, as
+    /// `outgoing` is: most sockets never see a fragment, and every byte of
+    /// this struct is in each idle socket's task.
+    incoming: Option<Box<Assembly>>,
     /// A client message arriving in `more=1` requests.
-    outgoing: Option<Assembly>,
+    outgoing: Option<Box<Assembly>>,
     /// The last client `seq` taken.
     client_seq: u64,
     /// Told when the upstream connection is over.
@@ -141,7 +143,7 @@ pub struct SocketCore {
 
 impl SocketCore {
     pub fn new(
-        limits: SocketLimits,
+        limits: Arc<SocketLimits>,
         metrics: Arc<DaemonMetrics>,
         upstream_ended: oneshot::Sender<()>,
         now: Instant,
@@ -473,7 +475,8 @@ impl SocketCore {
     /// Appends a `more=1` fragment, or returns the message that is complete.
     fn assemble(&mut self, message: Outgoing, more: bool) -> Result<Option<Outgoing>, SendFailure> {
         let max = self.limits.max_message_bytes;
-        let Some(mut assembly) = self.outgoing.take().or_else(|| more.then(|| Assembly::new(message.is_text(), max)))
+        let Some(mut assembly) =
+            self.outgoing.take().or_else(|| more.then(|| Box::new(Assembly::new(message.is_text(), max))))
         else {
             // Whole messages were checked against the limit on admission.
             return Ok(Some(message));
@@ -691,11 +694,11 @@ impl SocketCore {
         let max = self.limits.max_message_bytes;
         let (data, last) = match item {
             Item::FirstText(data) => {
-                self.incoming = Some(Assembly::new(true, max));
+                self.incoming = Some(Box::new(Assembly::new(true, max)));
                 (data, false)
             }
             Item::FirstBinary(data) => {
-                self.incoming = Some(Assembly::new(false, max));
+                self.incoming = Some(Box::new(Assembly::new(false, max)));
                 (data, false)
             }
             Item::Continue(data) => (data, false),

@@ -60,7 +60,7 @@ pub struct NewSocket<O> {
 
 pub fn new_socket<U: UpstreamSocket>(
     upstream: U,
-    limits: SocketLimits,
+    limits: Arc<SocketLimits>,
     metrics: Arc<DaemonMetrics>,
 ) -> NewSocket<impl Future<Output = End>> {
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
@@ -290,7 +290,7 @@ mod tests {
         let (sent, received) = mpsc::unbounded_channel();
         let room = Arc::new(std::sync::Mutex::new(Room::Unlimited));
         let peer = Peer { frames, sent, room: room.clone() };
-        let new = new_socket(peer, limits, metrics);
+        let new = new_socket(peer, Arc::new(limits), metrics);
         Harness { handle: new.handle, owner: tokio::spawn(new.owner), upstream, received, room }
     }
 
