@@ -9,8 +9,12 @@
  * and JSON, messages arrive on one streaming response (NDJSON) and sends are
  * form POSTs; everywhere else, and when a stream does not get through (a
  * proxy that buffers responses, a page whose origin the daemon does not
- * know), JSONP script tags, which work wherever a page can load a script.
- * install({transport: "jsonp"}) skips streaming. Written in ES3: no JSON
+ * know), JSONP script tags, which work wherever a page can load a script;
+ * there, a burst of sends too big for one script's URL is posted as a form
+ * into a hidden iframe where the browser has postMessage and JSON (IE8 on),
+ * and goes in URL-sized pieces where it has not, or where the page's
+ * Content-Security-Policy forbids it. install({transport: "jsonp"}) skips
+ * streaming. Written in ES3: no JSON
  * (but where the browser has it), no Promise, no Array.prototype.forEach, no
  * getters, no trailing commas.
  *
@@ -48,6 +52,11 @@
      still goes, alone): the daemon's body limit is far above it, and a
      smaller request gets its first messages upstream sooner. */
   var MAX_BODY = 65536;
+  /* Most messages one send may carry: the daemon's limit. */
+  var MAX_BATCH = 1000;
+  /* How long a frame's page may take, once loaded, to post its answer: the
+     message is sent before the load ends, and may be handled after it. */
+  var FRAME_GRACE = 250;
   /* How long the daemon may hold a poll, and how much longer we wait for it. */
   var POLL_TTL = 25000, POLL_SLACK = 10000;
   var CREATE_TIMEOUT = 30000, SEND_TIMEOUT = 30000;
@@ -72,10 +81,28 @@
   /* Once a stream has not got through, this page's sockets poll: whatever
      held it back will hold back the next one too. */
   var streamsBlocked = false;
+  /* Frames go until one fails before any worked on this page: whatever
+     stopped it (a Content-Security-Policy, a proxy) stops the next one too. */
+  var framesBlocked = false, framesWorked = false;
 
   function canStream() {
     if (streamsBlocked || typeof XMLHttpRequest === "undefined" || typeof JSON === "undefined") { return false; }
     try { return "withCredentials" in new XMLHttpRequest(); } catch (e) { return false; }
+  }
+
+  function canFrame() {
+    return !framesBlocked && typeof JSON !== "undefined" && typeof global.postMessage !== "undefined" &&
+      !!(global.addEventListener || global.attachEvent) && !!document.body;
+  }
+
+  /* addEventListener, or IE8's attachEvent; returns what removes it. */
+  function listen(target, type, handler) {
+    if (target.addEventListener) {
+      target.addEventListener(type, handler, false);
+      return function () { target.removeEventListener(type, handler, false); };
+    }
+    target.attachEvent("on" + type, handler);
+    return function () { target.detachEvent("on" + type, handler); };
   }
 
   function now() {
@@ -240,21 +267,109 @@
     xhr.send(query(params));
   }
 
-  /* Repeats a request while it fails, with exponential backoff, by POST
-     where the socket streams (or `secret` asks for it and the browser can)
-     and by JSONP otherwise (chosen again at each attempt: a socket may fall
-     back to JSONP meanwhile). An answer
+  /* One form POST into a hidden iframe (frame=1), for a batch of sends too
+     big for a script's URL: the daemon answers with a page that posts its
+     JSON to this window. `done` as for jsonp(), and "blocked" when frames
+     cannot work on this page. Form values travel as they are, but for line
+     breaks, which browsers rewrite to CRLF: text holding any goes as a
+     JSON string (t=j). A fresh iframe each time: the first
+     navigation of a new frame replaces its blank page, so the page's
+     history gains no entry. */
+  function frame(url, params, timeout, done) {
+    var name = callbackPrefix + "f" + (nextCallback++), finished = false, stop = [];
+    var origin = /^[a-z][a-z0-9+.\-]*:\/\/[^\/?#]+/i.exec(url)[0];
+    var body = document.body, iframe = document.createElement("iframe"), form = document.createElement("form");
+    var timer = setTimeout(function () { finish("timeout"); }, timeout);
+    var fields = {}, types = [], data = [], lineBreaks = false, key, values, i, input;
+    function finish(failure, answer) {
+      if (finished) { return; }
+      finished = true;
+      clearTimeout(timer);
+      for (i = 0; i < stop.length; i++) { stop[i](); }
+      /* Not while one of its events is being handled. */
+      setTimeout(function () { body.removeChild(form); body.removeChild(iframe); }, 0);
+      if (!failure || failure === "not an answer") { framesWorked = true; }
+      if (failure && !framesWorked) {
+        framesBlocked = true;
+        failure = "blocked";
+      }
+      done(failure, answer);
+    }
+    iframe.name = name;
+    iframe.style.display = "none";
+    body.appendChild(iframe);
+    stop.push(listen(global, "message", function (event) {
+      if (event.source !== iframe.contentWindow || event.origin !== origin) { return; }
+      var answer = null;
+      try { answer = JSON.parse(event.data); } catch (e) { /* not our page's */ }
+      finish(answer && typeof answer === "object" ? null : "not an answer", answer);
+    }));
+    /* A page that loaded without posting an answer was not ours (a proxy's
+       error page). A new frame's blank page may load first: that one this
+       window can read, the daemon's it cannot. */
+    stop.push(listen(iframe, "load", function () {
+      try { if (iframe.contentWindow.location.href === "about:blank") { return; } } catch (e) { /* the answer's */ }
+      setTimeout(function () { finish("no answer"); }, FRAME_GRACE);
+    }));
+    /* The page's Content-Security-Policy refused the form or the frame. */
+    stop.push(listen(document, "securitypolicyviolation", function (event) {
+      if (String(event.blockedURI).indexOf(origin) === 0) { finish("blocked"); }
+    }));
+    for (key in params) {
+      if (params.hasOwnProperty(key)) { fields[key] = params[key]; }
+    }
+    for (i = 0; isArray(params.d) && i < params.d.length; i++) {
+      types.push(isArray(params.t) ? params.t[i] : (params.t || "t"));
+      data.push(params.d[i]);
+      if (types[i] === "t" && /[\r\n]/.test(data[i])) {
+        types[i] = "j";
+        data[i] = JSON.stringify(data[i]);
+        lineBreaks = true;
+      }
+    }
+    if (lineBreaks) {
+      fields.t = types;
+      fields.d = data;
+    }
+    form.method = "POST";
+    form.action = url + "?frame=1";
+    form.target = name;
+    form.acceptCharset = "UTF-8";
+    form.style.display = "none";
+    for (key in fields) {
+      if (fields.hasOwnProperty(key) && fields[key] !== undefined && fields[key] !== null) {
+        values = isArray(fields[key]) ? fields[key] : [fields[key]];
+        for (i = 0; i < values.length; i++) {
+          input = document.createElement("input");
+          input.type = "hidden";
+          input.name = key;
+          input.value = values[i];
+          form.appendChild(input);
+        }
+      }
+    }
+    body.appendChild(form);
+    form.submit();
+  }
+
+  /* Repeats a request while it fails, with exponential backoff: by frame
+     when `how` is "frame" (until frames turn out to be blocked: the caller
+     then sends otherwise), by POST where the socket streams (or `how` is
+     "secret" and the browser can), and by JSONP otherwise (chosen again at
+     each attempt: a socket may fall back to JSONP meanwhile). An answer
      {"ok": false, "retryable": true} (the fleet briefly unable to serve: no
      capacity, unavailable, a daemon timeout) fails the same way; any other
      answer is final. Each JSONP attempt gets a callback of its own, so a
      late answer to one cannot be taken for the answer to the next. */
-  function persistent(socket, url, params, timeout, done, secret) {
+  function persistent(socket, url, params, timeout, done, how) {
     var attempt = 0, since = null;
     function run() {
-      (socket._streaming || (secret && canStream()) ? post : jsonp)(url, params, timeout, function (failure, answer) {
+      var request = how === "frame" ? frame : (socket._streaming || (how === "secret" && canStream()) ? post : jsonp);
+      request(url, params, timeout, function (failure, answer) {
         /* Not retried once the socket has closed, but still ended: a send
            that ends lets the close be acknowledged. */
         if (socket._gone) { return done("closed"); }
+        if (failure === "blocked") { return done(failure); }
         if (!failure && answer.ok === false && answer.retryable === true) { failure = "retryable"; }
         if (!failure) { return done(null, answer); }
         if (since === null) { since = now(); }
@@ -332,7 +447,7 @@
         }
         if (self._streaming) { self._stream(0); } else { self._poll(); }
         self._pump();
-      }, !!bearer && this._wantsStream);
+      }, bearer && this._wantsStream ? "secret" : null);
   }
 
   PolySocket.CONNECTING = CONNECTING;
@@ -552,13 +667,16 @@
   };
 
   /* The next request's messages: from the head of the outbox, all that
-     are ready and fit in one URL (JSONP) or body (POST), each as its next
-     piece. The first always goes; a piece with more to follow ends the
-     batch, since the next request must continue it. */
-  proto._batch = function () {
+     are ready and fit in one URL (JSONP) or body (POST, or a frame's form
+     when `byBody`), each as its next piece. The first always goes; a piece
+     with more to follow ends the batch, since the next request must
+     continue it. Pieces are cut to fit a URL whenever the socket polls, so
+     that a frame's batch, if frames fail, goes on in URLs with the same
+     seqs. */
+  proto._batch = function (byBody) {
     var overhead = (this._base + "/s/" + this._socket).length + 120;
-    var budget = this._streaming ? MAX_BODY : maxUrl - overhead, used = 0, batch = [], i, item, cost;
-    for (i = 0; i < this._outbox.length; i++) {
+    var budget = byBody ? MAX_BODY : maxUrl - overhead, used = 0, batch = [], i, item, cost;
+    for (i = 0; i < this._outbox.length && batch.length < MAX_BATCH; i++) {
       item = this._outbox[i];
       if (item.close || !item.ready) { break; }
       /* A POST body has no URL to keep short. */
@@ -577,13 +695,18 @@
      message waiting that fits; the close goes once everything before it
      has. */
   proto._pump = function () {
-    var self = this, head = this._outbox[0], batch, params, types = [], data = [], mixed = false, i;
+    var self = this, head = this._outbox[0], batch, params, types = [], data = [], mixed = false, byFrame = false, i;
     if (this._sending || !this._socket || !head || !head.ready || this._gone) { return; }
     if (head.close) {
       params = {t: "c", code: head.code === undefined ? null : head.code, reason: head.reason || null};
       batch = [];
     } else {
-      batch = this._batch();
+      batch = this._batch(this._streaming);
+      /* More is waiting than one URL takes: one form carries it all. */
+      if (!this._streaming && canFrame() && this._batch(true).length > batch.length) {
+        byFrame = true;
+        batch = this._batch(true);
+      }
       for (i = 0; i < batch.length; i++) {
         /* Consecutive seqs, kept across retries until each is taken. */
         if (!batch[i].seq) { batch[i].seq = ++this._seq; }
@@ -599,6 +722,8 @@
     persistent(this, this._base + "/s/" + this._socket, params, SEND_TIMEOUT, function (failure, answer) {
       self._sending = false;
       self._acknowledgeClose();
+      /* Frames do not work on this page: the batch goes again in URLs. */
+      if (failure === "blocked") { return self._pump(); }
       if (failure) { return self._lost(); }
       if (head.close) {
         self._outbox.shift();
@@ -626,7 +751,7 @@
       var pause = backoff(++self._sendFailures, self._sendFailingSince);
       if (pause < 0) { return self._lost(); }
       setTimeout(function () { self._pump(); }, pause);
-    });
+    }, byFrame ? "frame" : null);
   };
 
   /* A message from either transport; false once it was the close. Those

@@ -1,11 +1,13 @@
-//! JSONP and JSON response encoding.
+//! JSON, JSONP and frame response encoding.
 //!
 //! Every answer the bridge gives to a client goes through [`reply`], so the
 //! hardening (strict callbacks, `/**/` prefix, `nosniff`, `no-store`, escaped
 //! line separators) cannot be forgotten by a single handler.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, X_CONTENT_TYPE_OPTIONS};
+use actix_web::http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderValue, X_CONTENT_TYPE_OPTIONS,
+};
 use actix_web::{HttpResponse, HttpResponseBuilder};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -98,18 +100,62 @@ pub fn jsonp_body(callback: &Callback, json: &str) -> String {
     body
 }
 
-/// Builds the HTTP answer: JSONP when the client gave a callback, JSON otherwise.
-pub fn reply<T: Serialize>(status: StatusCode, callback: Option<&Callback>, value: &T) -> HttpResponse {
+/// How a request is answered: JSON (curl, XMLHttpRequest), JSONP (a script
+/// element), or a frame: an HTML page that hands the JSON to the page that
+/// framed it, for a form posted into a hidden iframe (a batch too big for a
+/// script's URL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Json,
+    Jsonp(Callback),
+    Frame,
+}
+
+impl Answer {
+    pub fn callback(&self) -> Option<&Callback> {
+        match self {
+            Answer::Jsonp(callback) => Some(callback),
+            _ => None,
+        }
+    }
+}
+
+impl From<Option<Callback>> for Answer {
+    fn from(callback: Option<Callback>) -> Self {
+        callback.map_or(Answer::Json, Answer::Jsonp)
+    }
+}
+
+/// The frame's only script may run; nothing may load. The body has no `<`
+/// of its own (see [`frame_body`]), so no other script can be in it.
+const FRAME_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'";
+
+/// The body of a frame answer: a page whose script posts the JSON, as a
+/// string (IE8-9 post nothing else), to the window that framed it. To any
+/// origin: an answer says only whether a send was taken, and the window
+/// that framed it is the one that posted the form. `json` is script-safe
+/// (no `<`), and its string literal stays so.
+pub fn frame_body(json: &str) -> String {
+    let literal = serde_json::to_string(json).expect("a string serializes");
+    format!("<!DOCTYPE html><meta charset=\"utf-8\"><script>parent.postMessage({literal},\"*\")</script>")
+}
+
+/// Builds the HTTP answer, in the form the request asked for.
+pub fn reply<T: Serialize>(status: StatusCode, answer: &Answer, value: &T) -> HttpResponse {
     let json = to_script_safe_json(value);
     let mut builder = HttpResponseBuilder::new(status);
     builder
         .insert_header((X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")));
-    match callback {
-        Some(callback) => builder
+    match answer {
+        Answer::Jsonp(callback) => builder
             .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/javascript; charset=utf-8")))
             .body(jsonp_body(callback, &json)),
-        None => builder.insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json"))).body(json),
+        Answer::Frame => builder
+            .insert_header((CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")))
+            .insert_header((CONTENT_SECURITY_POLICY, HeaderValue::from_static(FRAME_POLICY)))
+            .body(frame_body(&json)),
+        Answer::Json => builder.insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json"))).body(json),
     }
 }
 
@@ -236,6 +282,21 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_answer_is_a_page_that_posts_its_json_and_loads_nothing() {
+        let response = reply(StatusCode::CREATED, &Answer::Frame, &serde_json::json!({"ok": true}));
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let header = |name| response.headers().get(name).unwrap().to_str().unwrap().to_owned();
+        assert_eq!(header(CONTENT_TYPE), "text/html; charset=utf-8");
+        assert_eq!(header(CONTENT_SECURITY_POLICY), FRAME_POLICY);
+        assert_eq!(header(X_CONTENT_TYPE_OPTIONS), "nosniff");
+        let body = actix_web::body::MessageBody::try_into_bytes(response.into_body()).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            r#"<!DOCTYPE html><meta charset="utf-8"><script>parent.postMessage("{\"ok\":true}","*")</script>"#
+        );
+    }
+
+    #[test]
     fn jsonp_body_has_comment_prefix() {
         let cb = Callback::parse("my.cb").unwrap();
         assert_eq!(jsonp_body(&cb, r#"{"ok":true}"#), r#"/**/my.cb({"ok":true});"#);
@@ -259,7 +320,9 @@ mod javascript_engine {
             const bodies = JSON.parse(require("fs").readFileSync(0, "utf8"));
             const seen = bodies.map((body) => {
                 let got = null;
-                vm.runInNewContext(body, { ps: { cb: (value) => { got = value; } } });
+                // A JSONP body calls back; a frame's script posts a string.
+                const parent = { postMessage: (text, origin) => { if (origin === "*") got = JSON.parse(text); } };
+                vm.runInNewContext(body, { ps: { cb: (value) => { got = value; } }, parent });
                 return got.messages[0].data;
             });
             // Lone surrogates cannot occur (the input is UTF-8), so JSON output is exact.
@@ -277,9 +340,19 @@ mod javascript_engine {
         serde_json::from_slice(&output.stdout).expect("node printed JSON")
     }
 
+    fn json_for(data: &str) -> String {
+        to_script_safe_json(&serde_json::json!({"ok": true, "messages": [{"type": "text", "seq": 1, "data": data}]}))
+    }
+
     fn body_for(data: &str) -> String {
-        let message = serde_json::json!({"ok": true, "messages": [{"type": "text", "seq": 1, "data": data}]});
-        jsonp_body(&Callback::parse("ps.cb").unwrap(), &to_script_safe_json(&message))
+        jsonp_body(&Callback::parse("ps.cb").unwrap(), &json_for(data))
+    }
+
+    /// The script of a frame answer, as the page it is in would run it.
+    fn frame_script_for(data: &str) -> String {
+        let page = frame_body(&json_for(data));
+        let script = page.split_once("<script>").and_then(|(_, rest)| rest.strip_suffix("</script>"));
+        script.expect("a frame is one script").to_owned()
     }
 
     /// Strings rich in what breaks naive JSONP: line separators, script end
@@ -309,12 +382,14 @@ mod javascript_engine {
         #[test]
         fn node_sees_exactly_what_was_sent(texts in prop::collection::vec(hostile_text(), 1..8)) {
             let bodies: Vec<String> = texts.iter().map(|t| body_for(t)).collect();
-            for body in &bodies {
+            let frames: Vec<String> = texts.iter().map(|t| frame_script_for(t)).collect();
+            for body in bodies.iter().chain(&frames) {
                 // Nothing that ends a script or a line in old engines survives raw.
                 let raw = body.contains(['\u{2028}', '\u{2029}', '<']);
                 prop_assert!(!raw, "unescaped separator or '<' in {:?}", body);
             }
-            prop_assert_eq!(evaluate_in_node(&bodies), texts);
+            prop_assert_eq!(evaluate_in_node(&bodies), texts.clone());
+            prop_assert_eq!(evaluate_in_node(&frames), texts);
         }
     }
 }

@@ -226,21 +226,22 @@ async fn answer(req: &HttpRequest, service: &CreateService, params: &str) -> Htt
     let timer = service.metrics.duration.start_timer();
     let outcome = service.create(req, query).await;
     timer.observe_duration();
+    let answer = jsonp::Answer::from(callback);
     match outcome {
         Ok(created) => {
             service.metrics.outcome("ok");
-            jsonp::reply(StatusCode::OK, callback.as_ref(), &created)
+            jsonp::reply(StatusCode::OK, &answer, &created)
         }
         Err(e) => {
             log::info!("create refused: {e}");
             service.metrics.outcome(e.outcome());
-            let status = if callback.is_some() { StatusCode::OK } else { e.status() };
+            let status = if answer == jsonp::Answer::Json { e.status() } else { StatusCode::OK };
             let upstream_status = match e {
                 CreateError::Open { status, .. } => status,
                 _ => None,
             };
             let failure = Failure { retryable: e.retryable(), upstream_status, ..Failure::new(&e) };
-            let mut response = jsonp::reply(status, callback.as_ref(), &failure);
+            let mut response = jsonp::reply(status, &answer, &failure);
             if let CreateError::RateLimited(wait) = e {
                 insert_retry_after(&mut response, wait);
             }

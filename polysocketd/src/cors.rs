@@ -11,6 +11,7 @@ use actix_web::http::header::{
     HeaderValue, ORIGIN, VARY,
 };
 use actix_web::{HttpRequest, HttpResponse};
+use polysocket_common::jsonp;
 
 /// Headers a page may send: a body's type, and an EventSource's resume point.
 const ALLOWED_HEADERS: &str = "Content-Type, Last-Event-ID";
@@ -36,7 +37,7 @@ pub fn allow(daemon: &Daemon, socket: &str, req: &HttpRequest, response: &mut Ht
 /// else 403 (the same for an unknown socket, so it tells a guesser nothing).
 pub fn preflight(daemon: &Daemon, socket: &str, req: &HttpRequest, methods: &'static str) -> HttpResponse {
     let Some(origin) = allowed_origin(daemon, socket, req) else {
-        return RequestError::CorsRefused.reply(None);
+        return RequestError::CorsRefused.reply(&jsonp::Answer::Json);
     };
     HttpResponse::build(StatusCode::NO_CONTENT)
         .insert_header((ACCESS_CONTROL_ALLOW_ORIGIN, origin))

@@ -18,7 +18,7 @@ pub enum RequestError {
     MethodNotAllowed(&'static str),
     #[error("missing d")]
     MissingData,
-    #[error("invalid t: must be t (text), b (binary) or c (close)")]
+    #[error("invalid t: must be t (text), j (text as a JSON string), b (binary) or c (close)")]
     InvalidType,
     #[error("invalid t: give one t for every d, or one for all of them")]
     TypeCount,
@@ -30,6 +30,10 @@ pub enum RequestError {
     BodyTooBig(usize),
     #[error("invalid d: not standard base64")]
     InvalidBase64,
+    #[error("invalid d: t=j takes a JSON string")]
+    InvalidJsonText,
+    #[error("invalid frame: must be 0 or 1")]
+    InvalidFrame,
     #[error("invalid d: text must be UTF-8")]
     InvalidUtf8,
     #[error("invalid seq: must be a number from 1")]
@@ -106,7 +110,7 @@ impl RequestError {
         }
     }
 
-    pub fn reply(self, cb: Option<&jsonp::Callback>) -> HttpResponse {
+    pub fn reply(self, answer: &jsonp::Answer) -> HttpResponse {
         let status = self.status();
         let mut failure = Failure::new(&self);
         if let Some(SendFailure::OutOfOrder { expected }) = self.send_failure() {
@@ -115,7 +119,7 @@ impl RequestError {
         if let RequestError::PartlySent { accepted, .. } = &self {
             failure.accepted = Some(*accepted as u64);
         }
-        let mut response = jsonp::reply(status, cb, &failure);
+        let mut response = jsonp::reply(status, answer, &failure);
         if let Some(SendFailure::RateLimited(wait)) = self.send_failure() {
             insert_retry_after(&mut response, *wait);
         }

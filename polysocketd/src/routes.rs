@@ -60,6 +60,8 @@ pub const MAX_BATCH: usize = 1000;
 #[derive(Debug, Default)]
 pub struct SendParams {
     cb: Option<String>,
+    /// `1`: answer with a page for the iframe a form was posted into.
+    frame: Option<String>,
     d: Vec<String>,
     t: Vec<String>,
     seq: Option<String>,
@@ -74,6 +76,7 @@ impl SendParams {
         let pick = |form: Vec<String>, query: Vec<String>| if form.is_empty() { query } else { form };
         SendParams {
             cb: None,
+            frame: None,
             d: pick(self.d, query.d),
             t: pick(self.t, query.t),
             seq: self.seq.or(query.seq),
@@ -92,6 +95,7 @@ impl<'de> Deserialize<'de> for SendParams {
         #[serde(field_identifier, rename_all = "lowercase")]
         enum Field {
             Cb,
+            Frame,
             D,
             T,
             Seq,
@@ -128,6 +132,7 @@ impl<'de> Deserialize<'de> for SendParams {
                             continue;
                         }
                         Field::Cb => &mut params.cb,
+                        Field::Frame => &mut params.frame,
                         Field::Seq => &mut params.seq,
                         Field::More => &mut params.more,
                         Field::Code => &mut params.code,
@@ -178,6 +183,11 @@ async fn send(
         Ok(parsed) => parsed,
         Err(e) => return e.response(),
     };
+    let answer = match params.frame.as_deref() {
+        None | Some("") | Some("0") => jsonp::Answer::from(cb),
+        Some("1") => jsonp::Answer::Frame,
+        Some(_) => return RequestError::InvalidFrame.reply(&jsonp::Answer::from(cb)),
+    };
     if req.method() == Method::OPTIONS {
         return cors::preflight(&daemon, &socket, &req, SEND_METHODS);
     }
@@ -218,8 +228,8 @@ async fn send(
     }
     .await;
     let mut response = match outcome {
-        Ok(()) => jsonp::reply(StatusCode::CREATED, cb.as_ref(), &Accepted::OK),
-        Err(e) => e.reply(cb.as_ref()),
+        Ok(()) => jsonp::reply(StatusCode::CREATED, &answer, &Accepted::OK),
+        Err(e) => e.reply(&answer),
     };
     cors::allow(&daemon, &socket, &req, &mut response);
     daemon.metrics.answered(Endpoint::Send, response.status(), started.elapsed());
@@ -269,6 +279,9 @@ fn batch(types: Vec<String>, data: Vec<String>) -> Result<Vec<Outgoing>, Request
         .enumerate()
         .map(|(i, data)| match type_of(i) {
             None | Some("t") => Ok(Outgoing::Text(data)),
+            // What a form cannot carry as it is: browsers turn every line
+            // break in a form's values into CRLF.
+            Some("j") => serde_json::from_str(&data).map(Outgoing::Text).map_err(|_| RequestError::InvalidJsonText),
             Some("b") => Ok(Outgoing::Binary(BASE64.decode(data).map_err(|_| RequestError::InvalidBase64)?.into())),
             Some(_) => Err(RequestError::InvalidType),
         })
@@ -339,8 +352,8 @@ pub fn send_request(
 
 async fn poll(req: HttpRequest, SocketId(socket): SocketId, daemon: web::Data<Daemon>) -> HttpResponse {
     let started = Instant::now();
-    let (params, cb) = match jsonp::parse_query::<PollParams>(req.query_string(), |p| p.cb.as_deref()) {
-        Ok(parsed) => parsed,
+    let (params, answer) = match jsonp::parse_query::<PollParams>(req.query_string(), |p| p.cb.as_deref()) {
+        Ok((params, cb)) => (params, jsonp::Answer::from(cb)),
         Err(e) => return e.response(),
     };
     if req.method() == Method::OPTIONS {
@@ -382,26 +395,26 @@ async fn poll(req: HttpRequest, SocketId(socket): SocketId, daemon: web::Data<Da
     .await;
     let (mut response, endpoint) = match outcome {
         Ok(Received::Messages(messages)) => {
-            let key = AnswerKey::of(&socket, &messages, cb.as_ref(), gzip);
-            let answer = match key.as_ref().and_then(|key| daemon.answers.get(key)) {
+            let key = AnswerKey::of(&socket, &messages, answer.callback(), gzip);
+            let response = match key.as_ref().and_then(|key| daemon.answers.get(key)) {
                 Some(kept) => kept,
                 None => {
-                    let answer = jsonp::reply(StatusCode::OK, cb.as_ref(), &Messages { ok: true, messages });
+                    let response = jsonp::reply(StatusCode::OK, &answer, &Messages { ok: true, messages });
                     // `None`: the daemon never gzips, so the answer varies with nothing.
-                    let answer = match gzip {
-                        Some(accepted) => compression::compress(accepted, answer),
-                        None => answer,
+                    let response = match gzip {
+                        Some(accepted) => compression::compress(accepted, response),
+                        None => response,
                     };
                     match key {
-                        Some(key) => daemon.answers.keep(key, answer),
-                        None => answer,
+                        Some(key) => daemon.answers.keep(key, response),
+                        None => response,
                     }
                 }
             };
-            (answer, Endpoint::Poll)
+            (response, Endpoint::Poll)
         }
         Ok(Received::Stream(response)) => (response, Endpoint::Stream),
-        Err(e) => (e.reply(cb.as_ref()), Endpoint::Poll),
+        Err(e) => (e.reply(&answer), Endpoint::Poll),
     };
     cors::allow(&daemon, &socket, &req, &mut response);
     daemon.metrics.answered(endpoint, response.status(), started.elapsed());
@@ -492,6 +505,20 @@ mod tests {
         assert!(matches!(message(&[("t", "b"), ("d", "!!")]), Err(RequestError::InvalidBase64)));
         assert!(matches!(message(&[("d", "x"), ("seq", "0")]), Err(RequestError::InvalidSeq)));
         assert!(matches!(message(&[("d", "x"), ("more", "yes")]), Err(RequestError::InvalidMore)));
+    }
+
+    #[test]
+    fn text_may_come_as_a_json_string_and_keeps_its_line_breaks() {
+        let breaks = "a\nb\r\nc\rd \u{1F600}";
+        let literal = serde_json::to_string(breaks).unwrap();
+        assert_eq!(message(&[("t", "j"), ("d", &literal)]).unwrap(), send(text(breaks), None, false));
+        assert_eq!(
+            message(&[("t", "t"), ("t", "j"), ("d", "x\ny"), ("d", &literal)]).unwrap(),
+            SendRequest::Message(ClientSend { messages: vec![text("x\ny"), text(breaks)], seq: None, more: false })
+        );
+        for bad in ["a", "\"a", "1", "[\"a\"]", "\"\\ud800\""] {
+            assert!(matches!(message(&[("t", "j"), ("d", bad)]), Err(RequestError::InvalidJsonText)), "{bad}");
+        }
     }
 
     #[test]

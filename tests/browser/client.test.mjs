@@ -265,7 +265,7 @@ async function servePages() {
     if (!run) {
       res.writeHead(404).end();
     } else if (!script) {
-      res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
+      res.writeHead(200, { "content-type": "text/html; charset=utf-8", ...(run.options.csp && { "content-security-policy": run.options.csp }) });
       res.end(`<!DOCTYPE html><html><head><meta charset="utf-8"><title>run ${id}</title></head><body><pre id="result"></pre>
 <script src="${origin}/polysocket.js"></script><script src="/${id}.js"></script></body></html>`);
     } else {
@@ -541,6 +541,28 @@ function watchRequests(page) {
   return seen;
 }
 
+/** Sends a burst of 200 texts (about 120 bytes each once sent) with line
+ * breaks of every kind and characters URLs escape; reports whether each
+ * echo matched. */
+const BIG_BURST = `var n = 0, i, sent = [], altered = [];
+  function text(i) { return "burst " + i + " \\n lf \\r\\n crlf \\r cr \\u00e9 \\ud83d\\ude00 + & = % \\u2028 \\"" + new Array(40).join("x"); }
+  ws.onopen = function () { for (i = 1; i <= 200; i++) { sent.push(text(i)); ws.send(text(i)); } };
+  ws.onmessage = function (e) {
+    if (e.data !== sent[n]) { altered.push(n); }
+    if (++n === 200) { events.push({type: "checked", got: n, altered: altered}); ws.close(); }
+  };`;
+
+/** The sends carry seqs 1, 2, ... `count`, each once, in order. */
+function assertConsecutiveSeqs(sends, count) {
+  let next = 1;
+  for (const send of sends) {
+    if (Number(send.params.get("seq")) < next) continue;
+    assert.equal(Number(send.params.get("seq")), next, "each message has its own seq, in order");
+    next += send.params.getAll("d").length;
+  }
+  assert.equal(next, count + 1, `${count} messages in all`);
+}
+
 for (const profile of Object.keys(profiles)) {
   // IE6/7 open at most two connections per host name. Each socket has a host
   // name of its own (a DNS label per socket), and uses at most two at once:
@@ -626,6 +648,46 @@ for (const profile of Object.keys(profiles)) {
     assert.equal(next, 201, "200 messages in all");
     assert.ok(sends.some((r) => r.params.getAll("t").includes("b") && r.params.getAll("d").length > 1), "text and binary in one batch");
   });
+
+  // A burst bigger than one URL: one form posted into a hidden iframe where
+  // the browser has postMessage and JSON (the jsonp profile), URL-sized
+  // pieces where it has not (es3, ie8), one POST where it streams. Forms
+  // rewrite line breaks; what arrives must be what was sent.
+  test(`${profile}: a burst bigger than a URL arrives as sent, line breaks and all`, async () => {
+    const page = await open(profile);
+    const seen = watchRequests(page);
+    const events = await run(page, `${upstream}/echo`, BIG_BURST);
+    await page.context().close();
+    assert.deepEqual(events.find((e) => e.type === "checked"), { type: "checked", got: 200, altered: [] });
+    const sends = seen.requests.filter((r) => r.url.pathname.startsWith("/s/") && r.params.has("d"));
+    const framed = sends.filter((r) => r.method === "POST" && r.url.searchParams.get("frame") === "1");
+    const urls = sends.filter((r) => r.method === "GET");
+    if (profile === "jsonp") {
+      assert.ok(framed.length >= 1 && sends.length <= 2, `${framed.length} framed of ${sends.length} sends`);
+      assert.ok(framed.every((r) => r.params.getAll("t").includes("j")), "text with line breaks goes as JSON strings");
+    } else if (profile === "modern") {
+      assert.equal(sends.length, 1, "one POST");
+    } else {
+      assert.equal(framed.length, 0, "no frames without JSON");
+      assert.ok(urls.length > 2, `${urls.length} URLs`);
+    }
+    assertConsecutiveSeqs(sends, 200);
+  });
+
+  if (profile === "jsonp") {
+    // A page whose policy forbids posting forms: the first frame is refused
+    // before it leaves, and the burst goes on in URLs with the same seqs.
+    test(`${profile}: where the page's policy forbids forms, a big burst goes in URLs`, async () => {
+      const page = await open(profile);
+      const seen = watchRequests(page);
+      const events = await run(page, `${upstream}/echo`, BIG_BURST, { csp: "form-action 'none'" });
+      await page.context().close();
+      assert.deepEqual(events.find((e) => e.type === "checked"), { type: "checked", got: 200, altered: [] });
+      const sends = seen.requests.filter((r) => r.url.pathname.startsWith("/s/") && r.params.has("d"));
+      assert.ok(sends.every((r) => r.method === "GET") && sends.length > 2, sends.map((r) => r.method).join());
+      assertConsecutiveSeqs(sends, 200);
+    });
+  }
 
   test(`${profile}: a poll answer or a stream lost in flight is fetched again: nothing lost, nothing doubled`, async () => {
     const page = await open(profile);

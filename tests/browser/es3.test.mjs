@@ -19,14 +19,45 @@ test("the ES3 check rejects what ES3 engines reject", () => {
   }
 });
 
+const tree = acorn.parse(source, { ...ES3, ranges: true });
+
+/** Where the named functions (`name` or `proto.name = function`) are, as [start, end). */
+function functionRanges(names) {
+  const ranges = [];
+  (function walk(node) {
+    if (node.type === "FunctionDeclaration" && names.includes(node.id.name)) ranges.push(node.range);
+    if (node.type === "AssignmentExpression" && names.includes(source.slice(...node.left.range))) ranges.push(node.right.range);
+    for (const child of Object.values(node)) {
+      for (const item of Array.isArray(child) ? child : [child]) if (item && typeof item.type === "string") walk(item);
+    }
+  })(tree);
+  assert.equal(ranges.length, names.length, `found ${names}`);
+  return ranges;
+}
+
+/** Offsets of `pattern` in the code, comments blanked out. */
+function usesOf(pattern) {
+  const code = source.replace(/\/\*[\s\S]*?\*\//g, (comment) => " ".repeat(comment.length));
+  return [...code.matchAll(pattern)].map((m) => m.index);
+}
+
 test("polysocket.js uses no API that ES3 browsers lack", () => {
   const code = source.replace(/\/\*[\s\S]*?\*\//g, "").replace(/\/\/.*$/gm, "");
   const es5 = [/\.forEach\(/, /\.map\(/, /\.filter\(/, /\.reduce\(/, /\.some\(/, /\.every\(/, /\.lastIndexOf\(/, /\.indexOf\(\s*\w+\s*,/];
   const library = [/\bPromise\b/, /Array\.isArray/, /Object\.(keys|create|definePropert|getPrototypeOf|freeze|seal)/, /\.bind\(/, /Date\.now/, /\.toISOString\(/, /\.trim\(/];
-  // IE6-8 have no addEventListener, on scripts or anywhere.
-  for (const api of [...es5, ...library, /\.addEventListener\(/]) {
+  for (const api of [...es5, ...library]) {
     assert.doesNotMatch(code, api);
   }
+});
+
+// IE6-8 have no addEventListener, on scripts or anywhere: listen() falls
+// back to attachEvent, and nothing else adds listeners.
+test("polysocket.js adds event listeners only through listen(), which takes attachEvent too", () => {
+  const [listen] = functionRanges(["listen"]);
+  assert.match(source.slice(...listen), /target\.attachEvent\(/);
+  const uses = usesOf(/\.(add|remove)EventListener\(/g);
+  assert.ok(uses.length > 0);
+  for (const at of uses) assert.ok(at >= listen[0] && at < listen[1], `an event listener added outside listen() at ${at}`);
 });
 
 // What IE6-9 lack and later browsers have: used only where a `typeof X !==
@@ -55,26 +86,18 @@ function* uses(node, path = []) {
   }
 }
 
-// JSON is used only by the streaming transport, which a socket takes only
-// where canStream() found JSON (and cross-origin XMLHttpRequest).
-test("polysocket.js uses JSON only on the streaming path, which checks for it", () => {
-  const tree = acorn.parse(source, { ...ES3, ranges: true });
-  const streaming = [];
-  (function walk(node) {
-    if (node.type === "FunctionDeclaration" && ["post", "canStream"].includes(node.id.name)) streaming.push(node.range);
-    if (node.type === "AssignmentExpression" && source.slice(...node.left.range) === "proto._stream") streaming.push(node.right.range);
-    for (const child of Object.values(node)) {
-      for (const item of Array.isArray(child) ? child : [child]) if (item && typeof item.type === "string") walk(item);
-    }
-  })(tree);
-  assert.equal(streaming.length, 3, "post, canStream and proto._stream were found");
-  const code = source.replace(/\/\*[\s\S]*?\*\//g, (comment) => " ".repeat(comment.length));
-  const uses = [...code.matchAll(/\bJSON\b/g)].map((m) => m.index);
+// JSON is used only by the streaming transport and by frames, which a
+// socket takes only where canStream() or canFrame() found JSON.
+test("polysocket.js uses JSON only on the streaming and frame paths, which check for it", () => {
+  const paths = functionRanges(["post", "canStream", "proto._stream", "canFrame", "frame"]);
+  const uses = usesOf(/\bJSON\b/g);
   assert.ok(uses.length > 0);
   for (const at of uses) {
-    assert.ok(streaming.some(([start, end]) => at >= start && at < end), `JSON used outside the streaming path at ${at}`);
+    assert.ok(paths.some(([start, end]) => at >= start && at < end), `JSON used outside the streaming and frame paths at ${at}`);
   }
-  assert.match(code, /typeof JSON === "undefined"/);
+  for (const check of ["canStream", "canFrame"]) {
+    assert.match(source.slice(...functionRanges([check])[0]), /typeof JSON [!=]== "undefined"/, check);
+  }
 });
 
 test("polysocket.js uses typed arrays, Blob and FileReader only behind a typeof test", () => {

@@ -73,8 +73,21 @@ async fn post_bodies(backend: Backend) {
     assert_eq!(binary.status, 201);
     let form_binary = socket.post("", "application/x-www-form-urlencoded", b"t=b&d=AQID").await;
     assert_eq!(form_binary.status, 201);
+    // A form posted into a hidden iframe: the answer is a page handing the
+    // JSON to the window that framed it, and text whose line breaks the
+    // form would rewrite comes as a JSON string.
+    let framed =
+        socket.post("?frame=1", "application/x-www-form-urlencoded", b"t=j&d=%22two%5Cr%5Cnlines%5Cn%22").await;
+    assert_eq!((framed.status, framed.header("content-type")), (201, "text/html; charset=utf-8"));
+    assert_eq!(framed.header("content-security-policy"), "default-src 'none'; script-src 'unsafe-inline'");
+    assert!(framed.body.ends_with(r#"<script>parent.postMessage("{\"ok\":true}","*")</script>"#), "{}", framed.body);
+    let refused = socket.post("?frame=1", "application/x-www-form-urlencoded", b"t=j&d=two+lines").await;
+    assert_eq!(refused.status, 400);
+    assert!(refused.body.contains(r#"\"error\":\"invalid d: t=j takes a JSON string\""#), "{}", refused.body);
+    let bad_frame = socket.post("?frame=yes", "application/x-www-form-urlencoded", b"d=x").await;
+    assert_eq!((bad_frame.status, bad_frame.json()["error"].clone()), (400, json!("invalid frame: must be 0 or 1")));
 
-    let messages = socket.receive(4).await;
+    let messages = socket.receive(5).await;
     assert_eq!(
         messages,
         [
@@ -82,6 +95,7 @@ async fn post_bodies(backend: Backend) {
             json!({"type": "text", "seq": 2, "data": "plain ✓"}),
             json!({"type": "binary", "seq": 3, "data": BASE64.encode([9, 8, 7])}),
             json!({"type": "binary", "seq": 4, "data": BASE64.encode([1, 2, 3])}),
+            json!({"type": "text", "seq": 5, "data": "two\r\nlines\n"}),
         ]
     );
 
