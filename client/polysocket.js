@@ -780,6 +780,61 @@
       });
   };
 
+  /* A streaming GET, read as text as it arrives: `onText(piece)` for each
+     new piece, then `onEnd(status)` once (0: the request failed). By fetch
+     where the browser can read a body as a stream: XMLHttpRequest hands
+     over a growing response at most every 50 ms or so, which holds each
+     message of a trickle back by half that on average. Returns what stops
+     it, after which neither is called. */
+  function streamText(url, onText, onEnd) {
+    var stopped = false, xhr, read = 0;
+    function end(status) {
+      if (!stopped) {
+        stopped = true;
+        onEnd(status);
+      }
+    }
+    if (typeof fetch !== "undefined" && typeof ReadableStream !== "undefined" && typeof TextDecoder !== "undefined" &&
+        typeof AbortController !== "undefined") {
+      var controller = new AbortController(), decoder = new TextDecoder();
+      fetch(url, {signal: controller.signal, cache: "no-store"}).then(function (response) {
+        if (response.status !== 200 || !response.body) { return end(response.status); }
+        var reader = response.body.getReader();
+        function next() {
+          reader.read().then(function (chunk) {
+            if (stopped) { return; }
+            if (chunk.done) {
+              onText(decoder.decode());
+              return end(200);
+            }
+            onText(decoder.decode(chunk.value, {stream: true}));
+            next();
+          }, function () { end(0); });
+        }
+        next();
+      }, function () { end(0); });
+      return function () {
+        stopped = true;
+        controller.abort();
+      };
+    }
+    xhr = new XMLHttpRequest();
+    xhr.onreadystatechange = function () {
+      if (stopped) { return; }
+      if (xhr.readyState >= 3 && xhr.status === 200 && xhr.responseText.length > read) {
+        onText(xhr.responseText.substring(read));
+        read = xhr.responseText.length;
+      }
+      if (xhr.readyState === 4) { end(xhr.status); }
+    };
+    xhr.open("GET", url, true);
+    xhr.send(null);
+    return function () {
+      stopped = true;
+      xhr.abort();
+    };
+  }
+
   /* One streaming receive: NDJSON lines on one response, read as they
      arrive, from the last seq received. A stream ends by itself now and
      then and is simply opened again. Where no stream has got through yet,
@@ -789,7 +844,7 @@
      fails met a failing link, and is retried like any request (`failures`
      in a row, since `since`). */
   proto._stream = function (failures, since) {
-    var self = this, xhr = new XMLHttpRequest(), read = 0, live = false, finished = false, silence;
+    var self = this, buffer = "", live = false, finished = false, silence, stop;
     function retry() {
       var started = since === undefined ? now() : since, pause = backoff(failures + 1, started);
       if (pause < 0) { return self._lost(); }
@@ -799,43 +854,43 @@
       if (self._streamWorked) { return retry(); }
       self._fallBack();
     }
-    var probe = setTimeout(function () { if (!live) { finish(); xhr.abort(); notThrough(); } }, STREAM_PROBE);
+    var probe = setTimeout(function () { if (!live) { finish(); notThrough(); } }, STREAM_PROBE);
     function finish() {
       finished = true;
       clearTimeout(probe);
       clearTimeout(silence);
-      xhr.onreadystatechange = function () {};
+      stop();
     }
     /* Heartbeats come every STREAM_TTL: a stream silent for longer is dead. */
     function watch() {
       clearTimeout(silence);
-      silence = setTimeout(function () { finish(); xhr.abort(); self._stream(failures + 1); }, STREAM_TTL + POLL_SLACK);
+      silence = setTimeout(function () { finish(); self._stream(failures + 1); }, STREAM_TTL + POLL_SLACK);
     }
-    function lines() {
-      var text = xhr.responseText, end;
-      while (!finished && (end = text.indexOf("\n", read)) >= 0) {
-        var message = JSON.parse(text.substring(read, end));
-        read = end + 1;
+    function lines(text) {
+      var start = 0, end;
+      buffer += text;
+      while (!finished && (end = buffer.indexOf("\n", start)) >= 0) {
+        var message = JSON.parse(buffer.substring(start, end));
+        start = end + 1;
         live = true;
         self._streamWorked = true;
         failures = 0;
         since = undefined;
         watch();
-        if (!self._deliver(message)) { finish(); xhr.abort(); }
+        if (!self._deliver(message)) { finish(); }
       }
+      buffer = buffer.substring(start);
     }
-    xhr.onreadystatechange = function () {
-      if (xhr.readyState >= 3 && xhr.status === 200) { lines(); }
-      if (xhr.readyState !== 4 || finished) { return; }
-      finish();
-      if (self._gone) { return; }
-      if (xhr.status === 403) { return self._lost(); }
-      if (!live) { return notThrough(); }
-      if (xhr.status === 200) { return self._stream(0); }
-      retry();
-    };
-    xhr.open("GET", this._base + "/j/" + this._socket + "?" + query({stream: "ndjson", ttl: STREAM_TTL, ack: this._acked}), true);
-    xhr.send(null);
+    stop = streamText(this._base + "/j/" + this._socket + "?" + query({stream: "ndjson", ttl: STREAM_TTL, ack: this._acked}), lines,
+      function (status) {
+        if (finished) { return; }
+        finish();
+        if (self._gone) { return; }
+        if (status === 403) { return self._lost(); }
+        if (!live) { return notThrough(); }
+        if (status === 200) { return self._stream(0); }
+        retry();
+      });
   };
 
   proto._fallBack = function () {

@@ -166,6 +166,9 @@ const profiles = {
   es3: [es3Profile, false],
   ie8: [es3Profile, true],
 };
+// Cross-origin XMLHttpRequest but no fetch (IE10-11, old Safari): streams
+// are read from a growing responseText. Only for the streaming tests.
+const streamingProfiles = { modern: profiles.modern, xhr: () => { delete window.WebSocket; delete window.fetch; } };
 
 /**
  * The page side of a run, in every profile: ES3. Opens `ws` to `url`,
@@ -292,7 +295,7 @@ const IE8_USER_AGENT = "Mozilla/4.0 (compatible; MSIE 8.0; Windows NT 6.1; Tride
 async function open(profile) {
   const context = await browser.newContext(profile === "ie8" ? { userAgent: IE8_USER_AGENT } : {});
   if (profile !== "native") {
-    const setup = profiles[profile];
+    const setup = profiles[profile] || streamingProfiles[profile];
     await (Array.isArray(setup) ? context.addInitScript(setup[0], setup[1]) : context.addInitScript(setup));
   }
   if (fromDisk) {
@@ -519,7 +522,7 @@ function watchRequests(page) {
     const params = new URLSearchParams(url.search);
     // A batch repeats d and t: appended, not set, so getAll sees them all.
     for (const [name, value] of new URLSearchParams(request.postData() || "")) params.append(name, value);
-    const entry = { url, params, method: request.method(), host: url.host, start: clock++, end: Infinity };
+    const entry = { url, params, method: request.method(), type: request.resourceType(), host: url.host, start: clock++, end: Infinity };
     seen.requests.push(entry);
     // A close's acknowledgement (a poll with ttl=0) leaves once the page
     // has ended the socket's other requests; Playwright may report those
@@ -843,8 +846,8 @@ for (const profile of Object.keys(profiles)) {
 
 // Where ArrayBuffer is missing binary messages are binary strings; any page
 // may choose them, and send them with sendBinary.
-test("modern: messages arrive on one stream, and sends are POSTs", async () => {
-  const page = await open("modern");
+for (const [profile, reader] of [["modern", "fetch"], ["xhr", "xhr"]]) test(`${profile}: messages arrive on one stream (read by ${reader}), and sends are POSTs`, async () => {
+  const page = await open(profile);
   const seen = watchRequests(page);
   const events = await run(
     page,
@@ -866,6 +869,7 @@ test("modern: messages arrive on one stream, and sends are POSTs", async () => {
   const streams = receives().filter((r) => !isAcknowledgement(r));
   assert.ok(streams.length >= 1, "a receive");
   for (const r of streams) assert.equal(r.params.get("stream"), "ndjson", `a stream, not a poll: ${r.url}`);
+  for (const r of streams) assert.equal(r.type, reader, "read as the browser can");
   const sends = seen.requests.filter((r) => r.url.pathname.startsWith("/s/"));
   // Sent in one script, the two leave in one request; text needs no t.
   assert.deepEqual(sends.map((r) => [r.method, r.params.get("t"), r.params.getAll("d").join(), r.params.get("cb")]), [

@@ -62,7 +62,7 @@ test("polysocket.js adds event listeners only through listen(), which takes atta
 
 // What IE6-9 lack and later browsers have: used only where a `typeof X !==
 // "undefined"` test (one of them vouches for the others) found it first.
-const OPTIONAL = new Set(["ArrayBuffer", "Uint8Array", "Blob", "FileReader"]);
+const OPTIONAL = new Set(["ArrayBuffer", "Uint8Array", "Blob", "FileReader", "fetch", "ReadableStream", "TextDecoder", "AbortController"]);
 
 /** The names a true `test` proves present: `typeof X !== "undefined"`, in an && chain. */
 function present(test) {
@@ -100,7 +100,7 @@ test("polysocket.js uses JSON only on the streaming and frame paths, which check
   }
 });
 
-test("polysocket.js uses typed arrays, Blob and FileReader only behind a typeof test", () => {
+test("polysocket.js uses typed arrays, Blob, FileReader and fetch only behind a typeof test", () => {
   const guarded = ([node, key]) =>
     ((node.type === "IfStatement" || node.type === "ConditionalExpression") && key === "consequent" && present(node.test).some((name) => OPTIONAL.has(name))) ||
     (node.type === "LogicalExpression" && node.operator === "&&" && key === "right" && present(node.left).some((name) => OPTIONAL.has(name)));
