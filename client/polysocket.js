@@ -277,7 +277,8 @@
      history gains no entry. */
   function frame(url, params, timeout, done) {
     var name = callbackPrefix + "f" + (nextCallback++), finished = false, stop = [];
-    var origin = /^[a-z][a-z0-9+.\-]*:\/\/[^\/?#]+/i.exec(url)[0];
+    /* As a message event names it: lower case, no default port. */
+    var origin = /^[a-z][a-z0-9+.\-]*:\/\/[^\/?#]+/i.exec(url)[0].toLowerCase().replace(/^(http:\/\/.+):80$|^(https:\/\/.+):443$/, "$1$2");
     var body = document.body, iframe = document.createElement("iframe"), form = document.createElement("form");
     var timer = setTimeout(function () { finish("timeout"); }, timeout);
     var fields = {}, types = [], data = [], lineBreaks = false, key, values, i, input;
@@ -285,14 +286,12 @@
       if (finished) { return; }
       finished = true;
       clearTimeout(timer);
-      for (i = 0; i < stop.length; i++) { stop[i](); }
+      for (var j = 0; j < stop.length; j++) { stop[j](); }
       /* Not while one of its events is being handled. */
       setTimeout(function () { body.removeChild(form); body.removeChild(iframe); }, 0);
       if (!failure || failure === "not an answer") { framesWorked = true; }
-      if (failure && !framesWorked) {
-        framesBlocked = true;
-        failure = "blocked";
-      }
+      if (failure && !framesWorked) { failure = "blocked"; }
+      if (failure === "blocked") { framesBlocked = true; }
       done(failure, answer);
     }
     iframe.name = name;
@@ -695,7 +694,7 @@
      message waiting that fits; the close goes once everything before it
      has. */
   proto._pump = function () {
-    var self = this, head = this._outbox[0], batch, params, types = [], data = [], mixed = false, byFrame = false, i;
+    var self = this, head = this._outbox[0], batch, params, types = [], data = [], mixed = false, byFrame = false, framed, i;
     if (this._sending || !this._socket || !head || !head.ready || this._gone) { return; }
     if (head.close) {
       params = {t: "c", code: head.code === undefined ? null : head.code, reason: head.reason || null};
@@ -703,9 +702,10 @@
     } else {
       batch = this._batch(this._streaming);
       /* More is waiting than one URL takes: one form carries it all. */
-      if (!this._streaming && canFrame() && this._batch(true).length > batch.length) {
+      framed = !this._streaming && canFrame() ? this._batch(true) : batch;
+      if (framed.length > batch.length) {
         byFrame = true;
-        batch = this._batch(true);
+        batch = framed;
       }
       for (i = 0; i < batch.length; i++) {
         /* Consecutive seqs, kept across retries until each is taken. */

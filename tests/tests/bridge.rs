@@ -194,7 +194,7 @@ async fn send_and_poll_errors(backend: Backend) {
     assert_eq!(error(socket.send_get(&[("t", "t")]).await, 400), "missing d");
     assert_eq!(
         error(socket.send_get(&[("t", "x"), ("d", "a")]).await, 400),
-        "invalid t: must be t (text), b (binary) or c (close)"
+        "invalid t: must be t (text), j (text as a JSON string), b (binary) or c (close)"
     );
     assert_eq!(error(socket.send_get(&[("t", "b"), ("d", "%%%")]).await, 400), "invalid d: not standard base64");
     assert_eq!(error(socket.poll_raw(&[("ttl", "soon")]).await, 400), "invalid ttl: must be milliseconds");
