@@ -191,17 +191,21 @@
     setTimeout(function () { throw e; }, 0);
   }
 
-  /* An array value repeats its key, in order (a batch's t and d). */
-  function query(params) {
-    var parts = [], key, values, i;
+  /* Calls `each(key, value)` for every parameter that has a value; an
+     array value repeats its key, in order (a batch's t and d). */
+  function eachParam(params, each) {
+    var key, values, i;
     for (key in params) {
       if (params.hasOwnProperty(key) && params[key] !== undefined && params[key] !== null) {
         values = isArray(params[key]) ? params[key] : [params[key]];
-        for (i = 0; i < values.length; i++) {
-          parts.push(encodeURIComponent(key) + "=" + encodeURIComponent(values[i]));
-        }
+        for (i = 0; i < values.length; i++) { each(key, values[i]); }
       }
     }
+  }
+
+  function query(params) {
+    var parts = [];
+    eachParam(params, function (key, value) { parts.push(encodeURIComponent(key) + "=" + encodeURIComponent(value)); });
     return parts.join("&");
   }
 
@@ -281,7 +285,7 @@
     var origin = /^[a-z][a-z0-9+.\-]*:\/\/[^\/?#]+/i.exec(url)[0].toLowerCase().replace(/^(http:\/\/.+):80$|^(https:\/\/.+):443$/, "$1$2");
     var body = document.body, iframe = document.createElement("iframe"), form = document.createElement("form");
     var timer = setTimeout(function () { finish("timeout"); }, timeout);
-    var fields = {}, types = [], data = [], lineBreaks = false, key, values, i, input;
+    var fields = {}, types = [], data = [], lineBreaks = false, key, i;
     function finish(failure, answer) {
       if (finished) { return; }
       finished = true;
@@ -335,18 +339,13 @@
     form.target = name;
     form.acceptCharset = "UTF-8";
     form.style.display = "none";
-    for (key in fields) {
-      if (fields.hasOwnProperty(key) && fields[key] !== undefined && fields[key] !== null) {
-        values = isArray(fields[key]) ? fields[key] : [fields[key]];
-        for (i = 0; i < values.length; i++) {
-          input = document.createElement("input");
-          input.type = "hidden";
-          input.name = key;
-          input.value = values[i];
-          form.appendChild(input);
-        }
-      }
-    }
+    eachParam(fields, function (name, value) {
+      var input = document.createElement("input");
+      input.type = "hidden";
+      input.name = name;
+      input.value = value;
+      form.appendChild(input);
+    });
     body.appendChild(form);
     form.submit();
   }
