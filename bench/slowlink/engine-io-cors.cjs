@@ -8,7 +8,9 @@
 // Access-Control-Allow-Origin and Vary headers of each answer are added.
 "use strict";
 const { createRequire } = require("node:module");
-const engineIo = require.resolve("engine.io");
+// The engine.io the gateway loads (its NODE_PATH), not one installed beside
+// this file: patching another copy would leave the gateway's without CORS.
+const engineIo = createRequire(process.argv[1]).resolve("engine.io");
 const { Server } = require(engineIo);
 const cors = createRequire(engineIo)("cors");
 
